@@ -1,0 +1,319 @@
+"""Configs are dataclasses: one per component, validated in ``__post_init__``.
+
+A YAML file is a saved config; ``key=value`` overrides (dotted for nested sections, values parsed as
+YAML: ``lr=1e-5``, ``curriculum.end=0.75``, ``train_files=[a.jsonl,b.parquet]``) are applied on top.
+Unknown keys are errors that list the close matches, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says what to change."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{name}={value!r} must lie in {bounds}")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft). ``enabled=false`` means full fine-tuning."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+    def __post_init__(self) -> None:
+        _check_range("lora.r", self.r, 1)
+
+
+@dataclass
+class CurriculumConfig:
+    """Noise probability p(step) = start + (base^(i/m) - 1)/(base - 1) * (end - start)."""
+
+    start: float = 0.0
+    end: float = 0.5
+    base: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check_range("curriculum.start", self.start, 0.0, 1.0)
+        _check_range("curriculum.end", self.end, 0.0, 1.0)
+        if self.base <= 0:
+            raise ConfigError(f"curriculum.base={self.base} must be > 0 (the paper uses 4)")
+
+
+@dataclass
+class SimulatorConfig:
+    """The LLM that writes the simulated documents.
+
+    backend: ``transformers`` (in-process; all search calls of a turn batched into one generate) or
+    ``openai`` (any OpenAI-compatible server: vLLM, SGLang, llama.cpp; needs ``base_url``).
+    model: path / hub id, or ``policy`` to reuse the policy's *initial* weights (a frozen copy).
+    mode: ``finetuned`` (prompt of the published Simulation_LLM_* checkpoints) or ``prompt`` (few-shot
+    prompt for an off-the-shelf instruct model).
+    """
+
+    backend: str = "transformers"
+    model: str = "policy"
+    mode: str = "prompt"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.8
+    max_tokens: int = 600
+    max_concurrency: int = 16
+    timeout: float = 60.0
+    max_retries: int = 3
+    max_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check_choice("engine.simulator.backend", self.backend, ("transformers", "openai"))
+        _check_choice("engine.simulator.mode", self.mode, ("finetuned", "prompt"))
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError(
+                "engine.simulator.backend=openai needs engine.simulator.base_url, "
+                "e.g. engine.simulator.base_url=http://localhost:8000/v1"
+            )
+        _check_range("engine.simulator.max_tokens", self.max_tokens, 1)
+
+
+@dataclass
+class EngineConfig:
+    """The search engine used during training (``simulated``: the ZeroSearch way)."""
+
+    kind: str = "simulated"
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("engine.kind", self.kind, ("simulated",))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults follow the paper where it has one (see METHOD.md)."""
+
+    # model and prompt
+    model: str = "zerosearch:smollm2-135m-instruct"
+    prompt_style: str = "auto"  # auto: chat template if the tokenizer has one, else the raw prompt
+    prompt_template: str = "policy"
+    train_files: list[str] = field(default_factory=list)
+
+    # algorithm
+    algorithm: str = "reinforce"
+    reward: str = "f1"
+    baseline: str = "none"  # reinforce only: none (the paper) | mean
+    total_steps: int = 200
+    prompts_per_step: int = 64
+    rollouts_per_prompt: int = 5
+    ppo_epochs: int = 1
+    mini_batch_size: int = 0  # trajectories per optimizer step; 0 = the whole rollout batch
+    micro_batch_tokens: int = 8192  # padded tokens per forward/backward (memory knob)
+    clip_ratio: float = 0.2
+    kl_coef: float = 0.001
+    kl_estimator: str = "low_var_kl"
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 1.0
+    critic: str = "model"  # ppo: model (separate trunk + head) | value_head (head on the policy trunk)
+    value_clip: float = 0.5
+
+    # optimisation
+    lr: float = 1e-6
+    critic_lr: float = 1e-5
+    warmup_ratio: float = 0.95
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+
+    # rollout
+    max_turns: int = 2
+    topk: int = 5
+    temperature: float = 1.0
+    max_turn_tokens: int = 500
+    max_obs_tokens: int = 2048
+    max_context_tokens: int = 8192
+    rollout_batch_size: int = 0  # sequences per generate call; 0 = all at once
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    # run directory and logging
+    seed: int = 0
+    output_dir: str | None = None
+    run_name: str | None = None
+    save_every: int = 1
+    keep_checkpoints: int = 2
+    log_rollouts: int = 8
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "zerosearch"
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm", self.algorithm, ("reinforce", "grpo", "ppo"))
+        _check_choice("reward", self.reward, ("f1", "em", "cover_em"))
+        _check_choice("baseline", self.baseline, ("none", "mean"))
+        _check_choice("prompt_style", self.prompt_style, ("auto", "chat", "raw"))
+        _check_choice("kl_estimator", self.kl_estimator, ("kl", "abs", "mse", "low_var_kl"))
+        _check_choice("critic", self.critic, ("model", "value_head"))
+        _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "topk",
+                     "max_turn_tokens", "max_obs_tokens", "max_context_tokens", "micro_batch_tokens",
+                     "save_every", "keep_checkpoints"):
+            _check_range(name, getattr(self, name), 1)
+        _check_range("max_turns", self.max_turns, 0)
+        _check_range("mini_batch_size", self.mini_batch_size, 0)
+        _check_range("rollout_batch_size", self.rollout_batch_size, 0)
+        _check_range("log_rollouts", self.log_rollouts, 0)
+        _check_range("lr", self.lr, 0.0)
+        _check_range("kl_coef", self.kl_coef, 0.0)
+        _check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        _check_range("gamma", self.gamma, 0.0, 1.0)
+        _check_range("lam", self.lam, 0.0, 1.0)
+        _check_range("temperature", self.temperature, 0.0)
+        if self.algorithm == "grpo" and self.rollouts_per_prompt < 2:
+            raise ConfigError("algorithm=grpo normalises within a group: set rollouts_per_prompt >= 2")
+        if isinstance(self.train_files, str):
+            self.train_files = [p for p in self.train_files.split(",") if p]
+
+    @property
+    def batch_size(self) -> int:
+        """Trajectories per step."""
+        return self.prompts_per_step * self.rollouts_per_prompt
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass, YAML and overrides
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise with close matches."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    types = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown config key {prefix + key!r}{hint} (valid: {', '.join(names)})")
+        ftype = types[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = from_dict(ftype, value or {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, value, ftype)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, value: Any, ftype: Any) -> Any:
+    """Light type checking: ints for floats are fine, numbers in strings are parsed, else error."""
+    if typing.get_origin(ftype) is list:
+        if isinstance(value, str):
+            return [p for p in value.split(",") if p]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{name}={value!r} must be a list of strings (or one comma-separated string)")
+    args = typing.get_args(ftype)
+    allowed = set(args) if args else {ftype}
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{name} may not be null")
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if float in allowed and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-6 as a string
+        except ValueError:
+            pass
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if str in allowed and isinstance(value, str):
+        return value
+    if list[str] in allowed and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{name}={value!r} has the wrong type (expected {ftype})")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. lr=1e-6)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return data
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- YAML file (if any) <- ``key=value`` overrides."""
+    data = load_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(overrides or []))
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,217 @@
+"""Loading the policy (and critic) and computing per-token log-probs, entropies and values.
+
+Sequences are *left*-padded ``[pad… | prompt | response]`` so that every row's response ends at the last
+column. The model then only needs logits for the last ``R+1`` positions (``logits_to_keep``), where R is
+the longest response in the micro-batch: for a 49k vocabulary this is most of the memory of a step.
+Position ids are passed explicitly (cumsum of the attention mask), exactly as ``generate`` computes them
+for left-padded batches, so the log-probs we train on are those of the distribution we sampled from.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from zerosearch.config import ConfigError, LoraConfig
+from zerosearch.llm.models import resolve_model_path
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def pick_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
+
+
+def load_tokenizer(model_spec: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_spec))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_spec: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_spec), dtype=dtype)
+    return model.to(device)
+
+
+def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    peft_config = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def use_chat_template(tokenizer, prompt_style: str) -> bool:
+    """``auto``: instruct models (tokenizer has a chat template) get it, base models the raw prompt."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_style == "chat" and not has_template:
+        raise ConfigError("prompt_style=chat but the tokenizer has no chat template; use prompt_style=raw")
+    return has_template if prompt_style == "auto" else prompt_style == "chat"
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """Token ids of the policy's prompt: the chat template's user turn + generation prompt, or raw."""
+    if chat:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
+
+
+# ---------------------------------------------------------------------------------------------
+# micro-batches of (prompt, response) rows
+
+
+@dataclass
+class Window:
+    """A left-padded micro-batch and the right-aligned response window of width R.
+
+    input_ids, attention_mask, position_ids: [N, L]
+    targets: [N, R] the response tokens (left-padded with pad id inside the window)
+    response_mask: [N, R] 1 where the column holds a response token (policy *or* environment)
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    targets: torch.Tensor
+    response_mask: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.targets.shape[1]
+
+
+def build_window(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> Window:
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    L = max(lengths)
+    R = max(1, max(len(r) for r in responses))
+    n = len(prompts)
+    input_ids = torch.full((n, L), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, L), dtype=torch.long)
+    targets = torch.full((n, R), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((n, R), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        row = list(p) + list(r)
+        input_ids[i, L - len(row):] = torch.tensor(row, dtype=torch.long)
+        attention[i, L - len(row):] = 1
+        if r:
+            targets[i, R - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            response_mask[i, R - len(r):] = 1
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return Window(
+        input_ids.to(device), attention.to(device), position_ids.to(device),
+        targets.to(device), response_mask.to(device),
+    )
+
+
+def right_align(rows: Sequence[torch.Tensor], width: int, device: torch.device, fill: float = 0.0) -> torch.Tensor:
+    """Stack 1-D per-trajectory tensors into [N, width], each right-aligned (matching :class:`Window`)."""
+    out = torch.full((len(rows), width), fill, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, width - len(row):] = row.float()
+    return out.to(device)
+
+
+def unalign(matrix: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
+    """Inverse of :func:`right_align`: per-row 1-D tensors (on CPU, float32)."""
+    width = matrix.shape[1]
+    return [matrix[i, width - n:].detach().float().cpu() if n else matrix.new_zeros(0).float().cpu()
+            for i, n in enumerate(lengths)]
+
+
+def response_logits(model: nn.Module, window: Window, temperature: float = 1.0) -> torch.Tensor:
+    """Logits predicting each response-window token: [N, R, V] (float32, divided by temperature)."""
+    out = model(
+        input_ids=window.input_ids,
+        attention_mask=window.attention_mask,
+        position_ids=window.position_ids,
+        logits_to_keep=window.width + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0 and temperature > 0:
+        logits = logits / temperature
+    return logits
+
+
+class ValueModel(nn.Module):
+    """A critic: a transformer trunk and a scalar head, V(prefix) at every position.
+
+    ``trunk`` is either a separate copy of the base model (``critic=model``) or the policy itself
+    (``critic=value_head``: the head reads the policy's hidden states, detached, so the value loss never
+    moves the policy).
+    """
+
+    def __init__(self, trunk: nn.Module, hidden_size: int, detach_trunk: bool = False):
+        super().__init__()
+        self.trunk = trunk
+        self.detach_trunk = detach_trunk
+        self.head = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, window: Window) -> torch.Tensor:
+        """Values for the states before each response-window token: [N, R] (float32)."""
+        ctx = torch.no_grad() if self.detach_trunk else torch.enable_grad()
+        with ctx:
+            out = self.trunk(
+                input_ids=window.input_ids, attention_mask=window.attention_mask,
+                position_ids=window.position_ids, output_hidden_states=True, use_cache=False,
+                logits_to_keep=1,
+            )
+            hidden = out.hidden_states[-1][:, -(window.width + 1):-1, :]
+        if self.detach_trunk:
+            hidden = hidden.detach()
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+
+
+def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group indices so that ``len(group) * max(len in group) <= max_tokens`` (padded tokens).
+
+    Indices are sorted by length first so rows of similar length share a micro-batch (less padding);
+    a single row longer than ``max_tokens`` still forms its own micro-batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        new_longest = max(longest, lengths[i])
+        if current and (len(current) + 1) * new_longest > max_tokens:
+            groups.append(current)
+            current, new_longest = [], lengths[i]
+        current.append(i)
+        longest = new_longest
+    if current:
+        groups.append(current)
+    return groups

@@ -1,0 +1,298 @@
+"""Advantage estimators: REINFORCE, GRPO and GAE, plus masked whitening.
+
+Pure functions of tensors, no model and no trainer state.
+
+Shapes: ``B`` is the number of trajectories, ``T`` the padded response length.
+A trajectory's response mixes tokens the policy sampled (``loss_mask == 1``) with
+tokens the environment inserted (retrieved documents inside ``<information>``, the
+corrective message) and right padding (both ``loss_mask == 0``). Every estimator
+here returns 0 on mask-0 positions, so nothing downstream has to remember to mask
+advantages a second time (the losses mask anyway).
+
+Reference implementation compared against: verl's ``verl/trainer/ppo/core_algos.py``
+(``compute_gae_advantage_return``, ``compute_grpo_outcome_advantage``) and
+``verl/utils/torch_functional.py`` (``masked_whiten``, ``masked_var``). Departures are
+listed in each docstring.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "reinforce_advantages",
+    "grpo_advantages",
+    "gae_advantages",
+    "whiten",
+]
+
+_BASELINES = ("none", "mean")
+_SINGLETON_MODES = ("verl", "zero")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _float_dtype(x: Tensor) -> torch.dtype:
+    """The floating dtype to compute in: ``x``'s own if floating, else float32."""
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
+def _check_mask_2d(loss_mask: Tensor) -> None:
+    if loss_mask.dim() != 2:
+        raise ValueError(f"loss_mask must be [B, T]; got shape {tuple(loss_mask.shape)}")
+
+
+def _check_rewards(rewards: Tensor, loss_mask: Tensor) -> None:
+    _check_mask_2d(loss_mask)
+    if rewards.dim() != 1 or rewards.shape[0] != loss_mask.shape[0]:
+        raise ValueError(
+            f"rewards must be [B] with B = loss_mask.shape[0] = {loss_mask.shape[0]}; "
+            f"got shape {tuple(rewards.shape)} (pass one scalar outcome reward per trajectory)"
+        )
+
+
+def _broadcast_over_policy_tokens(per_row: Tensor, loss_mask: Tensor) -> Tensor:
+    """[B] -> [B, T]: the row's value on mask-1 positions, exactly 0 elsewhere."""
+    per_row = per_row.unsqueeze(-1).expand(loss_mask.shape)
+    return torch.where(loss_mask.bool(), per_row, torch.zeros_like(per_row))
+
+
+# --------------------------------------------------------------------------- REINFORCE
+
+
+def reinforce_advantages(rewards: Tensor, loss_mask: Tensor, baseline: str = "none") -> Tensor:
+    """REINFORCE advantage: the trajectory's outcome reward on each of its policy tokens.
+
+    This is ZeroSearch's default (and best) estimator: the raw outcome reward,
+    broadcast over the response tokens and used inside the PPO-clip loss.
+
+    Args:
+        rewards: ``[B]`` one scalar outcome reward per trajectory.
+        loss_mask: ``[B, T]`` 1 where the policy sampled the token, 0 for
+            environment-inserted tokens and padding.
+        baseline: ``"none"`` (the paper: advantage = reward) or ``"mean"`` (an
+            optional variance reduction, not in the paper: subtract the batch-mean
+            reward, i.e. the mean over all ``B`` trajectories, each counted once
+            regardless of length).
+
+    Returns:
+        ``[B, T]`` advantages in ``rewards``' float dtype (float32 for integer
+        rewards); exactly 0 on mask-0 positions.
+    """
+    _check_rewards(rewards, loss_mask)
+    if baseline not in _BASELINES:
+        raise ValueError(f"baseline must be one of {_BASELINES}; got {baseline!r}")
+    r = rewards.to(_float_dtype(rewards))
+    if baseline == "mean":
+        r = r - r.mean()
+    return _broadcast_over_policy_tokens(r, loss_mask)
+
+
+# --------------------------------------------------------------------------- GRPO
+
+
+def grpo_advantages(
+    rewards: Tensor,
+    group_ids: Tensor,
+    loss_mask: Tensor,
+    eps: float = 1e-6,
+    scale_by_std: bool = True,
+    singleton: str = "verl",
+) -> Tensor:
+    """GRPO advantage: the reward normalised within its group (rollouts of one prompt).
+
+    ``A_i = (r_i - mean_g) / (std_g + eps)`` with ``std_g`` the *unbiased* standard
+    deviation (``torch.std``'s default, as verl uses), broadcast over the policy
+    tokens. ``scale_by_std=False`` gives ``r_i - mean_g`` (Dr. GRPO; verl's
+    ``norm_adv_by_std_in_grpo=False``). A group whose rewards are all equal gets
+    advantage 0 (``0 / (0 + eps)``).
+
+    Groups of size 1 (an unbiased std is undefined):
+
+    * ``singleton="verl"`` (default) mirrors verl's ``compute_grpo_outcome_advantage``,
+      which sets mean 0 and std 1 for such a group, so the advantage is
+      ``r / (1 + eps)`` — effectively the raw reward, *not* 0.
+    * ``singleton="zero"`` gives advantage 0 (no in-group comparison, no signal).
+
+    Args:
+        rewards: ``[B]`` one scalar outcome reward per trajectory.
+        group_ids: ``[B]`` integer id of each trajectory's group (e.g. prompt index);
+            ids need not be contiguous or sorted.
+        loss_mask: ``[B, T]`` policy-token mask.
+        eps: added to the std before dividing.
+        scale_by_std: divide by ``std + eps`` (GRPO) or not (Dr. GRPO).
+        singleton: ``"verl"`` or ``"zero"``, see above.
+
+    Returns:
+        ``[B, T]`` advantages, exactly 0 on mask-0 positions.
+
+    Departure from verl: verl takes token-level rewards and sums them per row and
+    groups by arbitrary hashable uids in a Python loop; this takes the per-row
+    reward directly and integer group ids, and is vectorised.
+    """
+    _check_rewards(rewards, loss_mask)
+    if group_ids.shape != rewards.shape:
+        raise ValueError(
+            f"group_ids must be [B] like rewards {tuple(rewards.shape)}; got {tuple(group_ids.shape)}"
+        )
+    if group_ids.is_floating_point() or group_ids.is_complex():
+        raise ValueError("group_ids must be an integer tensor (e.g. the prompt index, dtype long)")
+    if singleton not in _SINGLETON_MODES:
+        raise ValueError(f"singleton must be one of {_SINGLETON_MODES}; got {singleton!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+
+    r = rewards.to(_float_dtype(rewards))
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    n = counts.to(r.dtype)
+    g = counts.shape[0]
+
+    # Two-pass per-group mean and unbiased variance (the same numbers torch.std gives).
+    mean = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, inverse, r) / n
+    dev = r - mean[inverse]
+    sq = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, inverse, dev * dev)
+    std = (sq / (n - 1).clamp(min=1)).sqrt()
+
+    single = counts == 1
+    # verl: mean 0, std 1 for single-member groups.
+    mean = torch.where(single, torch.zeros_like(mean), mean)
+    std = torch.where(single, torch.ones_like(std), std)
+
+    adv = r - mean[inverse]
+    if scale_by_std:
+        adv = adv / (std[inverse] + eps)
+    if singleton == "zero":
+        adv = torch.where(single[inverse], torch.zeros_like(adv), adv)
+    return _broadcast_over_policy_tokens(adv, loss_mask)
+
+
+# --------------------------------------------------------------------------- GAE
+
+
+def gae_advantages(
+    token_rewards: Tensor,
+    values: Tensor,
+    loss_mask: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over the policy tokens only.
+
+    The mask-1 positions of a row are treated as one contiguous sequence of
+    decisions; environment-inserted tokens and padding are skipped, not counted as
+    time steps. For a policy token at position ``t`` let ``t'`` be the next mask-1
+    position in the same row (none after the last one)::
+
+        delta_t = r_t + gamma * V(t') - V(t)          (V(t') = 0 after the last one)
+        A_t     = delta_t + gamma * lam * A_{t'}      (A_{t'} = 0 after the last one)
+        R_t     = A_t + V(t)
+
+    With ``gamma = lam = 1`` and a single terminal reward ``R`` every policy token
+    gets ``A_t = R - V(t)`` and return ``R``.
+
+    Args:
+        token_rewards: ``[B, T]`` per-token rewards. Rewards may only sit on mask-1
+            positions: the trainer puts the outcome reward on the row's last mask-1
+            token. A nonzero reward on a mask-0 position raises ``ValueError``
+            (there is no decision there to credit it to; verl silently drops it).
+        values: ``[B, T]`` critic values ``V(t)``; entries at mask-0 positions are
+            ignored (they may hold anything, even NaN).
+        loss_mask: ``[B, T]`` policy-token mask.
+        gamma: discount factor (ZeroSearch PPO: 1.0).
+        lam: GAE lambda (ZeroSearch PPO: 1.0).
+
+    Returns:
+        ``(advantages, returns)``, both ``[B, T]`` in ``values``' float dtype, both
+        exactly 0 on mask-0 positions.
+
+    Matches verl's ``compute_gae_advantage_return`` (the version that skips
+    observation tokens: ``nextvalues``/``lastgaelam`` carried across mask-0
+    positions) on mask-1 positions, with two departures: (1) verl whitens the
+    advantages inside the estimator (``masked_whiten`` over the whole batch); here
+    the estimator returns raw advantages and the trainer calls :func:`whiten` if it
+    wants verl's behaviour. (2) verl leaves carried-over numbers at mask-0 positions;
+    here they are 0. Runs under ``no_grad``; a backward loop over ``T`` with
+    ``[B]``-wide tensor ops (B=64, T=4000 takes well under a second on CPU).
+    """
+    _check_mask_2d(loss_mask)
+    if token_rewards.shape != loss_mask.shape or values.shape != loss_mask.shape:
+        raise ValueError(
+            "token_rewards, values and loss_mask must all be [B, T]; got "
+            f"{tuple(token_rewards.shape)}, {tuple(values.shape)}, {tuple(loss_mask.shape)}"
+        )
+    policy = loss_mask.bool()
+    if torch.any((token_rewards != 0) & ~policy):
+        raise ValueError(
+            "token_rewards has nonzero entries at loss_mask == 0 positions (environment "
+            "tokens or padding); put the outcome reward on the row's last policy token"
+        )
+
+    dtype = _float_dtype(values)
+    with torch.no_grad():
+        # Work on [T, B] contiguous tensors so each step indexes a contiguous row.
+        r = token_rewards.to(dtype).t().contiguous()
+        v = values.detach().to(dtype).t().contiguous()
+        m = policy.t().contiguous()
+        # Clean ignored entries up front so garbage (NaN/inf) cannot leak via 0 * x.
+        v = torch.where(m, v, torch.zeros_like(v))
+        r = torch.where(m, r, torch.zeros_like(r))
+
+        n_steps, batch = m.shape
+        adv = torch.zeros_like(v)
+        next_value = torch.zeros(batch, dtype=dtype, device=v.device)
+        next_adv = torch.zeros(batch, dtype=dtype, device=v.device)
+        gl = gamma * lam
+        # Trailing columns that are padding in every row contribute nothing.
+        any_policy = m.any(dim=1).nonzero()
+        last = int(any_policy[-1]) if any_policy.numel() else -1
+        for t in range(last, -1, -1):
+            mt = m[t]
+            delta = r[t] + gamma * next_value - v[t]
+            a_t = delta + gl * next_adv
+            # Only policy tokens update the carried state; mask-0 positions pass it on.
+            next_value = torch.where(mt, v[t], next_value)
+            next_adv = torch.where(mt, a_t, next_adv)
+            adv[t] = torch.where(mt, a_t, adv[t])
+        returns = torch.where(m, adv + v, torch.zeros_like(v))
+    return adv.t().contiguous(), returns.t().contiguous()
+
+
+# --------------------------------------------------------------------------- whitening
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """Masked whitening: ``(x - mean) / sqrt(var + eps)`` over the mask-1 entries.
+
+    Mirrors verl's ``masked_whiten`` (used on PPO/GAE advantages): the mean and the
+    *unbiased* variance are taken over all mask-1 entries of the whole tensor (not
+    per row); ``shift_mean=False`` adds the mean back (scale only).
+
+    Args:
+        x: ``[B, T]`` (any shape matching ``mask``).
+        mask: same shape as ``x``; needs at least two mask-1 entries.
+        shift_mean: subtract the mean (True) or only rescale (False).
+        eps: added to the variance before the square root (verl: 1e-8).
+
+    Returns:
+        Tensor shaped like ``x``; exactly 0 on mask-0 positions (departure: verl
+        leaves whitened garbage there).
+    """
+    if x.shape != mask.shape:
+        raise ValueError(f"x and mask must have the same shape; got {tuple(x.shape)} and {tuple(mask.shape)}")
+    keep = mask.bool()
+    count = int(keep.sum())
+    if count < 2:
+        raise ValueError(
+            f"whiten needs at least 2 mask-1 entries for an unbiased variance; got {count} "
+            "(use a larger batch or skip whitening)"
+        )
+    xf = x.to(_float_dtype(x))
+    vals = xf[keep]
+    mean = vals.mean()
+    var = vals.var(unbiased=True)
+    out = (xf - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return torch.where(keep, out, torch.zeros_like(out))

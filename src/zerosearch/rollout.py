@@ -1,0 +1,286 @@
+"""The multi-turn search rollout: batched generation, stops, observations, and the loss mask.
+
+Each trajectory is ``prompt_ids`` + ``response_ids`` with a ``loss_mask`` the length of the response,
+built *while appending*: 1 for every token the policy sampled, 0 for every token the environment
+inserted (the ``<information>`` block with its tags, the corrective message). Nothing re-tokenises the
+trajectory later and nothing reconstructs the mask from text.
+
+One turn = one batched ``generate`` over the still-active trajectories (KV cache within the turn; the
+prefix is re-encoded at each turn, as Search-R1 does), stopping at ``</search>`` / ``</answer>`` / EOS or
+the per-turn token budget. Then every trajectory's action is parsed:
+
+- ``answer``: done.
+- ``search`` (turns < max_turns): the query joins one batched engine call for the whole turn; the
+  useful/noisy flag of each call is drawn from the curriculum probability with the passed generator.
+  The documents come back as ``\\n\\n<information>…</information>\\n\\n`` (mask 0). Documents are dropped
+  from the end until the block fits ``max_obs_tokens``; if it does not fit the context, the trajectory
+  ends cleanly (``context_exhausted``) instead of being cut mid-block.
+- anything else: the corrective message (mask 0) and the turn counts.
+- After ``max_turns`` turns, one final turn in which only an answer counts.
+
+Departures from the original: EOS without an action ends the trajectory (the original appended the
+corrective message after the EOS); a search whose engine call failed ends the trajectory with status
+``search_failed`` so the trainer can leave it out of the update (the original trained on
+"No information available").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from zerosearch.curriculum import draw_noisy
+from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
+from zerosearch.search.base import Document, SearchEngine, SearchRequest
+
+# Trajectory statuses.
+ANSWERED = "answered"
+NO_ANSWER = "no_answer"  # final turn spent (or EOS) without an answer
+CONTEXT_EXHAUSTED = "context_exhausted"
+SEARCH_FAILED = "search_failed"
+
+
+@dataclass
+class Turn:
+    """One generated turn and what the environment did with it."""
+
+    action: str  # search | answer | invalid
+    text: str
+    n_tokens: int
+    query: str | None = None
+    documents: list[str] = field(default_factory=list)
+    noisy: bool | None = None
+    error: str | None = None
+
+
+@dataclass
+class Trajectory:
+    """A question being answered. ``loss_mask[i]`` belongs to ``response_ids[i]``."""
+
+    question: str
+    golden_answers: tuple[str, ...]
+    prompt_ids: list[int]
+    group: int = 0
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    status: str | None = None
+    answer_text: str | None = None  # the text of the turn that answered
+    response_text: str = ""  # decoded response, environment text included (for logging and reward)
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+    @property
+    def n_searches(self) -> int:
+        return sum(1 for t in self.turns if t.action == "search" and t.error is None)
+
+    def append(self, ids: Sequence[int], mask_value: int, text: str) -> None:
+        self.response_ids.extend(ids)
+        self.loss_mask.extend([mask_value] * len(ids))
+        self.response_text += text
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-friendly record of the whole trajectory (for rollouts/step_N.jsonl)."""
+        return {
+            "question": self.question,
+            "golden_answers": list(self.golden_answers),
+            "status": self.status,
+            "turns": [t.__dict__ for t in self.turns],
+            "response": self.response_text,
+            "response_tokens": len(self.response_ids),
+            "policy_tokens": int(sum(self.loss_mask)),
+        }
+
+
+@dataclass
+class RolloutSettings:
+    max_turns: int = 2
+    topk: int = 5
+    max_turn_tokens: int = 500
+    max_obs_tokens: int = 2048
+    max_context_tokens: int = 8192
+    temperature: float = 1.0
+    batch_size: int = 0  # sequences per generate call, 0 = all
+
+
+@dataclass
+class RolloutStats:
+    generate_seconds: float = 0.0
+    search_seconds: float = 0.0
+    search_calls: int = 0
+    search_failures: int = 0
+    noisy_calls: int = 0
+
+
+class RolloutRunner:
+    """Runs rollouts for a policy against a search engine."""
+
+    def __init__(self, model, tokenizer, engine: SearchEngine, settings: RolloutSettings, device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.settings = settings
+        self.device = device
+        self.pad_id = tokenizer.pad_token_id
+        eos = tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self._invalid_ids = self._encode(INVALID_ACTION_MESSAGE)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, trajectories: list[Trajectory], noise_probability: float, rng: np.random.Generator) -> RolloutStats:
+        """Roll every trajectory to completion in place; returns timing and search counts."""
+        stats = RolloutStats()
+        s = self.settings
+        for turn_index in range(s.max_turns + 1):
+            for t in trajectories:
+                if not t.done and self._room(t) < 1:
+                    t.status = CONTEXT_EXHAUSTED
+            active = [t for t in trajectories if not t.done]
+            if not active:
+                break
+            final_turn = turn_index == s.max_turns
+            t0 = time.perf_counter()
+            generated = self._generate(active)
+            stats.generate_seconds += time.perf_counter() - t0
+            pending: list[tuple[Trajectory, Turn]] = []
+            for traj, (ids, text, hit_eos) in zip(active, generated):
+                traj.append(ids, 1, text)
+                action = parse_action(text)
+                turn = Turn(action=action.kind, text=text, n_tokens=len(ids))
+                traj.turns.append(turn)
+                if action.kind == "answer":
+                    traj.answer_text, traj.status = text, ANSWERED
+                elif final_turn or hit_eos:
+                    traj.status = NO_ANSWER
+                elif action.kind == "search":
+                    turn.query = action.content
+                    pending.append((traj, turn))
+                else:
+                    self._insert(traj, self._invalid_ids, INVALID_ACTION_MESSAGE)
+            if pending:
+                t0 = time.perf_counter()
+                self._search(pending, noise_probability, rng, stats)
+                stats.search_seconds += time.perf_counter() - t0
+        return stats
+
+    # ------------------------------------------------------------------------------------------
+    def _room(self, traj: Trajectory) -> int:
+        return self.settings.max_context_tokens - len(traj.prompt_ids) - len(traj.response_ids)
+
+    def _insert(self, traj: Trajectory, ids: list[int], text: str) -> None:
+        """Append environment text (mask 0) if it fits with room to generate, else end the trajectory."""
+        if len(ids) >= self._room(traj):
+            traj.status = CONTEXT_EXHAUSTED
+            return
+        traj.append(ids, 0, text)
+
+    def _search(self, pending: list[tuple[Trajectory, Turn]], p: float, rng: np.random.Generator,
+                stats: RolloutStats) -> None:
+        noisy_flags = draw_noisy(rng, p, len(pending))
+        requests = [
+            SearchRequest(query=turn.query or "", question=traj.question,
+                          golden_answers=tuple(traj.golden_answers), noisy=noisy)
+            for (traj, turn), noisy in zip(pending, noisy_flags)
+        ]
+        results = self.engine.search(requests, self.settings.topk)
+        if len(results) != len(requests):
+            raise RuntimeError(f"engine {self.engine.name!r} returned {len(results)} results for {len(requests)} requests")
+        stats.search_calls += len(requests)
+        stats.noisy_calls += sum(noisy_flags)
+        for (traj, turn), result, noisy in zip(pending, results, noisy_flags):
+            turn.noisy = noisy
+            if not result.ok:
+                turn.error = result.error
+                traj.status = SEARCH_FAILED
+                stats.search_failures += 1
+                continue
+            docs = list(result.documents[: self.settings.topk])
+            text, ids = self._fit_observation(docs)
+            turn.documents = [d.text if not d.title else f"({d.title}) {d.text}" for d in docs]
+            self._insert(traj, ids, text)
+
+    def _fit_observation(self, docs: list[Document]) -> tuple[str, list[int]]:
+        """The information block, dropping whole documents from the end until it fits max_obs_tokens."""
+        while True:
+            text = information_block(docs)
+            ids = self._encode(text)
+            if len(ids) <= self.settings.max_obs_tokens or not docs:
+                return text, ids
+            docs = docs[:-1]
+
+    # ------------------------------------------------------------------------------------------
+    def _generate(self, active: list[Trajectory]) -> list[tuple[list[int], str, bool]]:
+        """One turn for every active trajectory: (new token ids, their text, ended with EOS)."""
+        s = self.settings
+        size = s.batch_size or len(active)
+        results: list[tuple[list[int], str, bool]] = []
+        for start in range(0, len(active), size):
+            chunk = active[start : start + size]
+            budgets = [min(s.max_turn_tokens, self._room(t)) for t in chunk]
+            results.extend(self._generate_chunk(chunk, budgets))
+        return results
+
+    @torch.no_grad()
+    def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int]) -> list[tuple[list[int], str, bool]]:
+        rows = [t.prompt_ids + t.response_ids for t in chunk]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            attention[i, width - len(r):] = 1
+        max_new = max(1, max(budgets))
+        sampling = self.settings.temperature > 0
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            max_new_tokens=max_new,
+            do_sample=sampling,
+            temperature=self.settings.temperature if sampling else None,
+            top_p=1.0 if sampling else None,
+            top_k=0 if sampling else None,
+            stop_strings=list(STOP_STRINGS),
+            tokenizer=self.tokenizer,
+            pad_token_id=self.pad_id,
+            use_cache=True,
+        )
+        if was_training:
+            self.model.train()
+        new = out[:, width:].tolist()
+        return [self._trim(ids[: max(budget, 0)]) for ids, budget in zip(new, budgets)]
+
+    def _trim(self, ids: list[int]) -> tuple[list[int], str, bool]:
+        """Cut a generated row after its first EOS or stop string (generate pads finished rows after that)."""
+        hit_eos = False
+        for i, tok in enumerate(ids):
+            if tok in self.eos_ids:
+                ids, hit_eos = ids[: i + 1], True
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if any(stop in text for stop in STOP_STRINGS):
+            # smallest prefix that contains a stop string (containment is monotone in the length)
+            lo, hi = 1, len(ids)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if any(stop in self.tokenizer.decode(ids[:mid], skip_special_tokens=False) for stop in STOP_STRINGS):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            ids, hit_eos = ids[:lo], False
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        # A row that stopped by neither rule ran its whole budget, so generate never padded it.
+        return ids, text, hit_eos

@@ -1,0 +1,491 @@
+"""One training step: rollout -> reward -> advantage -> policy (and critic) update; plus the run loop.
+
+All three algorithms go through the same PPO-clip loss with KL to a frozen reference as a loss term:
+
+- ``reinforce`` (the paper's default): advantage = outcome reward on every policy token (optional
+  batch-mean baseline).
+- ``grpo``: reward normalised within the ``rollouts_per_prompt`` group of each prompt.
+- ``ppo``: a critic and GAE over the policy tokens only (environment tokens are skipped, not zeroed),
+  advantages whitened over the batch as verl does.
+
+Departures from the paper's verl setup: PPO's KL is a loss term here too (verl puts it in the reward for
+PPO); a trajectory whose search call failed is left out of the update and counted in
+``search_failures``; with LoRA the reference policy is the base model with the adapter disabled (no
+second copy in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zerosearch import checkpoint as ckpt
+from zerosearch.config import TrainConfig, save_config
+from zerosearch.curriculum import noise_probability
+from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
+from zerosearch.policy import (
+    ValueModel, Window, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
+    micro_batches, pick_device, pick_dtype, response_logits, right_align, unalign, use_chat_template,
+    apply_lora,
+)
+from zerosearch.prompts import load_template
+from zerosearch.rewards import answer_metrics, extract_answer
+from zerosearch.rl.advantages import gae_advantages, grpo_advantages, reinforce_advantages, whiten
+from zerosearch.rl.losses import (
+    aggregate_token_loss, entropy_from_logits, kl_estimate, masked_mean, ppo_clip_loss, token_logprobs,
+    value_loss,
+)
+from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory
+from zerosearch.search.base import SearchEngine
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    name = cfg.run_name or f"{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / name
+
+
+def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> SearchEngine:
+    """The training-time search engine: the LLM-simulated one."""
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    sim = cfg.engine.simulator
+    if sim.backend == "openai":
+        import os
+
+        from zerosearch.llm.openai_backend import OpenAIChatModel
+
+        chat = OpenAIChatModel(
+            model=cfg.model if sim.model == "policy" else sim.model, base_url=sim.base_url,
+            api_key=os.environ.get(sim.api_key_env), max_concurrency=sim.max_concurrency,
+            timeout=sim.timeout, max_retries=sim.max_retries,
+        )
+    else:
+        from zerosearch.llm.models import resolve_model_path
+        from zerosearch.llm.transformers_backend import TransformersChatModel
+
+        # ``policy``: a frozen copy of the initial policy writes the documents (a prompt-mode simulator).
+        path = resolve_model_path(cfg.model if sim.model == "policy" else sim.model)
+        chat = TransformersChatModel(path, device=str(device), dtype=dtype, max_batch_size=sim.max_batch_size)
+    return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
+
+
+class Trainer:
+    """Owns the models, optimizers, data position and RNGs of one run directory."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, engine: SearchEngine | None = None,
+                 rows: list[QARow] | None = None, progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.step = 0
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.dtype = pick_dtype(cfg.dtype, self.device)
+
+        self.rows = rows if rows is not None else self._load_rows()
+        self.sampler = PromptSampler(len(self.rows), seed=cfg.seed)
+        self.noise_rng = np.random.default_rng([cfg.seed, 1])
+        self.shuffle_rng = np.random.default_rng([cfg.seed, 2])
+
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.chat = use_chat_template(self.tokenizer, cfg.prompt_style)
+        self.template = load_template(cfg.prompt_template)
+        self.policy = self._build_policy()
+        self.reference = self._build_reference()
+        self.critic = self._build_critic()
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        warmup = max(1, int(cfg.warmup_ratio * cfg.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.critic_optimizer = (
+            torch.optim.AdamW(self._critic_parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+            if self.critic is not None else None
+        )
+        self.engine = engine if engine is not None else build_engine(cfg, self.device, self.dtype)
+        self.runner = RolloutRunner(
+            self.policy, self.tokenizer, self.engine,
+            RolloutSettings(cfg.max_turns, cfg.topk, cfg.max_turn_tokens, cfg.max_obs_tokens,
+                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size),
+            self.device,
+        )
+        self._prompt_cache: dict[int, list[int]] = {}
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _load_rows(self) -> list[QARow]:
+        if not self.cfg.train_files:
+            from zerosearch.datasets import default_train_files
+
+            self.cfg.train_files = default_train_files()
+        return load_qa_files(self.cfg.train_files)
+
+    def _build_policy(self):
+        model = load_causal_lm(self.cfg.model, self.device, self.dtype)
+        if self.cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            if self.cfg.lora.enabled:
+                model.enable_input_require_grads()
+        if self.cfg.lora.enabled:
+            model = apply_lora(model, self.cfg.lora)
+        return model
+
+    def _build_reference(self):
+        if self.cfg.kl_coef == 0 or self.cfg.lora.enabled:
+            return None  # no KL, or LoRA: the reference is the policy with its adapter disabled
+        return frozen_copy(self.policy)
+
+    def _build_critic(self) -> ValueModel | None:
+        if self.cfg.algorithm != "ppo":
+            return None
+        hidden = self.policy.config.hidden_size
+        if self.cfg.critic == "value_head":
+            # the head alone is trained by the critic optimizer; the trunk belongs to the policy optimizer
+            return ValueModel(self.policy, hidden, detach_trunk=True).to(self.device)
+        trunk = load_causal_lm(self.cfg.model, self.device, self.dtype)
+        return ValueModel(trunk, hidden).to(self.device)
+
+    def _critic_parameters(self):
+        if self.critic is None:
+            return []
+        if self.critic.detach_trunk:
+            return list(self.critic.head.parameters())
+        return [p for p in self.critic.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------------------ loop
+    def train(self) -> list[dict[str, Any]]:
+        """Run from the current step to ``total_steps``; returns this invocation's metrics."""
+        from tqdm.auto import tqdm
+
+        from zerosearch.metrics import MetricsLogger
+
+        logger = MetricsLogger(self.run_dir, self.cfg, resume_step=self.step)
+        history = []
+        bar = tqdm(total=self.cfg.total_steps, initial=self.step, desc=f"train {self.cfg.algorithm}",
+                   unit="step", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.step < self.cfg.total_steps:
+                metrics, records = self.train_step()
+                logger.log(metrics, records)
+                history.append(metrics)
+                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.total_steps:
+                    self.save()
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", p_noisy=f"{metrics['noise_probability']:.2f}",
+                                searches=f"{metrics['searches_per_rollout']:.2f}")
+        finally:
+            bar.close()
+            logger.close()
+        return history
+
+    def _prompt_ids(self, index: int) -> list[int]:
+        if index not in self._prompt_cache:
+            text = policy_prompt(self.rows[index].question, self.template)
+            self._prompt_cache[index] = encode_prompt(self.tokenizer, text, self.chat)
+        return self._prompt_cache[index]
+
+    def train_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        cfg = self.cfg
+        self.step += 1
+        t_step = time.perf_counter()
+        # The original computed p from the 1-based global step: step 1 of m already moved by 1/m.
+        p = noise_probability(self.step, cfg.total_steps, cfg.curriculum.start, cfg.curriculum.end,
+                              cfg.curriculum.base)
+        indices = self.sampler.next_batch(cfg.prompts_per_step)
+        trajectories = [
+            Trajectory(question=self.rows[i].question, golden_answers=self.rows[i].golden_answers,
+                       prompt_ids=self._prompt_ids(i), group=g)
+            for g, i in enumerate(indices) for _ in range(cfg.rollouts_per_prompt)
+        ]
+        t0 = time.perf_counter()
+        stats = self.runner.run(trajectories, p, self.noise_rng)
+        rollout_seconds = time.perf_counter() - t0
+
+        scores = [self._score(t) for t in trajectories]
+        rewards = [s[cfg.reward] for s in scores]
+        kept = [i for i, t in enumerate(trajectories) if t.status != SEARCH_FAILED and sum(t.loss_mask) > 0]
+
+        t0 = time.perf_counter()
+        update = self._update([trajectories[i] for i in kept], [rewards[i] for i in kept]) if kept else {}
+        update_seconds = time.perf_counter() - t0
+
+        n = len(trajectories)
+        total_tokens = sum(len(t.response_ids) for t in trajectories)
+        metrics: dict[str, Any] = {
+            "step": self.step,
+            "noise_probability": p,
+            "reward_mean": float(np.mean(rewards)),
+            "f1_mean": float(np.mean([s["f1"] for s in scores])),
+            "em_mean": float(np.mean([s["em"] for s in scores])),
+            "cover_em_mean": float(np.mean([s["cover_em"] for s in scores])),
+            "searches_per_rollout": sum(t.n_searches for t in trajectories) / n,
+            "turns_mean": sum(len(t.turns) for t in trajectories) / n,
+            "invalid_action_rate": sum(tu.action == "invalid" for t in trajectories for tu in t.turns)
+            / max(1, sum(len(t.turns) for t in trajectories)),
+            "answered_rate": sum(t.status == "answered" for t in trajectories) / n,
+            "context_exhausted_rate": sum(t.status == "context_exhausted" for t in trajectories) / n,
+            "response_tokens_mean": total_tokens / n,
+            "loss_mask_fraction": sum(sum(t.loss_mask) for t in trajectories) / max(1, total_tokens),
+            "search_calls": stats.search_calls,
+            "search_failures": stats.search_failures,
+            "noisy_share": stats.noisy_calls / max(1, stats.search_calls),
+            "trajectories_updated": len(kept),
+            "policy_loss": update.get("policy_loss", float("nan")),
+            "kl": update.get("kl", float("nan")),
+            "entropy": update.get("entropy", float("nan")),
+            "grad_norm": update.get("grad_norm", float("nan")),
+            "clipfrac": update.get("clipfrac", float("nan")),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "rollout_seconds": rollout_seconds,
+            "search_seconds": stats.search_seconds,
+            "generate_seconds": stats.generate_seconds,
+            "update_seconds": update_seconds,
+        }
+        if cfg.algorithm == "ppo":
+            metrics["value_loss"] = update.get("value_loss", float("nan"))
+        self.scheduler.step()
+        metrics["step_seconds"] = time.perf_counter() - t_step
+        records = [
+            {**t.to_record(), "answer": extract_answer(t.answer_text or ""), "reward": r, **s}
+            for t, r, s in zip(trajectories[: cfg.log_rollouts], rewards, scores)
+        ]
+        return metrics, records
+
+    @staticmethod
+    def _score(t: Trajectory) -> dict[str, float]:
+        """F1 / EM / cover-EM of the last <answer> the policy wrote (never the prompt's example)."""
+        return answer_metrics(extract_answer(t.answer_text) if t.answer_text else None, t.golden_answers)
+
+    # ------------------------------------------------------------------------------------------ update
+    def _forward_batches(self, trajs: list[Trajectory]):
+        lengths = [len(t.prompt_ids) + len(t.response_ids) for t in trajs]
+        for group in micro_batches(lengths, self.cfg.micro_batch_tokens):
+            window = build_window([trajs[i].prompt_ids for i in group], [trajs[i].response_ids for i in group],
+                                  self.tokenizer.pad_token_id, self.device)
+            yield group, window
+
+    @torch.no_grad()
+    def _score_tokens(self, trajs: list[Trajectory]) -> dict[str, list[torch.Tensor]]:
+        """Per-trajectory old log-probs, reference log-probs and values (1-D, response length)."""
+        out: dict[str, list[torch.Tensor]] = {"old": [None] * len(trajs), "ref": [None] * len(trajs),
+                                              "values": [None] * len(trajs)}
+        self.policy.eval()
+        for group, window in self._forward_batches(trajs):
+            lengths = [len(trajs[i].response_ids) for i in group]
+            logp = token_logprobs(response_logits(self.policy, window, self.cfg.temperature), window.targets)
+            for i, row in zip(group, unalign(logp, lengths)):
+                out["old"][i] = row
+            if self.cfg.kl_coef > 0:
+                ref_logp = self._reference_logprobs(window)
+                for i, row in zip(group, unalign(ref_logp, lengths)):
+                    out["ref"][i] = row
+            if self.critic is not None:
+                self.critic.eval()
+                for i, row in zip(group, unalign(self.critic(window), lengths)):
+                    out["values"][i] = row
+        return out
+
+    def _reference_logprobs(self, window: Window) -> torch.Tensor:
+        if self.reference is not None:
+            return token_logprobs(response_logits(self.reference, window, self.cfg.temperature), window.targets)
+        with self.policy.disable_adapter():
+            return token_logprobs(response_logits(self.policy, window, self.cfg.temperature), window.targets)
+
+    def _advantages(self, trajs: list[Trajectory], rewards: list[float], values: list[torch.Tensor] | None):
+        """Per-trajectory advantages (and returns for PPO), 1-D over the response."""
+        lengths = [len(t.response_ids) for t in trajs]
+        width = max(lengths)
+        cpu = torch.device("cpu")
+        mask = right_align([torch.tensor(t.loss_mask) for t in trajs], width, cpu)
+        r = torch.tensor(rewards, dtype=torch.float32)
+        algo = self.cfg.algorithm
+        if algo == "reinforce":
+            adv, ret = reinforce_advantages(r, mask, baseline=self.cfg.baseline), None
+        elif algo == "grpo":
+            groups = torch.tensor([t.group for t in trajs], dtype=torch.long)
+            adv, ret = grpo_advantages(r, groups, mask), None
+        else:
+            token_rewards = torch.zeros_like(mask)
+            last = width - 1 - torch.argmax(mask.flip(-1), dim=-1)  # last policy token of each row
+            token_rewards[torch.arange(len(trajs)), last] = r
+            v = right_align(values, width, cpu)
+            adv, ret = gae_advantages(token_rewards, v, mask, self.cfg.gamma, self.cfg.lam)
+            if int(mask.sum()) > 1:
+                adv = whiten(adv, mask)
+        return unalign(adv, lengths), (unalign(ret, lengths) if ret is not None else None)
+
+    def _update(self, trajs: list[Trajectory], rewards: list[float]) -> dict[str, float]:
+        cfg = self.cfg
+        scored = self._score_tokens(trajs)
+        advantages, returns = self._advantages(trajs, rewards, scored["values"] if self.critic else None)
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+
+        def add(name: str, value: float, weight: float = 1.0) -> None:
+            sums[name] = sums.get(name, 0.0) + value * weight
+            counts[name] = counts.get(name, 0.0) + weight
+
+        self.policy.train()
+        if self.critic is not None:
+            self.critic.train()
+        mb = cfg.mini_batch_size or len(trajs)
+        for _ in range(cfg.ppo_epochs):
+            order = self.shuffle_rng.permutation(len(trajs)).tolist()
+            for start in range(0, len(order), mb):
+                chunk = order[start : start + mb]
+                sub = [trajs[i] for i in chunk]
+                normalizer = float(sum(sum(t.loss_mask) for t in sub))
+                if normalizer == 0:
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.critic_optimizer is not None:
+                    self.critic_optimizer.zero_grad(set_to_none=True)
+                for group, window in self._forward_batches(sub):
+                    idx = [chunk[g] for g in group]
+                    stats = self._micro_step(window, idx, trajs, scored, advantages, returns, normalizer)
+                    weight = float(sum(sum(trajs[i].loss_mask) for i in idx))
+                    for k, v in stats.items():
+                        add(k, v, weight)
+                params = [p for p in self.policy.parameters() if p.requires_grad]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                add("grad_norm", float(grad_norm))
+                self.optimizer.step()
+                if self.critic_optimizer is not None:
+                    torch.nn.utils.clip_grad_norm_(self._critic_parameters(), cfg.grad_clip)
+                    self.critic_optimizer.step()
+        self.policy.eval()
+        return {k: sums[k] / counts[k] for k in sums}
+
+    def _micro_step(self, window: Window, idx: list[int], trajs, scored, advantages, returns,
+                    normalizer: float) -> dict[str, float]:
+        cfg = self.cfg
+        width = window.width
+        dev = self.device
+        mask = right_align([torch.tensor(trajs[i].loss_mask) for i in idx], width, dev)
+        old = right_align([scored["old"][i] for i in idx], width, dev)
+        adv = right_align([advantages[i] for i in idx], width, dev)
+        logits = response_logits(self.policy, window, cfg.temperature)
+        logp = token_logprobs(logits, window.targets)
+        loss, pg_stats = ppo_clip_loss(logp, old, adv, mask, cfg.clip_ratio, cfg.clip_ratio, normalizer=normalizer)
+        stats = {"policy_loss": loss.item() * normalizer / max(1.0, float(mask.sum())), **pg_stats}
+        if cfg.kl_coef > 0:
+            ref = right_align([scored["ref"][i] for i in idx], width, dev)
+            kl = aggregate_token_loss(kl_estimate(logp, ref, cfg.kl_estimator), mask, normalizer)
+            loss = loss + cfg.kl_coef * kl
+            stats["kl"] = kl.item() * normalizer / max(1.0, float(mask.sum()))
+        else:
+            stats["kl"] = 0.0
+        if cfg.entropy_coef > 0:
+            entropy = aggregate_token_loss(entropy_from_logits(logits), mask, normalizer)
+            loss = loss - cfg.entropy_coef * entropy
+            stats["entropy"] = entropy.item() * normalizer / max(1.0, float(mask.sum()))
+        else:
+            with torch.no_grad():
+                stats["entropy"] = float(masked_mean(entropy_from_logits(logits), mask))
+        if self.critic is not None:
+            values = self.critic(window)
+            old_values = right_align([scored["values"][i] for i in idx], width, dev)
+            ret = right_align([returns[i] for i in idx], width, dev)
+            vloss, vstats = value_loss(values, old_values, ret, mask, cfg.value_clip, normalizer=normalizer)
+            loss = loss + vloss
+            stats["value_loss"] = vloss.item() * normalizer / max(1.0, float(mask.sum()))
+        loss.backward()
+        return stats
+
+    # ------------------------------------------------------------------------------------------ state
+    def save(self) -> Path:
+        tmp = ckpt.begin(self.run_dir, self.step)
+        self.policy.save_pretrained(tmp / "policy")
+        self.tokenizer.save_pretrained(tmp / "policy")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        if self.critic is not None:
+            torch.save(self.critic.head.state_dict() if self.critic.detach_trunk else self.critic.state_dict(),
+                       tmp / "critic.pt")
+            torch.save(self.critic_optimizer.state_dict(), tmp / "critic_optimizer.pt")
+        torch.save(ckpt.capture_rng(), tmp / "rng.pt")
+        ckpt.write_json(tmp / "state.json", {
+            "step": self.step,
+            "sampler": self.sampler.state_dict(),
+            "noise_rng": self.noise_rng.bit_generator.state,
+            "shuffle_rng": self.shuffle_rng.bit_generator.state,
+            "train_files": self.cfg.train_files,
+        })
+        return ckpt.commit(self.run_dir, tmp, self.step, self.cfg.keep_checkpoints)
+
+    def load(self, path: Path) -> None:
+        """Restore every piece of state from a checkpoint directory written by :meth:`save`."""
+        state = ckpt.read_json(path / "state.json")
+        self._load_policy_weights(path / "policy")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        if self.critic is not None:
+            critic_state = torch.load(path / "critic.pt", weights_only=False)
+            (self.critic.head if self.critic.detach_trunk else self.critic).load_state_dict(critic_state)
+            self.critic_optimizer.load_state_dict(torch.load(path / "critic_optimizer.pt", weights_only=False))
+        self.sampler.load_state_dict(state["sampler"])
+        self.noise_rng.bit_generator.state = state["noise_rng"]
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        ckpt.restore_rng(torch.load(path / "rng.pt", weights_only=False))
+        self.step = int(state["step"])
+
+    def _load_policy_weights(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        if self.cfg.lora.enabled:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.policy, load_file(directory / "adapter_model.safetensors"))
+            return
+        state: dict[str, torch.Tensor] = {}
+        for f in sorted(directory.glob("*.safetensors")):
+            state.update(load_file(f))
+        missing, unexpected = self.policy.load_state_dict(state, strict=False)
+        # save_pretrained drops tied copies (e.g. lm_head when tied to the embeddings): those may be missing
+        tied = set(getattr(self.policy, "_tied_weights_keys", None) or [])
+        real_missing = [k for k in missing if k not in tied and not k.startswith("lm_head")]
+        if real_missing or unexpected:
+            raise RuntimeError(f"checkpoint {directory} does not match the model: missing {real_missing[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+
+
+def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bool = True) -> Trainer:
+    """Create the run directory (refusing to overwrite a run that has checkpoints) and a Trainer."""
+    run_dir = default_run_dir(cfg)
+    if ckpt.latest_checkpoint(run_dir) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds a run with checkpoints; continue it with "
+            f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
+    save_config(cfg, run_dir / "config.yaml")
+    return trainer
+
+
+def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: SearchEngine | None = None,
+               progress: bool = True) -> Trainer:
+    """Rebuild the Trainer from ``run_dir/config.yaml`` and its newest checkpoint."""
+    from zerosearch.config import load_train_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_train_config(run_dir / "config.yaml", overrides)
+    cfg.output_dir = str(run_dir)
+    trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None:
+        trainer.load(latest)
+    save_config(cfg, run_dir / "config.yaml")
+    return trainer
