@@ -11,10 +11,17 @@ from zerosearch.search.simulated import SimulatedSearchEngine
 
 @pytest.fixture(scope="module")
 def tiny_chat():
+    import torch
+
     from zerosearch.llm.transformers_backend import TransformersChatModel
     from zerosearch.models.tiny import tiny_model_dir
 
-    return TransformersChatModel(str(tiny_model_dir()), seed=0, max_batch_size=4)
+    # One intra-op thread: for a model this small more threads only add overhead, and on a shared
+    # CPU OpenMP spin-waiting made a 0.2 s generate take 10+ s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TransformersChatModel(str(tiny_model_dir()), seed=0, max_batch_size=4)
+    torch.set_num_threads(threads)
 
 
 class Recording:

@@ -1,0 +1,177 @@
+"""The simulated search engine: an LLM writes the documents (ZeroSearch's training-time engine).
+
+Each request becomes one chat conversation, as in the original (``llm_agent/generation.py``,
+``search_simulate_sft`` / ``search_simulate_prompt`` / ``ask_llm``): an empty system message, then a
+user message holding the simulation prompt. Two modes:
+
+* ``"finetuned"`` (the original's ``simulate_sft``): the short prompt the published
+  ``Simulation_LLM_*`` checkpoints were tuned on, ``prompts/simulator_finetuned.txt``; ``{kind}`` /
+  ``{Kind}`` become useful/Useful or noisy/Noisy.
+* ``"prompt"`` (the original's ``simulate_prompt``, for an off-the-shelf instruct model): the few-shot
+  prompts ``prompts/simulator_prompt_useful.txt`` and ``simulator_prompt_noisy.txt``, byte-exact
+  copies of the original's. As there, the *noisy* prompt does not tell the model the question or the
+  answer, and its first line ends with a space.
+
+The question and the *first* gold answer go into the prompt, as in the original
+(``ground_truth[index][0]``). The original had no handling for a missing answer (it would raise an
+IndexError in the middle of a rollout); here a request without a gold answer, for a template that
+needs one, comes back as ``SearchResult(error=..., attempts=0)`` without a model call (counted, not
+fatal: one bad dataset row must not stop a run). An empty question is rendered as the empty string.
+
+Departures from the original, on purpose:
+
+* All requests of a batch go to the chat model in one ``complete`` call (the backend batches or runs
+  them concurrently), instead of one thread per query around a blocking client.
+* The output is parsed into documents (:func:`parse_simulated_documents`, which keeps the first
+  ``topk``, the original's cut at ``Doc {topk+1}``) and re-rendered by the rollout, instead of being
+  pasted in raw.
+* A failed call is ``SearchResult(error=...)`` (the original retried forever, then trained on
+  "No information available"). An output that parses to *zero* documents is an error too
+  ("simulator returned no parseable documents"): an empty ``<information>`` block is not what the
+  method trains on, so it is counted and that trajectory left out, like any other failed search.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from zerosearch.llm.base import ChatModel, Completion, Message
+from zerosearch.prompts import load_template, placeholders, render
+from zerosearch.search.base import SearchRequest, SearchResult
+from zerosearch.search.documents import parse_simulated_documents
+
+__all__ = ["SimulatedSearchEngine", "MODES"]
+
+# mode -> (template for useful documents, template for noisy documents)
+MODES: dict[str, tuple[str, str]] = {
+    "finetuned": ("simulator_finetuned", "simulator_finetuned"),
+    "prompt": ("simulator_prompt_useful", "simulator_prompt_noisy"),
+}
+_KNOWN_FIELDS = {"kind", "Kind", "question", "answer", "query"}
+
+
+class SimulatedSearchEngine:
+    """A :class:`~zerosearch.search.base.SearchEngine` whose documents are written by a chat model.
+
+    Args:
+        chat_model: any :class:`~zerosearch.llm.base.ChatModel` (in-process or HTTP).
+        mode: ``"finetuned"`` (a tuned simulation LLM) or ``"prompt"`` (an instruct model, few-shot).
+        max_tokens: generation budget per request (the original: 600).
+        temperature: sampling temperature (the original: 0.8 in training).
+        useful_template / noisy_template: override a mode's templates with a built-in name or a
+            file path; placeholders may be any of ``{query}`` (required), ``{question}``,
+            ``{answer}``, ``{kind}``, ``{Kind}``.
+    """
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        chat_model: ChatModel,
+        mode: str = "finetuned",
+        max_tokens: int = 600,
+        temperature: float = 0.8,
+        *,
+        useful_template: str | None = None,
+        noisy_template: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown simulator mode {mode!r}; choose one of {sorted(MODES)}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.chat_model = chat_model
+        self.mode = mode
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        default_useful, default_noisy = MODES[mode]
+        self.templates = {
+            False: load_template(useful_template or default_useful),
+            True: load_template(noisy_template or default_noisy),
+        }
+        for noisy, template in self.templates.items():
+            fields = placeholders(template)
+            label = "noisy" if noisy else "useful"
+            if "query" not in fields:
+                raise ValueError(f"the {label} simulator template has no {{query}} placeholder")
+            unknown = fields - _KNOWN_FIELDS
+            if unknown:
+                raise ValueError(
+                    f"the {label} simulator template has unknown placeholder(s) {sorted(unknown)}; "
+                    f"allowed: {sorted(_KNOWN_FIELDS)}"
+                )
+
+    def prompt_for(self, request: SearchRequest) -> str:
+        """The user message for ``request`` (raises ValueError if it needs a missing answer)."""
+        template = self.templates[request.noisy]
+        wanted = placeholders(template)
+        kind = "noisy" if request.noisy else "useful"
+        answer = request.golden_answers[0] if request.golden_answers else None
+        if "answer" in wanted and answer is None:
+            raise ValueError(
+                "the simulator prompt needs a gold answer but the request has none "
+                f"(query {request.query!r}); give SearchRequest.golden_answers"
+            )
+        fields = {
+            "kind": kind,
+            "Kind": kind.capitalize(),
+            "question": request.question,
+            "answer": answer,
+            "query": request.query,
+        }
+        return render(template, **{k: v for k, v in fields.items() if k in wanted})
+
+    def conversation_for(self, request: SearchRequest) -> list[Message]:
+        """The chat sent for ``request``: an empty system message, then the prompt, as the original."""
+        return [
+            {"role": "system", "content": ""},
+            {"role": "user", "content": self.prompt_for(request)},
+        ]
+
+    def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
+        """Simulate ``topk`` documents per request; one result per request, in order."""
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        results: list[SearchResult | None] = [None] * len(requests)
+        conversations: list[list[Message]] = []
+        asked: list[int] = []  # indices of the requests that go to the model
+        for i, request in enumerate(requests):
+            try:
+                conversations.append(self.conversation_for(request))
+            except ValueError as exc:
+                results[i] = SearchResult(error=str(exc), noisy=request.noisy, attempts=0)
+                continue
+            asked.append(i)
+        if conversations:
+            completions = self.chat_model.complete(
+                conversations, max_tokens=self.max_tokens, temperature=self.temperature
+            )
+            if len(completions) != len(conversations):
+                raise RuntimeError(
+                    f"chat model {getattr(self.chat_model, 'name', '?')} returned "
+                    f"{len(completions)} completions for {len(conversations)} conversations"
+                )
+            for i, completion in zip(asked, completions):
+                results[i] = self._result(requests[i], completion, topk)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(requests)  # every request was answered, from the model or not
+        return done
+
+    @staticmethod
+    def _result(request: SearchRequest, completion: Completion, topk: int) -> SearchResult:
+        if not completion.ok:
+            return SearchResult(
+                error=f"simulator call failed: {completion.error}",
+                noisy=request.noisy,
+                attempts=completion.attempts,
+            )
+        documents = parse_simulated_documents(completion.text, topk)
+        if not documents:
+            preview = completion.text[:200]
+            return SearchResult(
+                error=f"simulator returned no parseable documents (output: {preview!r})",
+                noisy=request.noisy,
+                attempts=completion.attempts,
+            )
+        return SearchResult(documents=documents, noisy=request.noisy, attempts=completion.attempts)
