@@ -17,7 +17,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from zerosearch.paths import cache_dir
+from zerosearch.paths import cache_dir, private_tmp, publish_dir
 
 SMOLLM2 = "zerosearch:smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,11 +69,7 @@ def smollm2_dir() -> Path:
     plain.load_state_dict(loaded.state_dict())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = private_tmp(out)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in tmp.iterdir():  # config.json last would be nicer; model.safetensors is checked above too
-        f.replace(out / f.name)
-    tmp.rmdir()
-    return out
+    return publish_dir(tmp, out)

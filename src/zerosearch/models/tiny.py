@@ -93,10 +93,11 @@ def build_tiny_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from zerosearch.paths import private_tmp, publish_dir
+
     out = Path(out_dir)
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(vocab_size, chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -113,19 +114,18 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = private_tmp(out)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    for f in tmp.iterdir():  # move into place last, so a half-built model is never picked up
-        f.replace(out / f.name)
-    tmp.rmdir()
-    return out
+    return publish_dir(tmp, out)
 
 
 def tiny_model_dir(**kwargs) -> Path:
     """The cache directory for a tiny model with these settings (built on first use)."""
     from zerosearch.paths import cache_dir
 
-    key = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:10]
+    # the tokenizer is trained on the prompt templates, so they are part of the cache key
+    content = json.dumps(kwargs, sort_keys=True) + "\n".join(_training_text())
+    key = hashlib.sha256(content.encode()).hexdigest()[:10]
     variant = "instruct" if kwargs.get("chat_template", True) else "base"
     return build_tiny_model(cache_dir() / "models" / f"tiny-{variant}-{key}", **kwargs)

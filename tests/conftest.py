@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import warm_tiny_model  # noqa: E402
+
+# Tiny models gain nothing from several threads, and on a shared 2-core machine oversubscription makes
+# them ten times slower.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+COLOR_TASK = {  # a learnable task: each question has one right colour
+    "what colour is the sky": "blue",
+    "what colour is grass": "green",
+    "what colour is an apple": "red",
+    "what colour is a banana": "yellow",
+}
+COLORS = ["blue", "green", "red", "yellow"]
+
+
+@pytest.fixture(scope="session")
+def searcher_model(tmp_path_factory) -> Path:
+    """A tiny model that searches once, then answers after the <information> block."""
+    demos = []
+    for q, a in COLOR_TASK.items():
+        for c in COLORS:
+            demos.append((q, [
+                (f"<search> {q} </search>", 1),
+                ("\n\n<information>Doc 1: the colour is " + c + "</information>\n\n", 0),
+                (f"<answer> {c} </answer>", 1),
+            ]))
+    return warm_tiny_model(tmp_path_factory.mktemp("searcher"), demos, steps=150, lr=5e-3)
+
+
+@pytest.fixture(scope="session")
+def answerer_model(tmp_path_factory) -> Path:
+    """A tiny model that answers directly with a colour chosen roughly at random."""
+    demos = [(q, [(f"<answer> {c} </answer>", 1)]) for q in COLOR_TASK for c in COLORS]
+    return warm_tiny_model(tmp_path_factory.mktemp("answerer"), demos, steps=100, lr=5e-3)

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from zerosearch.config import ConfigError, TrainConfig, load_train_config, parse_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_follow_the_paper():
+    cfg = TrainConfig()
+    assert (cfg.algorithm, cfg.prompts_per_step, cfg.rollouts_per_prompt) == ("reinforce", 64, 5)
+    assert (cfg.lr, cfg.kl_coef, cfg.warmup_ratio, cfg.topk, cfg.max_turn_tokens) == (1e-6, 0.001, 0.95, 5, 500)
+    assert cfg.curriculum.base == 4.0
+
+
+def test_overrides_nested_and_typed():
+    cfg = load_train_config(None, ["lr=1e-5", "curriculum.end=0.75", "train_files=a.jsonl,b.parquet",
+                                   "lora.enabled=true", "algorithm=grpo"])
+    assert cfg.lr == 1e-5 and cfg.curriculum.end == 0.75 and cfg.lora.enabled
+    assert cfg.train_files == ["a.jsonl", "b.parquet"]
+
+
+def test_unknown_key_lists_close_matches():
+    with pytest.raises(ConfigError, match="did you mean kl_coef"):
+        load_train_config(None, ["kl_coeff=0.1"])
+    with pytest.raises(ConfigError, match="curriculum.end"):
+        load_train_config(None, ["curriculum.ends=0.5"])
+
+
+def test_bad_values_say_what_to_fix():
+    with pytest.raises(ConfigError, match="algorithm='a2c' is not one of reinforce, grpo, ppo"):
+        load_train_config(None, ["algorithm=a2c"])
+    with pytest.raises(ConfigError, match="rollouts_per_prompt >= 2"):
+        load_train_config(None, ["algorithm=grpo", "rollouts_per_prompt=1"])
+    with pytest.raises(ConfigError, match="base_url"):
+        load_train_config(None, ["engine.simulator.backend=openai"])
+    with pytest.raises(ConfigError, match="lr"):
+        load_train_config(None, ["lr=fast"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm: reinforce\nmax_turn: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*did you mean max_turns"):
+        load_train_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_train_config(path)
+    assert cfg.total_steps >= 1

@@ -1,0 +1,165 @@
+"""The rollout loop: stops, observations, corrective messages, budgets and the loss mask, token by token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from support import SHORT_TEMPLATE, FixedDocumentsEngine
+from zerosearch.data import policy_prompt
+from zerosearch.models.tiny import tiny_model_dir
+from zerosearch.policy import encode_prompt
+from zerosearch.protocol import INVALID_ACTION_MESSAGE, information_block
+from zerosearch.rollout import (
+    ANSWERED, CONTEXT_EXHAUSTED, NO_ANSWER, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory,
+)
+from zerosearch.search.base import Document
+
+DOCS = ["the sky is blue", "grass is green", "bananas are yellow"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(tiny_model_dir())
+
+
+class ScriptedRunner(RolloutRunner):
+    """The real environment logic with a scripted policy: turn k of trajectory i writes script[i][k]."""
+
+    def __init__(self, tok, engine, settings, scripts):
+        super().__init__(model=None, tokenizer=tok, engine=engine, settings=settings, device=torch.device("cpu"))
+        self.scripts = scripts
+
+    def _generate_chunk(self, chunk, budgets):
+        out = []
+        for traj, budget in zip(chunk, budgets):
+            text = self.scripts[traj.group].pop(0)
+            out.append(self._trim(self.tokenizer(text, add_special_tokens=False)["input_ids"][:budget]))
+        return out
+
+
+def make(tok, question="what colour is the sky", group=0):
+    return Trajectory(question, ("blue",), encode_prompt(tok, policy_prompt(question, SHORT_TEMPLATE), True), group=group)
+
+
+def ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_hand_built_trajectory_mask_token_by_token(tok):
+    search = "<think> look it up </think> <search> sky colour </search>"
+    junk = "hmm"
+    answer = "<think> ok </think> <answer> blue </answer>"
+    engine = FixedDocumentsEngine(DOCS)
+    runner = ScriptedRunner(tok, engine, RolloutSettings(max_turns=3, topk=2, max_turn_tokens=64), [[search, junk, answer]])
+    traj = make(tok)
+    runner.run([traj], 0.0, np.random.default_rng(0))
+
+    info = information_block([Document(d) for d in DOCS[:2]])
+    pieces = [(search, 1), (info, 0), (junk, 1), (INVALID_ACTION_MESSAGE, 0), (answer, 1)]
+    expected_ids, expected_mask = [], []
+    for text, m in pieces:
+        piece = ids(tok, text)
+        expected_ids += piece
+        expected_mask += [m] * len(piece)
+    assert traj.response_ids == expected_ids
+    assert traj.loss_mask == expected_mask  # every token: 1 if the policy wrote it, 0 if the environment did
+    assert traj.status == ANSWERED
+    assert [t.action for t in traj.turns] == ["search", "invalid", "answer"]
+    assert traj.turns[0].query == "sky colour" and traj.turns[0].documents == DOCS[:2]
+    assert engine.requests[0].question == "what colour is the sky" and engine.requests[0].golden_answers == ("blue",)
+    assert traj.response_text == "".join(t for t, _ in pieces)
+
+
+def test_final_turn_must_answer_and_search_there_is_not_executed(tok):
+    s = "<search> q </search>"
+    engine = FixedDocumentsEngine(DOCS)
+    runner = ScriptedRunner(tok, engine, RolloutSettings(max_turns=2, topk=1), [[s, s, s]])
+    traj = make(tok)
+    runner.run([traj], 0.0, np.random.default_rng(0))
+    assert traj.status == NO_ANSWER and len(traj.turns) == 3
+    assert len(engine.requests) == 2  # the third (final) turn's search is not sent
+
+
+def test_failed_search_ends_trajectory_and_is_reported(tok):
+    engine = FixedDocumentsEngine(DOCS, fail_queries=["bad"])
+    runner = ScriptedRunner(tok, engine, RolloutSettings(max_turns=2), [["<search> bad </search>"], ["<search> good </search>", "<answer> x </answer>"]])
+    a, b = make(tok, group=0), make(tok, group=1)
+    stats = runner.run([a, b], 0.0, np.random.default_rng(0))
+    assert a.status == SEARCH_FAILED and a.turns[0].error and sum(a.loss_mask) == len(a.loss_mask)
+    assert b.status == ANSWERED
+    assert stats.search_failures == 1 and stats.search_calls == 2
+
+
+def test_observation_that_does_not_fit_ends_cleanly(tok):
+    s = "<search> q </search>"
+    traj = make(tok)
+    budget = len(traj.prompt_ids) + len(ids(tok, s)) + 5  # room for the search, not for the documents
+    runner = ScriptedRunner(tok, FixedDocumentsEngine(DOCS), RolloutSettings(max_turns=2, max_context_tokens=budget), [[s]])
+    runner.run([traj], 0.0, np.random.default_rng(0))
+    assert traj.status == CONTEXT_EXHAUSTED
+    assert "<information>" not in traj.response_text  # not cut mid-block: not appended at all
+    assert traj.loss_mask == [1] * len(traj.response_ids)
+
+
+def test_long_observation_drops_whole_documents(tok):
+    s = "<search> q </search>"
+    one_doc = len(ids(tok, information_block([Document(DOCS[0])])))
+    runner = ScriptedRunner(tok, FixedDocumentsEngine(DOCS), RolloutSettings(max_turns=1, topk=3, max_obs_tokens=one_doc),
+                            [[s, "<answer> blue </answer>"]])
+    traj = make(tok)
+    runner.run([traj], 0.0, np.random.default_rng(0))
+    assert information_block([Document(DOCS[0])]) in traj.response_text
+    assert DOCS[1] not in traj.response_text and traj.status == ANSWERED
+
+
+def test_per_turn_token_budget(tok):
+    long_text = "blah " * 100
+    runner = ScriptedRunner(tok, FixedDocumentsEngine(DOCS), RolloutSettings(max_turns=1, max_turn_tokens=7), [[long_text, long_text]])
+    traj = make(tok)
+    runner.run([traj], 0.0, np.random.default_rng(0))
+    assert [t.n_tokens for t in traj.turns] == [7, 7]
+    assert [t.action for t in traj.turns] == ["invalid", "invalid"] and traj.status == NO_ANSWER
+
+
+def test_noise_flags_follow_probability_and_generator(tok):
+    def run(p, seed):
+        engine = FixedDocumentsEngine(DOCS)
+        scripts = [["<search> q </search>", "<answer> a </answer>"] for _ in range(40)]
+        runner = ScriptedRunner(tok, engine, RolloutSettings(max_turns=1), scripts)
+        trajs = [make(tok, group=i) for i in range(40)]
+        stats = runner.run(trajs, p, np.random.default_rng(seed))
+        return [r.noisy for r in engine.requests], stats, trajs
+    flags, stats, trajs = run(1.0, 0)
+    assert all(flags) and stats.noisy_calls == 40 and all(t.turns[0].noisy for t in trajs)
+    assert not any(run(0.0, 0)[0])
+    assert run(0.5, 3)[0] == run(0.5, 3)[0] and 5 < sum(run(0.5, 3)[0]) < 35
+
+
+def test_real_rollout_mask_matches_turn_records(searcher_model):
+    """On a real sampled batch, the mask is exactly: each turn's tokens 1, each inserted block 0."""
+    tok = AutoTokenizer.from_pretrained(searcher_model)
+    model = AutoModelForCausalLM.from_pretrained(searcher_model)
+    engine = FixedDocumentsEngine(DOCS)
+    runner = RolloutRunner(model, tok, engine, RolloutSettings(max_turns=2, topk=2, max_turn_tokens=32), torch.device("cpu"))
+    trajs = [make(tok, q, g) for g, q in enumerate(["what colour is the sky", "what colour is grass"] * 6)]
+    torch.manual_seed(0)
+    runner.run(trajs, 0.0, np.random.default_rng(0))
+    searched = 0
+    for t in trajs:
+        expected = []
+        for k, turn in enumerate(t.turns):
+            expected += [1] * turn.n_tokens
+            last = k == len(t.turns) - 1
+            if turn.action == "search" and turn.error is None and turn.documents:
+                expected += [0] * len(ids(tok, information_block([Document(d) for d in turn.documents])))
+                searched += 1
+            elif turn.action == "invalid" and not last:
+                expected += [0] * len(ids(tok, INVALID_ACTION_MESSAGE))
+        assert t.loss_mask == expected
+        policy_text = tok.decode([i for i, m in zip(t.response_ids, t.loss_mask) if m])
+        assert policy_text == "".join(turn.text for turn in t.turns)
+        assert t.done and all(turn.n_tokens <= 32 for turn in t.turns)
+    assert searched > 0, "the warmed model should search at least once in 12 rollouts"

@@ -1,0 +1,161 @@
+"""The trainer on the tiny config: all algorithms run, the run directory is complete, weights move,
+and the gradient ignores what the environment inserted."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from support import SHORT_TEMPLATE, FixedDocumentsEngine
+from zerosearch.cli import main
+from zerosearch.config import load_train_config
+from zerosearch.protocol import information_block
+from zerosearch.rollout import ANSWERED, Trajectory
+from zerosearch.search.base import Document
+from zerosearch.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+REQUIRED_METRICS = {
+    "step", "noise_probability", "reward_mean", "f1_mean", "em_mean", "cover_em_mean", "searches_per_rollout",
+    "turns_mean", "invalid_action_rate", "response_tokens_mean", "loss_mask_fraction", "search_failures",
+    "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds", "update_seconds",
+    "step_seconds",
+}
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "grpo", "ppo"])
+def test_tiny_config_runs_two_steps(algorithm, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / algorithm
+    assert main(["train", str(TINY), f"algorithm={algorithm}", f"output_dir={out}", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    missing = REQUIRED_METRICS - set(rows[0])
+    assert not missing
+    if algorithm == "ppo":
+        assert rows[0]["value_loss"] is not None
+    assert 0 <= rows[1]["loss_mask_fraction"] <= 1
+    assert rows[1]["noise_probability"] == pytest.approx(0.5)  # last step of the curriculum 0 -> 0.5
+    assert (out / "config.yaml").exists() and (out / "rollouts" / "step_2.jsonl").exists()
+    record = json.loads((out / "rollouts" / "step_1.jsonl").read_text().splitlines()[0])
+    assert {"question", "golden_answers", "turns", "answer", "reward"} <= set(record)
+    ckpt = out / "checkpoints" / "step_2"
+    for name in ("policy/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json"):
+        assert (ckpt / name).exists(), name
+    assert (ckpt / "critic.pt").exists() == (algorithm == "ppo")
+    # the weights moved
+    from zerosearch.llm.models import resolve_model_path
+
+    before = load_file(Path(resolve_model_path("zerosearch:tiny")) / "model.safetensors")
+    after = load_file(ckpt / "policy" / "model.safetensors")
+    moved = sum(not torch.equal(before[k], after[k]) for k in before if k in after)
+    assert moved > len(before) // 2
+
+
+def test_lora_saves_an_adapter(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "lora"
+    assert main(["train", str(TINY), "lora.enabled=true", "lora.r=4", "total_steps=1", f"output_dir={out}",
+                 "--no-progress"]) == 0
+    assert (out / "checkpoints" / "step_1" / "policy" / "adapter_model.safetensors").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert main(["train", str(TINY), "total_steps=1", f"output_dir={out}", "--no-progress"]) == 0
+    assert main(["train", str(TINY), "total_steps=1", f"output_dir={out}", "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_bad_data_row_stops_with_file_row_field(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "question": "q?", "golden_answers": ["a"]}\n{"id": "2", "golden_answers": ["b"]}\n')
+    code = main(["train", str(TINY), f"train_files={bad}", f"output_dir={tmp_path / 'r'}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.jsonl" in err and "line 2" in err and "question" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# the gradient ignores environment tokens
+
+
+def _trainer(tmp_path, searcher_model, **overrides):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}\n')
+    tpl = tmp_path / "short.txt"
+    tpl.write_text(SHORT_TEMPLATE)
+    items = [f"model={searcher_model}", f"train_files={qa}", f"prompt_template={tpl}", "prompts_per_step=1",
+             "rollouts_per_prompt=1", "lr=1e-2", "warmup_ratio=0", "kl_coef=0.1", "total_steps=1"]
+    items += [f"{k}={v}" for k, v in overrides.items()]
+    cfg = load_train_config(None, items)
+    return Trainer(cfg, tmp_path / "run", engine=FixedDocumentsEngine(["x"]), progress=False)
+
+
+def _traj(trainer, documents, answer="blue"):
+    tok = trainer.tokenizer
+    t = Trajectory("what colour is the sky", ("blue",), trainer._prompt_ids(0))
+    for text, m in [("<search> sky </search>", 1), (information_block([Document(d) for d in documents]), 0),
+                    (f"<answer> {answer} </answer>", 1)]:
+        t.append(tok(text, add_special_tokens=False)["input_ids"], m, text)
+    t.answer_text, t.status = f"<answer> {answer} </answer>", ANSWERED
+    return t
+
+
+def _params_after_update(trainer, traj, reward):
+    """Policy parameters after one update from the trainer's current state, which is then restored."""
+    modules = [m for m in (trainer.policy, trainer.optimizer, trainer.critic, trainer.critic_optimizer) if m is not None]
+    saved = [copy.deepcopy(m.state_dict()) for m in modules]
+    trainer._update([traj], [reward])
+    after = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+    for m, state in zip(modules, saved):
+        m.load_state_dict(state)
+    return after
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_information_text_does_not_change_the_update_of_the_tokens_before_it(tmp_path, searcher_model, algorithm):
+    """A trajectory that ends with an <information> block: its text must not reach the gradient."""
+    trainer = _trainer(tmp_path, searcher_model, algorithm=algorithm)
+    tok = trainer.tokenizer
+
+    def ending_in_information(docs):
+        t = Trajectory("what colour is the sky", ("blue",), trainer._prompt_ids(0))
+        for text, m in [("<search> sky </search>", 1), (information_block([Document(d) for d in docs]), 0)]:
+            t.append(tok(text, add_special_tokens=False)["input_ids"], m, text)
+        t.status = "context_exhausted"
+        return t
+
+    a = _params_after_update(trainer, ending_in_information(["the sky is blue"]), 1.0)
+    b = _params_after_update(trainer, ending_in_information(["completely different words here, and more of them"]), 1.0)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    c = _params_after_update(trainer, ending_in_information(["the sky is blue"]), 0.3)  # control: reward matters
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_gradient_is_zero_on_environment_positions(tmp_path, searcher_model):
+    """d loss / d logits is exactly zero at every mask-0 position (policy loss and KL alike)."""
+    from zerosearch.policy import build_window, response_logits, right_align
+    from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, token_logprobs
+
+    trainer = _trainer(tmp_path, searcher_model)
+    t = _traj(trainer, ["the sky is blue", "grass is green"])
+    window = build_window([t.prompt_ids], [t.response_ids], trainer.tokenizer.pad_token_id, torch.device("cpu"))
+    logits = response_logits(trainer.policy, window)
+    logits.retain_grad()
+    logp = token_logprobs(logits, window.targets)
+    mask = right_align([torch.tensor(t.loss_mask)], window.width, torch.device("cpu"))
+    loss, _ = ppo_clip_loss(logp, logp.detach() - 0.1, torch.ones_like(logp), mask)
+    loss = loss + aggregate_token_loss(kl_estimate(logp, logp.detach() + 0.2), mask)
+    loss.backward()
+    per_position = logits.grad.abs().sum(-1)[0]
+    assert torch.all(per_position[mask[0] == 0] == 0)
+    assert torch.all(per_position[mask[0] == 1] > 0)
