@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from zerosearch.curriculum import draw_noisy
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
@@ -253,8 +254,7 @@ class RolloutRunner:
             temperature=self.settings.temperature if sampling else None,
             top_p=1.0 if sampling else None,
             top_k=0 if sampling else None,
-            stop_strings=list(STOP_STRINGS),
-            tokenizer=self.tokenizer,
+            stopping_criteria=StoppingCriteriaList([_StopAfterTags(self.tokenizer, width)]),
             pad_token_id=self.pad_id,
             use_cache=True,
         )
@@ -284,3 +284,24 @@ class RolloutRunner:
             text = self.tokenizer.decode(ids, skip_special_tokens=False)
         # A row that stopped by neither rule ran its whole budget, so generate never padded it.
         return ids, text, hit_eos
+
+
+class _StopAfterTags(StoppingCriteria):
+    """Stop a row once the text it generated this turn contains ``</search>`` or ``</answer>``.
+
+    Only the last few *generated* tokens are decoded at each step (a stop string is 9 characters, and the
+    tail is wider than that in tokens), so it costs nothing; transformers' ``StopStringCriteria`` instead
+    tabulates the whole vocabulary at every ``generate`` call (~5-10 s for a 50k vocabulary on CPU) and may
+    match a tag that ends the *prompt* (e.g. the corrective message mentions ``</answer>``).
+    """
+
+    TAIL = 12
+
+    def __init__(self, tokenizer, prompt_width: int):
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        start = max(self.prompt_width, input_ids.shape[1] - self.TAIL)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=False)
+        return torch.tensor([any(s in t for s in STOP_STRINGS) for t in tails], device=input_ids.device)

@@ -84,7 +84,7 @@ def build_tiny_model(
     vocab_size: int = 512,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
+    num_heads: int = 2,  # head size 32: the smallest vLLM's CPU attention kernels accept
     max_positions: int = 4096,
     chat_template: bool = True,
     seed: int = 0,
@@ -122,10 +122,15 @@ def build_tiny_model(
 
 def tiny_model_dir(**kwargs) -> Path:
     """The cache directory for a tiny model with these settings (built on first use)."""
+    import inspect
+
     from zerosearch.paths import cache_dir
 
-    # the tokenizer is trained on the prompt templates, so they are part of the cache key
-    content = json.dumps(kwargs, sort_keys=True) + "\n".join(_training_text())
+    settings = {name: p.default for name, p in inspect.signature(build_tiny_model).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    settings.update(kwargs)
+    # the tokenizer is trained on the prompt templates, so they are part of the cache key too
+    content = json.dumps(settings, sort_keys=True) + "\n".join(_training_text())
     key = hashlib.sha256(content.encode()).hexdigest()[:10]
-    variant = "instruct" if kwargs.get("chat_template", True) else "base"
+    variant = "instruct" if settings["chat_template"] else "base"
     return build_tiny_model(cache_dir() / "models" / f"tiny-{variant}-{key}", **kwargs)
