@@ -42,13 +42,14 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_one(model: str, algorithm: str, steps: int, batch: tuple[int, int], threads: int) -> dict:
+def run_one(model: str, algorithm: str, steps: int, batch: tuple[int, int], threads: int,
+            extra: list[str] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = MODELS[model] + [
             f"algorithm={algorithm}", f"total_steps={steps + 1}", f"prompts_per_step={batch[0]}",
             f"rollouts_per_prompt={batch[1]}", "max_turns=2", "max_context_tokens=2048",
             f"train_files={REPO / 'src/zerosearch/example_data/hotpotqa_distractor_train.jsonl'}",
-            f"output_dir={tmp}/run", "save_every=1000",
+            f"output_dir={tmp}/run", "save_every=1000", *extra,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides)], capture_output=True,
@@ -67,12 +68,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every run, e.g. micro_batch_tokens=2048")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = []
     for model in args.models:
         for algorithm in args.algorithms:
-            r = run_one(model, algorithm, args.steps, (args.prompts, args.rollouts), args.threads)
+            r = run_one(model, algorithm, args.steps, (args.prompts, args.rollouts), args.threads, args.set)
             results.append({"model": model, "algorithm": algorithm, **r})
             print(f"done {model}/{algorithm}", file=sys.stderr)
     header = ("| model | algorithm | step s | rollout s (generate / search) | update s | response tokens | "

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     train.set_defaults(func=_cmd_train)
 
+    from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser
+
+    add_search_parser(sub)
+    add_serve_retriever_parser(sub)
+
     config = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)")
     config.add_argument("config", nargs="?")
     config.add_argument("overrides", nargs="*")

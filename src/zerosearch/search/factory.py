@@ -1,0 +1,183 @@
+"""Build a search engine from a user-facing spec string (what ``--engine`` takes).
+
+Accepted specs (see :data:`ENGINE_SPECS`)::
+
+    example                          BM25 over the shipped HotpotQA corpus (no setup)
+    bm25:PATH_TO_CORPUS              BM25 over a corpus jsonl (index built once, then cached)
+    dense:PATH_TO_CORPUS             embeddings + FAISS over a corpus jsonl (built once, cached)
+    http://HOST:PORT/retrieve        a retrieval server with Search-R1's API (also retrieval:URL)
+    google                           Google through SerpAPI (needs $SERPAPI_API_KEY; paid)
+    simulated:MODEL                  an LLM writes the documents, in-process (path, hub id, zerosearch:*)
+    simulated:http://HOST:PORT/v1    an LLM writes the documents, via an OpenAI-compatible server
+
+Heavy libraries (bm25s, faiss, transformers) are imported only for the engine that needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from zerosearch.search.base import SearchEngine
+
+__all__ = ["ENGINE_SPECS", "build_engine"]
+
+ENGINE_SPECS = """\
+  example                          BM25 over the shipped HotpotQA corpus
+  bm25:PATH_TO_CORPUS              BM25 over a corpus jsonl, e.g. bm25:data/wiki-18.jsonl
+  dense:PATH_TO_CORPUS             embeddings + FAISS, e.g. dense:data/wiki-18.jsonl
+  http://HOST:PORT/retrieve        a Search-R1 style retrieval server, e.g. http://127.0.0.1:8000/retrieve
+  retrieval:URL                    the same, e.g. retrieval:http://127.0.0.1:8000/retrieve
+  google                           Google through SerpAPI (set SERPAPI_API_KEY)
+  simulated:MODEL                  a simulation LLM in-process, e.g. simulated:zerosearch:smollm2-135m-instruct
+  simulated:URL                    a simulation LLM behind an OpenAI-compatible server,
+                                   e.g. simulated:http://127.0.0.1:8001/v1"""
+
+# option names each kind of engine accepts (anything else is a mistake worth reporting)
+_LOCAL_OPTIONS = {"index_dir", "encoder"}
+_HTTP_OPTIONS = {"timeout", "max_retries", "backoff", "backoff_max", "batch_size"}
+_GOOGLE_OPTIONS = {"api_key", "key_env", "timeout", "max_retries", "backoff", "backoff_max",
+                   "max_concurrency", "cache_size"}
+_SIMULATED_OPTIONS = {"mode", "max_tokens", "temperature", "useful_template", "noisy_template"}
+_IN_PROCESS_OPTIONS = {"device", "dtype", "max_batch_size", "seed"}
+_OPENAI_OPTIONS = {"served_model", "api_key", "max_concurrency", "timeout", "max_retries", "backoff",
+                   "backoff_max"}
+
+
+def _unknown_spec(spec: str) -> ValueError:
+    return ValueError(f"unknown search engine {spec!r}; accepted forms:\n{ENGINE_SPECS}")
+
+
+def _check_options(spec: str, options: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(options) - allowed)
+    if extra:
+        raise ValueError(
+            f"option(s) {', '.join(extra)} do not apply to engine {spec!r}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'no options'}"
+        )
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _retrieval_url(url: str) -> str:
+    """``http://host:port`` or ``.../`` becomes ``http://host:port/retrieve``."""
+    from urllib.parse import urlsplit
+
+    return url.rstrip("/") + "/retrieve" if urlsplit(url).path in ("", "/") else url
+
+
+def _openai_base_url(url: str) -> str:
+    """``http://host:port`` becomes ``http://host:port/v1`` (the OpenAI API root)."""
+    from urllib.parse import urlsplit
+
+    return url.rstrip("/") + "/v1" if urlsplit(url).path in ("", "/") else url
+
+
+def _local(kind: str, corpus: str, spec: str, options: dict[str, Any]) -> SearchEngine:
+    _check_options(spec, options, _LOCAL_OPTIONS)
+    if not corpus:
+        raise ValueError(f"{kind}: needs a corpus file after the colon, e.g. {kind}:data/corpus.jsonl")
+    from zerosearch.search.local_index import LocalIndexEngine, open_or_build_index
+
+    return LocalIndexEngine(open_or_build_index(corpus, kind, **options))
+
+
+def _example(spec: str, options: dict[str, Any]) -> SearchEngine:
+    from zerosearch.datasets import default_corpus
+
+    _check_options(spec, options, {"index_dir"})
+    return _local("bm25", default_corpus(), spec, options)
+
+
+def _retrieval(url: str, spec: str, options: dict[str, Any]) -> SearchEngine:
+    _check_options(spec, options, _HTTP_OPTIONS)
+    if not _is_url(url):
+        raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {url!r}")
+    from zerosearch.search.http_engine import RetrievalHTTPEngine
+
+    return RetrievalHTTPEngine(_retrieval_url(url), **options)
+
+
+def _google(spec: str, options: dict[str, Any]) -> SearchEngine:
+    _check_options(spec, options, _GOOGLE_OPTIONS)
+    from zerosearch.search.serpapi import SerpAPIEngine
+
+    return SerpAPIEngine(**options)
+
+
+def _split(options: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    return {key: options[key] for key in names if key in options}
+
+
+def _served_model_name(base_url: str, api_key: str | None) -> str:
+    """The one model an OpenAI-compatible server serves (asked from its ``/models``)."""
+    import openai
+
+    try:
+        with openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=1, timeout=10) as client:
+            names = [model.id for model in client.models.list()]
+    except openai.OpenAIError as exc:
+        raise ValueError(
+            f"could not ask {base_url} which model it serves ({type(exc).__name__}: {exc}); "
+            "is the server up? Or name the model with --served-model"
+        ) from None
+    if len(names) != 1:
+        raise ValueError(f"{base_url} serves {names or 'no models'}; name the simulation model with --served-model")
+    return names[0]
+
+
+def _simulated(target: str, spec: str, options: dict[str, Any]) -> SearchEngine:
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    if not target:
+        raise ValueError("simulated: needs a model after the colon, e.g. simulated:zerosearch:smollm2-135m-instruct "
+                         "or simulated:http://127.0.0.1:8001/v1")
+    engine_options = _split(options, _SIMULATED_OPTIONS)
+    backend_options = {key: value for key, value in options.items() if key not in _SIMULATED_OPTIONS}
+    if _is_url(target):
+        _check_options(spec, options, _SIMULATED_OPTIONS | _OPENAI_OPTIONS)
+        from zerosearch.llm.openai_backend import OpenAIChatModel
+
+        base_url = _openai_base_url(target)
+        served = backend_options.pop("served_model", None) or _served_model_name(
+            base_url, backend_options.get("api_key")
+        )
+        chat_model: Any = OpenAIChatModel(served, base_url, **backend_options)
+    else:
+        _check_options(spec, options, _SIMULATED_OPTIONS | _IN_PROCESS_OPTIONS)
+        from zerosearch.llm.models import resolve_model_path
+        from zerosearch.llm.transformers_backend import TransformersChatModel
+
+        chat_model = TransformersChatModel(resolve_model_path(target), **backend_options)
+    return SimulatedSearchEngine(chat_model, **engine_options)
+
+
+_PREFIXED: dict[str, Callable[[str, str, dict[str, Any]], SearchEngine]] = {
+    "bm25": lambda rest, spec, options: _local("bm25", rest, spec, options),
+    "dense": lambda rest, spec, options: _local("dense", rest, spec, options),
+    "retrieval": _retrieval,
+    "simulated": _simulated,
+}
+
+
+def build_engine(spec: str, **options: Any) -> SearchEngine:
+    """The engine ``spec`` names (forms: :data:`ENGINE_SPECS`), built with ``options``.
+
+    Options go to the engine's constructor (e.g. ``index_dir``/``encoder`` for bm25/dense,
+    ``timeout``/``batch_size`` for a retrieval server, ``mode``/``served_model``/``device`` for a
+    simulated engine); an option the engine does not take is a ``ValueError``, as is an unknown spec.
+    Options whose value is ``None`` are ignored, so CLI flags left unset need no filtering.
+    """
+    spec = spec.strip()
+    options = {key: value for key, value in options.items() if value is not None}
+    if spec == "example":
+        return _example(spec, options)
+    if spec == "google":
+        return _google(spec, options)
+    if _is_url(spec):
+        return _retrieval(spec, spec, options)
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in _PREFIXED:
+        return _PREFIXED[kind](rest.strip(), spec, options)
+    raise _unknown_spec(spec)

@@ -1,0 +1,203 @@
+"""A search engine over a retrieval server speaking Search-R1's HTTP API.
+
+The API (Search-R1 ``search_r1/search/retrieval_server.py``, also served by
+``zerosearch serve-retriever``): ``POST /retrieve`` with
+``{"queries": [...], "topk": k, "return_scores": true}`` answers
+``{"result": [[{"document": {"id": ..., "contents": "\\"Title\\"\\ntext"}, "score": s}, ...], ...]}``,
+one list per query, in order. Each document's ``contents`` is the wiki-18 layout: the title in
+double quotes on the first line, the text after it.
+
+One POST per chunk of ``batch_size`` queries. A chunk is retried (see :mod:`zerosearch.retry`) on
+timeouts, connection errors, HTTP 5xx and 429/408/409; any other 4xx (e.g. a topk above the server's
+limit) fails at once. A chunk that still fails comes back as ``SearchResult(error=..., attempts=n)``
+for each of its requests: never raised, never replaced by placeholder documents.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any, Sequence
+
+import httpx
+
+from zerosearch.retry import call_with_retries, check_retry_settings, is_retryable_status
+from zerosearch.search.base import Document, SearchRequest, SearchResult
+from zerosearch.search.corpus import split_contents
+
+__all__ = ["RetrievalHTTPEngine", "describe_http_error", "parse_response", "retryable_http_error"]
+
+_MAX_BODY_IN_ERROR = 300
+
+
+class MalformedResponse(ValueError):
+    """The server answered 2xx, but not in the Search-R1 response shape."""
+
+
+def parse_document(item: Any) -> Document:
+    """One element of a ``result`` list: ``{"document": {...}, "score": s}`` or the bare document.
+
+    The document holds ``contents`` (or, from Search-R1's BM25 retriever, ``title`` and ``text``)
+    and usually an ``id``.
+    """
+    if not isinstance(item, dict):
+        raise MalformedResponse(f"a result item should be a JSON object, got {type(item).__name__}")
+    doc, score = (item["document"], item.get("score")) if "document" in item else (item, None)
+    if not isinstance(doc, dict):
+        raise MalformedResponse(f"'document' should be a JSON object, got {type(doc).__name__}")
+    if isinstance(doc.get("contents"), str):
+        title, text = split_contents(doc["contents"])
+    elif isinstance(doc.get("text"), str):
+        title, text = str(doc.get("title") or ""), doc["text"]
+    else:
+        raise MalformedResponse(f"a document has neither 'contents' nor 'text' (keys: {sorted(doc)})")
+    doc_id = doc.get("id")
+    return Document(
+        text=text,
+        title=title,
+        score=float(score) if isinstance(score, (int, float)) else None,
+        id=None if doc_id is None else str(doc_id),
+    )
+
+
+def parse_response(payload: Any, expected: int) -> list[list[Document]]:
+    """Parse a ``/retrieve`` JSON body holding ``expected`` result lists."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("result"), list):
+        raise MalformedResponse("the response has no 'result' list")
+    result = payload["result"]
+    if len(result) != expected:
+        raise MalformedResponse(f"sent {expected} queries but got {len(result)} result lists")
+    if not all(isinstance(items, list) for items in result):
+        raise MalformedResponse("every entry of 'result' should be a list of documents")
+    return [[parse_document(item) for item in items] for items in result]
+
+
+class RetrievalHTTPEngine:
+    """A :class:`~zerosearch.search.base.SearchEngine` over ``POST {url}`` (Search-R1's API).
+
+    Args:
+        url: the full endpoint, e.g. ``http://127.0.0.1:8000/retrieve``.
+        timeout: seconds per POST (connect, read, write, pool).
+        max_retries: retries after the first attempt, so at most ``max_retries + 1`` POSTs per chunk.
+        backoff, backoff_max: first retry delay and its cap, in seconds (see :mod:`zerosearch.retry`).
+        batch_size: most queries per POST; a larger batch is split into chunks sent in order.
+
+    Counters (cumulative, thread-safe): ``calls`` (chunks sent, ok or not), ``failures`` (chunks
+    that still failed after retries), ``retries`` (extra POSTs). POSTs sent = ``calls + retries``.
+    """
+
+    name = "retrieval"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+        batch_size: int = 64,
+    ) -> None:
+        check_retry_settings(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"the retrieval URL must start with http:// or https://, got {url!r}")
+        self.url = url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.batch_size = batch_size
+        self.calls = 0
+        self.failures = 0
+        self.retries = 0
+        self._client = httpx.Client(timeout=timeout)
+        self._lock = threading.Lock()
+        self._random = random.Random()  # jitter only
+
+    def __repr__(self) -> str:
+        return f"RetrievalHTTPEngine(url={self.url!r}, batch_size={self.batch_size})"
+
+    def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
+        """One result per request, in order; a chunk that fails gives an error for each request."""
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        results: list[SearchResult] = []
+        for start in range(0, len(requests), self.batch_size):
+            results.extend(self._search_chunk(requests[start : start + self.batch_size], topk))
+        return results
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def __enter__(self) -> "RetrievalHTTPEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _search_chunk(self, chunk: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
+        queries = [request.query for request in chunk]
+        outcome = call_with_retries(
+            lambda: self._post(queries, topk),
+            retryable=retryable_http_error,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            backoff_max=self.backoff_max,
+            rng=self._random,
+            on_retry=self._count_retry,
+        )
+        with self._lock:
+            self.calls += 1
+            self.failures += 0 if outcome.ok else 1
+        if outcome.error is not None:
+            attempts = _plural(outcome.attempts, "attempt")
+            error = f"{describe_http_error(outcome.error)} from {self.url} [after {attempts}]"
+            return [SearchResult(error=error, noisy=r.noisy, attempts=outcome.attempts) for r in chunk]
+        return [
+            SearchResult(documents=docs, noisy=r.noisy, attempts=outcome.attempts)
+            for r, docs in zip(chunk, outcome.value or [])
+        ]
+
+    def _post(self, queries: list[str], topk: int) -> list[list[Document]]:
+        response = self._client.post(
+            self.url, json={"queries": queries, "topk": topk, "return_scores": True}
+        )
+        response.raise_for_status()
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise MalformedResponse(f"the response is not JSON: {response.text[:_MAX_BODY_IN_ERROR]!r}") from exc
+        return parse_response(payload, len(queries))
+
+    def _count_retry(self, _exc: Exception) -> None:
+        with self._lock:
+            self.retries += 1
+
+
+def retryable_http_error(exc: Exception) -> bool:
+    """Worth retrying: a timeout, a connection error, HTTP 5xx or 408/409/429."""
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return is_retryable_status(exc.response.status_code)
+    return False
+
+
+def describe_http_error(exc: Exception) -> str:
+    """A one-line account of a failure: for an HTTP status error, the status and the server's
+    (shortened) error body rather than httpx's message, which holds the request URL; else the
+    exception's type and message."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        body = exc.response.text.strip().replace("\n", " ")[:_MAX_BODY_IN_ERROR]
+        return f"HTTP {exc.response.status_code}: {body}"
+    message = str(exc).strip().replace("\n", " ")[:_MAX_BODY_IN_ERROR]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
