@@ -31,7 +31,7 @@ the full list with defaults: zerosearch config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from zerosearch.config import load_train_config
+    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
     from zerosearch.trainer import resume_run, start_run
 
     overrides = list(args.overrides)
@@ -48,6 +48,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"[zerosearch] resuming {trainer.run_dir} at step {trainer.step + 1}/{trainer.cfg.total_steps}",
               file=sys.stderr)
     else:
+        if config is None:
+            config = str(EMBEDDED_DEFAULT)
+            print(f"[zerosearch] no config file given: using the embedded default {config}", file=sys.stderr)
         cfg = load_train_config(config, overrides)
         trainer = start_run(cfg, progress=not args.no_progress)
         print(f"[zerosearch] run directory: {trainer.run_dir}", file=sys.stderr)
@@ -62,9 +65,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from zerosearch.config import load_train_config, to_dict
+    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config, to_dict
 
-    cfg = load_train_config(args.config, args.overrides)
+    config = args.config
+    if config and "=" in config and not Path(config).exists():
+        args.overrides.insert(0, config)
+        config = None
+    cfg = load_train_config(config or EMBEDDED_DEFAULT, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
@@ -90,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     add_serve_retriever_parser(sub)
 
-    config = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)")
+    config = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)",
+                            description="Print every config key with its value: the embedded default "
+                            "(or CONFIG) with the overrides applied.")
     config.add_argument("config", nargs="?")
     config.add_argument("overrides", nargs="*")
     config.set_defaults(func=_cmd_config)
