@@ -159,3 +159,26 @@ def test_gradient_is_zero_on_environment_positions(tmp_path, searcher_model):
     per_position = logits.grad.abs().sum(-1)[0]
     assert torch.all(per_position[mask[0] == 0] == 0)
     assert torch.all(per_position[mask[0] == 1] > 0)
+
+
+def test_tensorboard_logging_writes_events(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "tb"
+    assert main(["train", str(TINY), "total_steps=1", "tensorboard=true", f"output_dir={out}", "--no-progress"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"reward_mean", "noise_probability", "loss_mask_fraction"} <= set(events.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("model,chat", [("zerosearch:tiny", True), ("zerosearch:tiny-base", False)])
+def test_base_models_get_the_raw_prompt_and_instruct_models_the_chat_template(model, chat, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load_train_config(TINY, [f"model={model}", f"output_dir={tmp_path}"])
+    trainer = Trainer(cfg, tmp_path, engine=FixedDocumentsEngine(["x"]), progress=False)
+    text = trainer.tokenizer.decode(trainer._prompt_ids(0))
+    question = trainer.rows[0].question
+    assert text.endswith(f"Question: {question}{'' if question.endswith('?') else '?'}\n" + ("<|im_end|>\n<|im_start|>assistant\n" if chat else ""))
+    assert text.startswith("<|im_start|>user\nAnswer the given question.") == chat
+    assert text.startswith("Answer the given question.") == (not chat)
