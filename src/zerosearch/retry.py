@@ -11,6 +11,7 @@ fails is handed back as data (:class:`Outcome` with the last exception), never r
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
@@ -96,3 +97,40 @@ def call_with_retries(
             if on_retry is not None:
                 on_retry(exc)
             sleep(backoff_delay(attempts, backoff, backoff_max, rng))
+
+
+class CountedRetries:
+    """Mixin for network clients: bounded retries with backoff, counted in ``calls``, ``failures`` and
+    ``retries`` (thread-safe), the counters every engine and chat backend reports.
+
+    Subclasses call :meth:`_init_retries` in ``__init__`` and wrap each remote call in :meth:`_call_counted`.
+    """
+
+    def _init_retries(self, *, timeout: float, max_retries: int, backoff: float, backoff_max: float) -> None:
+        check_retry_settings(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.calls = 0
+        self.failures = 0
+        self.retries = 0
+        self._lock = threading.Lock()
+        self._random = random.Random()  # jitter only; it never affects results
+
+    def backoff_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        return backoff_delay(retry, self.backoff, self.backoff_max, self._random)
+
+    def _call_counted(self, fn: Callable[[], T], retryable: Callable[[Exception], bool]) -> Outcome[T]:
+        outcome = call_with_retries(
+            fn, retryable=retryable, max_retries=self.max_retries, backoff=self.backoff,
+            backoff_max=self.backoff_max, rng=self._random, on_retry=self._count_retry,
+        )
+        with self._lock:
+            self.calls += 1
+            self.failures += 0 if outcome.ok else 1
+        return outcome
+
+    def _count_retry(self, _exc: Exception) -> None:
+        with self._lock:
+            self.retries += 1

@@ -15,17 +15,14 @@ ones and ``attempts`` is the true number of requests sent.
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from zerosearch.llm.base import Completion, Message
+from zerosearch.retry import CountedRetries, is_retryable_status
 
 __all__ = ["OpenAIChatModel"]
 
-_RETRYABLE_STATUS = {408, 409, 429}
 
 
 def _import_openai() -> Any:
@@ -39,7 +36,7 @@ def _import_openai() -> Any:
     return openai
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(CountedRetries):
     """A :class:`~zerosearch.llm.base.ChatModel` over an OpenAI-compatible ``/v1/chat/completions``.
 
     Args:
@@ -72,23 +69,13 @@ class OpenAIChatModel:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        if backoff < 0 or backoff_max < backoff:
-            raise ValueError(
-                f"need 0 <= backoff <= backoff_max, got backoff={backoff}, backoff_max={backoff_max}"
-            )
+        self._init_retries(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
         openai = _import_openai()
         self._openai = openai
         self.model = model
         self.base_url = base_url
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.name = f"openai:{model}@{base_url}"
         self.client = openai.OpenAI(
             base_url=base_url,
@@ -96,11 +83,6 @@ class OpenAIChatModel:
             timeout=timeout,
             max_retries=0,  # ours are the only retries
         )
-        self.calls = 0
-        self.failures = 0
-        self.retries = 0
-        self._lock = threading.Lock()
-        self._random = random.Random()  # jitter only; it never affects what is generated
 
     # -- ChatModel ---------------------------------------------------------------------------------
 
@@ -138,45 +120,24 @@ class OpenAIChatModel:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def backoff_delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based): uniform in ``[d/2, d]``,
-        ``d = min(backoff_max, backoff * 2**(retry-1))``."""
-        cap = min(self.backoff_max, self.backoff * (2 ** (retry - 1)))
-        return self._random.uniform(cap / 2, cap)
-
     def _retryable(self, exc: Exception) -> bool:
         openai = self._openai
         if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
             return True
         if isinstance(exc, openai.APIStatusError):
-            return exc.status_code >= 500 or exc.status_code in _RETRYABLE_STATUS
+            return is_retryable_status(exc.status_code)
         return False
 
     def _complete_one(self, messages: list[Message], max_tokens: int, temperature: float) -> Completion:
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                response = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                )
-                text = _message_text(response)
-            except Exception as exc:  # classified below: retried, or returned as data
-                if attempts <= self.max_retries and self._retryable(exc):
-                    with self._lock:
-                        self.retries += 1
-                    time.sleep(self.backoff_delay(attempts))
-                    continue
-                with self._lock:
-                    self.calls += 1
-                    self.failures += 1
-                return Completion(error=_describe(exc, attempts), attempts=attempts)
-            with self._lock:
-                self.calls += 1
-            return Completion(text=text, attempts=attempts)
+        outcome = self._call_counted(
+            lambda: _message_text(self.client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
+            )),
+            self._retryable,
+        )
+        if outcome.error is not None:
+            return Completion(error=_describe(outcome.error, outcome.attempts), attempts=outcome.attempts)
+        return Completion(text=outcome.value, attempts=outcome.attempts)
 
 
 class _MalformedResponse(Exception):

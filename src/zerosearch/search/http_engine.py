@@ -15,13 +15,11 @@ for each of its requests: never raised, never replaced by placeholder documents.
 
 from __future__ import annotations
 
-import random
-import threading
 from typing import Any, Sequence
 
 import httpx
 
-from zerosearch.retry import call_with_retries, check_retry_settings, is_retryable_status
+from zerosearch.retry import CountedRetries, is_retryable_status
 from zerosearch.search.base import Document, SearchRequest, SearchResult
 from zerosearch.search.corpus import split_contents
 
@@ -72,7 +70,7 @@ def parse_response(payload: Any, expected: int) -> list[list[Document]]:
     return [[parse_document(item) for item in items] for items in result]
 
 
-class RetrievalHTTPEngine:
+class RetrievalHTTPEngine(CountedRetries):
     """A :class:`~zerosearch.search.base.SearchEngine` over ``POST {url}`` (Search-R1's API).
 
     Args:
@@ -98,23 +96,15 @@ class RetrievalHTTPEngine:
         backoff_max: float = 8.0,
         batch_size: int = 64,
     ) -> None:
-        check_retry_settings(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
+        self._init_retries(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"the retrieval URL must start with http:// or https://, got {url!r}")
         self.url = url
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.batch_size = batch_size
-        self.calls = 0
-        self.failures = 0
-        self.retries = 0
         self._client = httpx.Client(timeout=timeout)
-        self._lock = threading.Lock()
-        self._random = random.Random()  # jitter only
 
     def __repr__(self) -> str:
         return f"RetrievalHTTPEngine(url={self.url!r}, batch_size={self.batch_size})"
@@ -142,18 +132,7 @@ class RetrievalHTTPEngine:
 
     def _search_chunk(self, chunk: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
         queries = [request.query for request in chunk]
-        outcome = call_with_retries(
-            lambda: self._post(queries, topk),
-            retryable=retryable_http_error,
-            max_retries=self.max_retries,
-            backoff=self.backoff,
-            backoff_max=self.backoff_max,
-            rng=self._random,
-            on_retry=self._count_retry,
-        )
-        with self._lock:
-            self.calls += 1
-            self.failures += 0 if outcome.ok else 1
+        outcome = self._call_counted(lambda: self._post(queries, topk), retryable_http_error)
         if outcome.error is not None:
             attempts = _plural(outcome.attempts, "attempt")
             error = f"{describe_http_error(outcome.error)} from {self.url} [after {attempts}]"
@@ -174,9 +153,6 @@ class RetrievalHTTPEngine:
             raise MalformedResponse(f"the response is not JSON: {response.text[:_MAX_BODY_IN_ERROR]!r}") from exc
         return parse_response(payload, len(queries))
 
-    def _count_retry(self, _exc: Exception) -> None:
-        with self._lock:
-            self.retries += 1
 
 
 def retryable_http_error(exc: Exception) -> bool:

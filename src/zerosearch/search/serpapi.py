@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
-import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import httpx
 
-from zerosearch.retry import call_with_retries, check_retry_settings
+from zerosearch.retry import CountedRetries
 from zerosearch.search.base import Document, SearchRequest, SearchResult
 from zerosearch.search.http_engine import describe_http_error, retryable_http_error
 
@@ -118,7 +116,7 @@ def organic_documents(payload: Any, topk: int) -> list[Document]:
     ]
 
 
-class SerpAPIEngine:
+class SerpAPIEngine(CountedRetries):
     """A :class:`~zerosearch.search.base.SearchEngine` over Google through SerpAPI.
 
     Args:
@@ -152,26 +150,18 @@ class SerpAPIEngine:
         url: str = SERPAPI_URL,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        check_retry_settings(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
+        self._init_retries(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self._key = _Secret(_find_key(api_key, key_env))
         self.url = url
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.max_concurrency = max_concurrency
         self.cache_size = cache_size
-        self.calls = 0
-        self.failures = 0
-        self.retries = 0
         self.cache_hits = 0
         self._cache: OrderedDict[tuple[str, int], list[Document]] = OrderedDict()
         self._client = httpx.Client(timeout=timeout, transport=transport)
-        self._lock = threading.Lock()
-        self._random = random.Random()  # jitter only
         httpx_logger = logging.getLogger("httpx")
         if _LOG_FILTER not in httpx_logger.filters:
             httpx_logger.addFilter(_LOG_FILTER)
@@ -212,18 +202,7 @@ class SerpAPIEngine:
     # -- internals ---------------------------------------------------------------------------------
 
     def _search_one(self, query: str, topk: int) -> SearchResult:
-        outcome = call_with_retries(
-            lambda: self._get(query, topk),
-            retryable=retryable_http_error,
-            max_retries=self.max_retries,
-            backoff=self.backoff,
-            backoff_max=self.backoff_max,
-            rng=self._random,
-            on_retry=self._count_retry,
-        )
-        with self._lock:
-            self.calls += 1
-            self.failures += 0 if outcome.ok else 1
+        outcome = self._call_counted(lambda: self._get(query, topk), retryable_http_error)
         if outcome.error is not None:
             attempts = f"{outcome.attempts} attempt{'' if outcome.attempts == 1 else 's'}"
             error = self._redact(f"SerpAPI: {describe_http_error(outcome.error)} [after {attempts}]")
@@ -259,9 +238,6 @@ class SerpAPIEngine:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
-    def _count_retry(self, _exc: Exception) -> None:
-        with self._lock:
-            self.retries += 1
 
     def _redact(self, text: str) -> str:
         return _KEY_PARAM.sub(r"\1***", text).replace(self._key.reveal(), "***")
