@@ -24,7 +24,6 @@ from zerosearch.retry import CountedRetries, is_retryable_status
 __all__ = ["OpenAIChatModel"]
 
 
-
 def _import_openai() -> Any:
     try:
         import openai
