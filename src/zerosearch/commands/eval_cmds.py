@@ -1,0 +1,342 @@
+"""``zerosearch eval``, ``zerosearch ask``, ``zerosearch chat`` and ``zerosearch report``.
+
+Wire into the CLI with ``add_eval_parser(sub)``, ``add_ask_parser(sub)``, ``add_chat_parser(sub)`` and
+``add_report_parser(sub)``; each sets ``func`` to a handler that takes the parsed arguments and returns
+the exit code: 0 ok, 1 the work ran but something failed (search failures in an evaluation, a failed
+search in ``ask``), 2 a usage problem (bad option, missing file, unknown model or engine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Sequence, TextIO
+
+__all__ = [
+    "add_ask_parser",
+    "add_chat_parser",
+    "add_eval_parser",
+    "add_report_parser",
+    "format_answer",
+    "run_ask",
+    "run_chat",
+    "run_eval",
+    "run_report",
+]
+
+EVAL_EPILOG = """\
+methods (--method):
+  agent    the trained protocol: think, <search> the engine, read <information>, <answer> (default)
+  direct   answer at once, no search               (prompts/eval_direct.txt)
+  cot      reason step by step, then answer         (prompts/eval_cot.txt)
+  rag      top-k documents for the question, then answer (prompts/eval_rag.txt)
+All are greedy. The prediction is the last <answer>...</answer>; a reply without one scores 0.
+
+engines (--engine, for agent and rag):
+{specs}
+
+output (--output-dir, default runs/eval-<model>-<method>-<time>); an existing directory is resumed:
+  results.md / results.json     EM, cover-EM, F1, searches, turns, invalid actions, tokens per dataset
+  examples/<dataset>.jsonl      every question with its prediction, scores, queries and documents
+
+examples:
+  zerosearch eval --model runs/reinforce-20261121-101500/checkpoints/step_200/policy \\
+      --data data/nq_test.jsonl,data/hotpotqa_dev.jsonl --engine http://127.0.0.1:8000/retrieve --sample 500
+  zerosearch eval --model zerosearch:smollm2-135m-instruct --method rag --engine example \\
+      --data src/zerosearch/example_data/hotpotqa_distractor_dev.jsonl --limit 50
+  zerosearch eval --model Qwen/Qwen2.5-3B-Instruct --method direct --data nq.jsonl,bamboogle.jsonl \\
+      --names NQ,Bamboogle
+"""
+
+ASK_EPILOG = """\
+examples:
+  zerosearch ask "Who directed Jaws?" --model runs/my-run/checkpoints/step_200/policy --engine example
+  zerosearch ask "Who directed Jaws?" --model zerosearch:smollm2-135m-instruct --engine bm25:wiki.jsonl
+  zerosearch ask "Who directed Jaws?" --model Qwen/Qwen2.5-3B-Instruct --method rag --engine google
+"""
+
+CHAT_EPILOG = """\
+Type a question after the "> " prompt; each is answered as `zerosearch ask` does (reasoning, searches,
+documents, answer). Leave with exit, quit or end of input (Ctrl-D).
+
+examples:
+  zerosearch chat --model runs/my-run/checkpoints/step_200/policy --engine example
+  printf 'Who directed Jaws?\\nexit\\n' | zerosearch chat --model zerosearch:tiny --engine example
+"""
+
+DOC_CHARS = 160  # documents are abbreviated to this many characters in ask/chat
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix your command", reported in one line with exit code 2."""
+    from zerosearch.config import ConfigError
+    from zerosearch.data import DataError
+    from zerosearch.llm.models import ModelNotFoundError
+    from zerosearch.search.serpapi import MissingAPIKeyError
+
+    return (ValueError, FileNotFoundError, ImportError, OSError, ConfigError, DataError, MissingAPIKeyError,
+            ModelNotFoundError)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> None:
+    """Options shared by eval, ask and chat."""
+    from zerosearch.evaluate import METHODS
+
+    parser.add_argument("--model", required=True, metavar="M",
+                        help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
+    parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
+    parser.add_argument("--max-turns", type=int, default=4, metavar="N",
+                        help="agent: searches before the forced answer turn (default: 4; training used 2)")
+    parser.add_argument("--topk", type=_positive, metavar="K",
+                        help="documents per search (default: 5 for google as in the paper, else 3 as Search-R1)")
+    parser.add_argument("--max-turn-tokens", type=_positive, default=500, metavar="N",
+                        help="tokens generated per turn at most (default: 500)")
+    parser.add_argument("--max-context-tokens", type=_positive, metavar="N",
+                        help="prompt + response length limit (default: the model's, at most 8192)")
+    parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
+                        help="prompt template (default: policy for the agent, eval_<method> for baselines)")
+    parser.add_argument("--prompt-style", choices=["auto", "chat", "raw"], default="auto",
+                        help="auto: the chat template when the tokenizer has one (default)")
+    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+    if batch:
+        parser.add_argument("--batch-size", type=_positive, default=16, metavar="N",
+                            help="questions per generation batch (default: 16)")
+
+
+def _settings(args: argparse.Namespace, engine: str | None) -> Any:
+    from zerosearch.evaluate import EvalSettings, default_topk
+
+    return EvalSettings(method=args.method, max_turns=args.max_turns, topk=args.topk or default_topk(engine),
+                        max_turn_tokens=args.max_turn_tokens, max_context_tokens=args.max_context_tokens,
+                        batch_size=getattr(args, "batch_size", 1), prompt_template=args.prompt_template,
+                        prompt_style=args.prompt_style)
+
+
+# --- zerosearch eval ---------------------------------------------------------------------------------
+
+
+def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``zerosearch eval``."""
+    from zerosearch.search.factory import ENGINE_SPECS
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model (agent or baseline) on QA files: EM, cover-EM, F1, searches",
+        description="Evaluate a search policy, or a baseline with the same model, on one or more QA files "
+                    "and write a results table, per-question records and a resumable output directory.",
+        epilog=EVAL_EPILOG.format(specs=ENGINE_SPECS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, action="append", metavar="FILE[,FILE...]",
+                        help="QA files (FlashRAG jsonl, Search-R1 parquet...); each is one dataset named after "
+                             "its file stem; repeat or comma-separate")
+    parser.add_argument("--engine", metavar="SPEC", help="search engine for agent and rag (forms below)")
+    _add_generation_options(parser, batch=True)
+    parser.add_argument("--names", type=_split, metavar="NAME[,NAME...]",
+                        help="dataset names, one per file (default: the file stems)")
+    parser.add_argument("--limit", type=_positive, metavar="N", help="only the first N questions of each dataset")
+    parser.add_argument("--sample", type=_positive, metavar="N",
+                        help="a seeded random sample of N questions per dataset (all if fewer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
+    parser.add_argument("--output-dir", metavar="DIR",
+                        help="where to write (default: runs/eval-<model>-<method>-<time>); resumed if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.set_defaults(func=run_eval)
+    return parser
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of ``zerosearch eval``: run (or resume) the evaluation and print the table."""
+    from zerosearch.evaluate import RESULTS_MD, evaluate
+
+    data_files = [path for item in args.data for path in _split(item)]
+    try:
+        results = evaluate(
+            args.model, data_files, args.engine, args.method, args.output_dir,
+            limit=args.limit, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
+            max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
+            max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
+            prompt_style=args.prompt_style, names=args.names, device=args.device, dtype=args.dtype,
+            progress=not args.no_progress,
+        )
+    except _usage_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    print((Path(results["output_dir"]) / RESULTS_MD).read_text(encoding="utf-8"))
+    print(f"wall time {results['wall_seconds']:.1f} s; results in {results['output_dir']}")
+    if results["search_failures"]:
+        print(f"warning: {results['search_failures']} search call(s) failed; those questions scored 0 "
+              "(status search_failed) and are re-run when you resume with the same --output-dir", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- zerosearch ask / chat ---------------------------------------------------------------------------
+
+
+def _abbreviate(text: str, limit: int = DOC_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _clean(text: str, special_tokens: Sequence[str]) -> str:
+    for token in special_tokens:
+        text = text.replace(token, "")
+    return text.strip()
+
+
+def format_answer(record: dict[str, Any], special_tokens: Sequence[str] = ()) -> str:
+    """A terminal-readable account of one answered question: turns, searches, documents, answer."""
+    lines = [f"Question: {record['question']}"]
+    number = 0
+    for turn in record["turns"]:
+        text = _clean(turn["text"], special_tokens)
+        if turn["action"] == "retrieve":
+            lines.append(f"\n[retrieval] Search: {turn['query']}")
+        else:
+            number += 1
+            lines.append(f"\n[turn {number}] {turn['action']}")
+            if text:
+                lines += ["  " + line for line in text.splitlines()]
+            if turn["action"] == "search":
+                lines.append(f"Search: {turn['query']}")
+        if turn.get("error"):
+            lines.append(f"  search failed: {turn['error']}")
+        elif turn["action"] in ("search", "retrieve"):
+            lines.append(f"Documents ({len(turn['documents'])}):")
+            lines += [f"  {i}. {_abbreviate(doc)}" for i, doc in enumerate(turn["documents"], start=1)]
+    if record["prediction"] is not None:
+        lines.append(f"\nAnswer: {record['prediction']}")
+    else:
+        lines.append(f"\nAnswer: (none; status {record['status']})")
+    return "\n".join(lines)
+
+
+def _load_answerer(args: argparse.Namespace) -> Any:
+    from zerosearch.evaluate import NEEDS_ENGINE, Answerer
+    from zerosearch.search.factory import build_engine
+
+    engine = build_engine(args.engine) if args.method in NEEDS_ENGINE else None
+    return Answerer(args.model, engine, _settings(args, args.engine), device=args.device, dtype=args.dtype)
+
+
+def _answer_and_print(answerer: Any, question: str, out: TextIO) -> bool:
+    """Answer ``question``, print the account; False if a search failed."""
+    record = answerer.answer([(question, ())])[0]
+    print(format_answer(record, answerer.tokenizer.all_special_tokens), file=out, flush=True)
+    return record["search_failures"] == 0
+
+
+def _add_ask_chat_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="example", metavar="SPEC",
+                        help="search engine (default: example, BM25 over the shipped HotpotQA corpus; "
+                             "forms as in `zerosearch search --help`)")
+    _add_generation_options(parser, batch=False)
+
+
+def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``zerosearch ask``."""
+    parser = subparsers.add_parser(
+        "ask", help="answer one question, showing the reasoning, each search and its documents",
+        description="Answer one question with a model and a search engine; print every turn, each search, "
+                    "the documents it returned (abbreviated) and the answer.",
+        epilog=ASK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("question", help="the question")
+    _add_ask_chat_options(parser)
+    parser.set_defaults(func=run_ask)
+    return parser
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _usage_errors() as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    run.__doc__ = handler.__doc__
+    return run
+
+
+@_guarded
+def run_ask(args: argparse.Namespace) -> int:
+    """Handler of ``zerosearch ask``."""
+    answerer = _load_answerer(args)
+    return 0 if _answer_and_print(answerer, args.question, sys.stdout) else 1
+
+
+def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``zerosearch chat``."""
+    parser = subparsers.add_parser(
+        "chat", help="answer questions typed at a prompt, one after another (model loaded once)",
+        description="Read questions from standard input and answer each as `zerosearch ask` does.",
+        epilog=CHAT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_ask_chat_options(parser)
+    parser.set_defaults(func=run_chat)
+    return parser
+
+
+@_guarded
+def run_chat(args: argparse.Namespace) -> int:
+    """Handler of ``zerosearch chat``: a read-answer loop until EOF, ``exit`` or ``quit``."""
+    answerer = _load_answerer(args)
+    print("Ask a question (exit, quit or Ctrl-D to leave).", flush=True)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return 0
+        question = line.strip()
+        if question.lower() in ("exit", "quit"):
+            return 0
+        if question:
+            _answer_and_print(answerer, question, sys.stdout)
+            print(flush=True)
+
+
+# --- zerosearch report -------------------------------------------------------------------------------
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``zerosearch report``."""
+    parser = subparsers.add_parser(
+        "report", help="write an HTML report of a training run (plots, sample trajectories, evaluation)",
+        description="Write RUN_DIR/report/index.html: training curves, a sample of trajectories and, if "
+                    "RUN_DIR/eval holds one, the evaluation table. One self-contained file.",
+        epilog="example:\n  zerosearch report runs/reinforce-20261121-101500 && "
+               "xdg-open runs/reinforce-20261121-101500/report/index.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (holds metrics.jsonl)")
+    parser.add_argument("--trajectories", type=_positive, default=3, metavar="N",
+                        help="trajectories shown from each of the first, middle and last logged steps (default: 3)")
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+@_guarded
+def run_report(args: argparse.Namespace) -> int:
+    """Handler of ``zerosearch report``: write the report and print its path."""
+    from zerosearch.report import write_report
+
+    print(write_report(args.run_dir, trajectories_per_step=args.trajectories))
+    return 0

@@ -1,0 +1,593 @@
+"""Evaluate a policy, or a baseline with the same model, on QA files: EM, cover-EM, F1, search behaviour.
+
+Methods (all greedy, temperature 0, batched):
+
+* ``agent``: the training protocol (``<think>`` / ``<search>`` / ``<information>`` / ``<answer>``) run
+  by :class:`~zerosearch.rollout.RolloutRunner` against a real engine, with the policy prompt
+  (``prompts/policy.txt``) and up to ``max_turns`` searches before the forced answer turn.
+* ``direct``: answer at once (``prompts/eval_direct.txt``).
+* ``cot``: reason step by step inside ``<think>``, then answer (``prompts/eval_cot.txt``).
+* ``rag``: retrieve the top-k documents for the question, put them before the question, then answer
+  (``prompts/eval_rag.txt``; documents rendered ``Doc i(Title: …) text`` as FlashRAG and Search-R1 do).
+
+The baselines are one forced-answer turn of the same runner (``max_turns=0``): the same model object,
+the same prompt encoding (chat template for instruct models, raw text for base models), generation
+stopping at ``</answer>``, and the same token accounting as the agent.
+
+Scoring, the same for every method: the prediction is the last ``<answer>…</answer>`` of the generated
+text (:func:`~zerosearch.rewards.extract_answer`); a reply without one scores 0 on every metric, as a
+missing answer does for the agent in the paper (no fallback to the raw text: that would reward the
+baselines for ignoring the format the agent is held to). ``answered`` reports how often the format was
+followed. ``em`` is the paper's exact match; ``cover_em`` what the original code computed under the
+name EM; ``f1`` the training reward.
+
+The gold answers are used for scoring only: the engine is never told them (a simulated engine, which
+writes documents from the answer, is refused).
+
+Engine failures are never scored as something else: an example whose search failed is recorded with
+status ``search_failed``, scores 0, is counted in ``search_failures``, and is run again on resume.
+
+Output directory::
+
+    eval_config.json         model, method, engine and generation settings (a resume must match them)
+    examples/<dataset>.jsonl one record per question: golds, prediction, scores, every turn with its
+                             query and documents (resumable: finished ids are not re-run)
+    results.json             per-dataset and average metrics (fractions in [0, 1])
+    results.md               the same as a markdown table (percentages), datasets as columns
+
+Determinism: greedy decoding on the same hardware gives the same outputs for the same batches. Batch
+composition changes the left padding and therefore, very slightly, the numerics: a resumed run
+batches the remaining questions differently and may, rarely, differ from an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from zerosearch.data import QARow, load_qa_file
+from zerosearch.prompts import load_template, render
+from zerosearch.rewards import answer_metrics, extract_answer
+from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory, Turn
+from zerosearch.search.base import Document, SearchEngine, SearchRequest
+from zerosearch.search.documents import render_documents
+
+__all__ = [
+    "METHODS",
+    "Answerer",
+    "EvalSettings",
+    "average_over_datasets",
+    "default_output_dir",
+    "default_topk",
+    "evaluate",
+    "format_results_table",
+    "read_examples",
+    "score_response",
+    "select_rows",
+    "summarize",
+]
+
+METHODS = ("agent", "direct", "cot", "rag")
+NEEDS_ENGINE = ("agent", "rag")
+EXAMPLES_DIR = "examples"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CONFIG_FILE = "eval_config.json"
+MAX_DEFAULT_CONTEXT = 8192
+
+# (key in a summary, row label, scale for display, decimals, summed over datasets instead of averaged)
+_TABLE_ROWS: tuple[tuple[str, str, float, int, bool], ...] = (
+    ("em", "EM (exact match, %)", 100.0, 2, False),
+    ("cover_em", "cover-EM (gold in prediction, %)", 100.0, 2, False),
+    ("f1", "F1 (%)", 100.0, 2, False),
+    ("answered_rate", "answered (%)", 100.0, 1, False),
+    ("searches_per_question", "searches / question", 1.0, 2, False),
+    ("turns_per_question", "turns / question", 1.0, 2, False),
+    ("invalid_action_rate", "invalid actions (% of turns)", 100.0, 1, False),
+    ("response_tokens", "response tokens", 1.0, 1, False),
+    ("seconds_per_question", "seconds / question", 1.0, 2, False),
+    ("search_failures", "search failures", 1.0, 0, True),
+    ("n", "questions", 1.0, 0, True),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that changes what the model generates (a resumed evaluation must keep it)."""
+
+    method: str = "agent"
+    max_turns: int = 4
+    topk: int = 3
+    max_turn_tokens: int = 500
+    max_obs_tokens: int = 2048
+    max_context_tokens: int | None = None  # None: the model's context length, at most 8192
+    batch_size: int = 16
+    prompt_template: str | None = None  # None: "policy" for the agent, "eval_<method>" for baselines
+    prompt_style: str = "auto"  # auto | chat | raw
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("topk", "max_turn_tokens", "max_obs_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_turns < 0:
+            raise ValueError(f"max_turns must be >= 0, got {self.max_turns}")
+        if self.max_context_tokens is not None and self.max_context_tokens < 2:
+            raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
+        if self.prompt_style not in ("auto", "chat", "raw"):
+            raise ValueError(f"prompt_style must be auto, chat or raw, got {self.prompt_style!r}")
+
+    @property
+    def template_name(self) -> str:
+        if self.prompt_template is not None:
+            return self.prompt_template
+        return "policy" if self.method == "agent" else f"eval_{self.method}"
+
+    def generation_key(self) -> dict[str, Any]:
+        """The settings that decide the outputs (batch size only regroups the same questions)."""
+        key = asdict(self)
+        del key["batch_size"], key["method"]  # the method is recorded on its own
+        return key
+
+
+def default_topk(engine_spec: str | None) -> int:
+    """Documents per search: 5 for Google (the ZeroSearch paper), else 3 (Search-R1's wiki setting)."""
+    return 5 if (engine_spec or "").strip() == "google" else 3
+
+
+def default_output_dir(model: str, method: str) -> Path:
+    """``runs/eval-<model>-<method>-<YYYYmmdd-HHMMSS>`` (the model name reduced to a safe slug)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or model).strip("-") or "model"
+    return Path("runs") / f"eval-{slug}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Answering questions
+
+
+def _question_text(question: str) -> str:
+    """The question as the prompts show it: stripped, ``?`` appended if missing (as the original)."""
+    question = question.strip()
+    if not question:
+        raise ValueError("cannot answer an empty question")
+    return question if question.endswith("?") else question + "?"
+
+
+def _document_text(doc: Document) -> str:
+    return doc.text if not doc.title else f"({doc.title}) {doc.text}"
+
+
+class Answerer:
+    """A loaded model (and engine) that answers batches of questions by one method, greedily.
+
+    Args:
+        model: a model path, hub id or built-in name (``zerosearch:tiny``, ...).
+        engine: the search engine (agent and rag); ``None`` for direct and cot.
+        settings: the method and generation settings.
+        device, dtype: ``auto`` or a torch device / dtype name.
+    """
+
+    def __init__(self, model: str, engine: SearchEngine | None, settings: EvalSettings,
+                 device: str = "auto", dtype: str = "auto") -> None:
+        from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
+
+        if settings.method in NEEDS_ENGINE and engine is None:
+            raise ValueError(f"method {settings.method!r} needs a search engine (--engine SPEC)")
+        if engine is not None and getattr(engine, "name", "") == "simulated":
+            raise ValueError("a simulated engine writes its documents from the gold answer, which an evaluation "
+                             "must not reveal; evaluate with a real engine (example, bm25:FILE, http://..., google)")
+        self.settings = settings
+        self.engine = engine
+        self.template = load_template(settings.template_name)
+        self.device = pick_device(device)
+        self.tokenizer = load_tokenizer(model)
+        self.chat = use_chat_template(self.tokenizer, settings.prompt_style)
+        self.model = load_causal_lm(model, self.device, pick_dtype(dtype, self.device))
+        self.model.eval()
+        context = settings.max_context_tokens or min(
+            MAX_DEFAULT_CONTEXT, getattr(self.model.config, "max_position_embeddings", MAX_DEFAULT_CONTEXT))
+        agent = settings.method == "agent"
+        self.runner = RolloutRunner(
+            self.model, self.tokenizer, engine,
+            RolloutSettings(max_turns=settings.max_turns if agent else 0, topk=settings.topk,
+                            max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
+                            max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size),
+            self.device,
+        )
+
+    def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:
+        """Answer ``(question, golden answers)`` pairs; one scored record each (see :func:`_record`).
+
+        The gold answers are used for scoring only; neither the model nor the engine sees them.
+        """
+        if not questions:
+            return []
+        start = time.perf_counter()
+        trajectories, retrievals = self._prepare([q for q, _ in questions])
+        active = [t for t in trajectories if t.status is None]
+        if active:
+            self.runner.run(active, 0.0, np.random.default_rng(0))
+        seconds = (time.perf_counter() - start) / len(questions)
+        return [_record(t, r, tuple(golds), self.settings.method, seconds)
+                for t, r, (_, golds) in zip(trajectories, retrievals, questions)]
+
+    def _encode(self, prompt: str) -> list[int]:
+        from zerosearch.policy import encode_prompt
+
+        return encode_prompt(self.tokenizer, prompt, self.chat)
+
+    def _prepare(self, questions: list[str]) -> tuple[list[Trajectory], list[Turn | None]]:
+        """A trajectory per question (already finished when the rag retrieval failed) and its retrieval."""
+        texts = [_question_text(q) for q in questions]
+        if self.settings.method != "rag":
+            prompts = [render(self.template, question=text) for text in texts]
+            return [Trajectory(q, (), self._encode(p)) for q, p in zip(questions, prompts)], [None] * len(texts)
+        requests = [SearchRequest(query=q.strip(), question=q) for q in questions]
+        results = self.engine.search(requests, self.settings.topk)
+        if len(results) != len(requests):
+            raise RuntimeError(
+                f"engine {self.engine.name!r} returned {len(results)} results for {len(requests)} requests")
+        trajectories, retrievals = [], []
+        for question, text, request, result in zip(questions, texts, requests, results):
+            docs = list(result.documents[: self.settings.topk])
+            turn = Turn(action="retrieve", text="", n_tokens=0, query=request.query,
+                        documents=[_document_text(d) for d in docs], error=result.error)
+            prompt_ids = [] if not result.ok else self._encode(
+                render(self.template, question=text, documents=render_documents(docs)))
+            traj = Trajectory(question, (), prompt_ids)
+            if not result.ok:
+                traj.status = SEARCH_FAILED
+            trajectories.append(traj)
+            retrievals.append(turn)
+        return trajectories, retrievals
+
+
+def score_response(text: str | None, golden_answers: Sequence[str]) -> tuple[str | None, dict[str, float]]:
+    """The prediction in generated ``text`` (its last ``<answer>`` block) and its EM, cover-EM and F1.
+
+    ``None`` text (no answer, or a failed search) and text without an answer block score 0.
+    """
+    prediction = extract_answer(text) if text else None
+    return prediction, answer_metrics(prediction, golden_answers)
+
+
+def _record(traj: Trajectory, retrieval: Turn | None, golden_answers: tuple[str, ...], method: str,
+            seconds: float) -> dict[str, Any]:
+    """The scored, JSON-ready record of one answered (or failed) question."""
+    # never score an example whose search failed, whatever it wrote before
+    answered = traj.answer_text if traj.status != SEARCH_FAILED else None
+    prediction, scores = score_response(answered, golden_answers)
+    turns = ([retrieval] if retrieval is not None else []) + traj.turns
+    generated = traj.turns
+    return {
+        "question": traj.question,
+        "golden_answers": list(golden_answers),
+        "method": method,
+        "status": traj.status,
+        "prediction": prediction,
+        **scores,
+        "n_searches": sum(1 for t in turns if t.action in ("search", "retrieve") and t.error is None),
+        "n_turns": len(generated),
+        "n_invalid": sum(1 for t in generated if t.action == "invalid"),
+        "search_failures": sum(1 for t in turns if t.error is not None),
+        "response_tokens": len(traj.response_ids),
+        "seconds": seconds,
+        "turns": [dict(t.__dict__) for t in turns],
+        "response": traj.response_text,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Data selection
+
+
+def select_rows(rows: Sequence[QARow], limit: int | None = None, sample: int | None = None,
+                seed: int = 0) -> list[QARow]:
+    """``sample`` rows drawn with ``seed`` (all if fewer; file order kept), then the first ``limit``."""
+    chosen = list(rows)
+    if sample is not None:
+        if sample < 1:
+            raise ValueError(f"sample must be >= 1, got {sample}")
+        if sample < len(chosen):
+            picked = np.random.default_rng(seed).choice(len(chosen), size=sample, replace=False)
+            chosen = [chosen[i] for i in sorted(picked.tolist())]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        chosen = chosen[:limit]
+    return chosen
+
+
+def _example_keys(rows: Sequence[QARow]) -> list[str]:
+    """A unique key per row: its id, with ``#2``, ``#3``... appended to repeated ids."""
+    seen: dict[str, int] = {}
+    keys = []
+    for row in rows:
+        seen[row.id] = seen.get(row.id, 0) + 1
+        keys.append(row.id if seen[row.id] == 1 else f"{row.id}#{seen[row.id]}")
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Example files (resumable)
+
+
+def read_examples(path: Path) -> dict[str, dict[str, Any]]:
+    """Records of an examples file by id (the last record of an id wins); unreadable lines are skipped.
+
+    A line torn by a kill mid-write is expected at the end of the file; one anywhere else is reported
+    on stderr. Either way the example is simply run again.
+    """
+    if not path.exists():
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records[str(record["id"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number != len(lines):
+                print(f"[zerosearch] {path}:{number}: unreadable record skipped (it will be re-run)", file=sys.stderr)
+    return records
+
+
+def _write_examples(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Rewrite an examples file atomically (drops torn and duplicate lines before appending more)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _ordered(existing: dict[str, dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The selected records in selection order, then any others the file held (from a larger run)."""
+    wanted = set(keys)
+    return [existing[k] for k in keys if k in existing] + [r for k, r in existing.items() if k not in wanted]
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries and tables
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Metrics over one dataset's records (scores are fractions; rates per question or per turn)."""
+    turns = sum(r["n_turns"] for r in records)
+    return {
+        "n": len(records),
+        "em": _mean([r["em"] for r in records]),
+        "cover_em": _mean([r["cover_em"] for r in records]),
+        "f1": _mean([r["f1"] for r in records]),
+        "answered_rate": _mean([float(r["status"] == ANSWERED) for r in records]),
+        "searches_per_question": _mean([r["n_searches"] for r in records]),
+        "turns_per_question": _mean([r["n_turns"] for r in records]),
+        "invalid_action_rate": sum(r["n_invalid"] for r in records) / turns if turns else float("nan"),
+        "response_tokens": _mean([r["response_tokens"] for r in records]),
+        "seconds_per_question": _mean([r["seconds"] for r in records]),
+        "search_failures": sum(r["search_failures"] for r in records),
+        "statuses": {s: sum(r["status"] == s for r in records) for s in sorted({r["status"] for r in records})},
+    }
+
+
+def average_over_datasets(per_dataset: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Mean over datasets (as the paper averages); counts are summed."""
+    average: dict[str, float] = {}
+    for key, _, _, _, summed in _TABLE_ROWS:
+        values = [d[key] for d in per_dataset.values()]
+        average[key] = sum(values) if summed else _mean([v for v in values if not math.isnan(v)])
+    return average
+
+
+def _cell(value: float, scale: float, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * scale:.{decimals}f}"
+
+
+def format_results_table(results: dict[str, Any]) -> str:
+    """The results as a markdown table: a row per metric, a column per dataset and the average."""
+    names = list(results["datasets"])
+    header = f"| metric | {' | '.join(names)} | average |"
+    lines = [
+        f"**{results['method']}** with `{results['model']}`, engine `{results['engine'] or 'none'}`",
+        "",
+        header,
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    columns = [results["datasets"][n] for n in names] + [results["average"]]
+    for key, label, scale, decimals, _ in _TABLE_ROWS:
+        lines.append(f"| {label} | " + " | ".join(_cell(c[key], scale, decimals) for c in columns) + " |")
+    lines += ["", "Average: the mean over datasets, as the paper reports it; counts are totals. "
+                  "EM is the paper's exact match; cover-EM is what the original code computed."]
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"settings": {"topk": 3}}`` as ``{"settings.topk": 3}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume an evaluation made with another model, method, engine or settings."""
+    path = output_dir / CONFIG_FILE
+    if path.exists():
+        old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(config)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            details = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
+            raise ValueError(
+                f"{output_dir} holds an evaluation with different {', '.join(changed)} ({details}); "
+                "resume it with the same options, or pass another --output-dir"
+            )
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _datasets(data_files: Sequence[str], names: Sequence[str] | None) -> list[tuple[str, str]]:
+    if not data_files:
+        raise ValueError("no data files given: pass at least one QA file (--data FILE[,FILE...])")
+    if names is not None and len(names) != len(data_files):
+        raise ValueError(f"{len(names)} name(s) for {len(data_files)} data file(s); give one name per file")
+    labels = list(names) if names is not None else [Path(f).stem for f in data_files]
+    repeated = sorted({n for n in labels if labels.count(n) > 1})
+    if repeated:
+        raise ValueError(f"dataset name(s) {repeated} repeat; name the files apart with --names")
+    return list(zip(labels, [str(f) for f in data_files]))
+
+
+def evaluate(
+    model: str,
+    data_files: Sequence[str],
+    engine_spec: str | None = None,
+    method: str = "agent",
+    output_dir: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_turns: int = 4,
+    topk: int | None = None,
+    max_turn_tokens: int = 500,
+    max_obs_tokens: int = 2048,
+    max_context_tokens: int | None = None,
+    prompt_template: str | None = None,
+    prompt_style: str = "auto",
+    names: Sequence[str] | None = None,
+    engine: SearchEngine | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` by ``method`` on each QA file; write the output directory; return the results.
+
+    Args:
+        model: a model path, hub id or built-in name.
+        data_files: QA files (jsonl / json / parquet); each is one dataset named after its file stem.
+        engine_spec: the engine (``example``, ``bm25:FILE``, ``http://...``, ``google``...), needed by
+            ``agent`` and ``rag``; ``engine`` (an engine object) takes precedence when given.
+        method: ``agent`` | ``direct`` | ``cot`` | ``rag``.
+        output_dir: where to write; default :func:`default_output_dir`. An existing one is resumed.
+        limit, sample, seed: per dataset, a seeded sample of ``sample`` rows, then the first ``limit``.
+        topk: documents per search; default :func:`default_topk` of the spec.
+        names: one dataset name per file instead of the file stems.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The dict written to ``results.json`` (see the module docstring).
+    """
+    started = time.perf_counter()
+    settings = EvalSettings(method=method, max_turns=max_turns, topk=topk or default_topk(engine_spec),
+                            max_turn_tokens=max_turn_tokens, max_obs_tokens=max_obs_tokens,
+                            max_context_tokens=max_context_tokens, batch_size=batch_size,
+                            prompt_template=prompt_template, prompt_style=prompt_style)
+    if method in NEEDS_ENGINE and engine is None and not engine_spec:
+        raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
+    engine_label = engine_spec or (engine.name if engine is not None else None)
+    if method not in NEEDS_ENGINE:
+        engine, engine_label = None, None
+    datasets = [(name, path, select_rows(load_qa_file(path), limit, sample, seed))
+                for name, path in _datasets(data_files, names)]
+    out = Path(output_dir) if output_dir is not None else default_output_dir(model, method)
+    _check_config(out, {"model": model, "method": method, "engine": engine_label,
+                        "settings": settings.generation_key()})
+    (out / EXAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+
+    answerer: Answerer | None = None
+    per_dataset: dict[str, dict[str, Any]] = {}
+    for name, path, rows in datasets:
+        keys = _example_keys(rows)
+        file = out / EXAMPLES_DIR / f"{name}.jsonl"
+        existing = read_examples(file)
+        _write_examples(file, _ordered(existing, keys))
+        pending = [(k, r) for k, r in zip(keys, rows) if existing.get(k, {}).get("status") in (None, SEARCH_FAILED)]
+        if pending and answerer is None:
+            if engine is None and method in NEEDS_ENGINE:
+                from zerosearch.search.factory import build_engine
+
+                engine = build_engine(engine_spec)
+            answerer = Answerer(model, engine, settings, device=device, dtype=dtype)
+        existing.update(_run_pending(answerer, name, pending, file, len(rows), progress))
+        _write_examples(file, _ordered(existing, keys))
+        per_dataset[name] = {"file": path, **summarize([existing[k] for k in keys])}
+
+    results = {
+        "model": model,
+        "method": method,
+        "engine": engine_label,
+        "settings": asdict(settings),
+        "selection": {"limit": limit, "sample": sample, "seed": seed},
+        "datasets": per_dataset,
+        "average": average_over_datasets(per_dataset),
+        "search_failures": sum(d["search_failures"] for d in per_dataset.values()),
+        "wall_seconds": time.perf_counter() - started,
+        "output_dir": str(out),
+    }
+    (out / RESULTS_JSON).write_text(json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    (out / RESULTS_MD).write_text(format_results_table(results), encoding="utf-8")
+    return results
+
+
+def _run_pending(answerer: Answerer | None, name: str, pending: list[tuple[str, QARow]], file: Path,
+                 total: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """Answer the pending rows batch by batch, appending each batch's records to ``file`` as it ends."""
+    from tqdm.auto import tqdm
+
+    done: dict[str, dict[str, Any]] = {}
+    if not pending or answerer is None:
+        return done
+    size = answerer.settings.batch_size
+    with tqdm(total=total, initial=total - len(pending), desc=f"eval {name}", unit="q",
+              disable=not progress, dynamic_ncols=True) as bar, file.open("a", encoding="utf-8") as handle:
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
+            records = answerer.answer([(row.question, row.golden_answers) for _, row in chunk])
+            for (key, row), record in zip(chunk, records):
+                record = {"id": key, "dataset": name, **record}
+                done[key] = record
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            bar.update(len(chunk))
+            bar.set_postfix(em=f"{_mean([r['em'] for r in done.values()]):.3f}")
+    return done

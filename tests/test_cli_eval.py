@@ -1,0 +1,114 @@
+"""``zerosearch ask``, ``chat``, ``eval`` and ``report`` from the command line, with a tiny searching model."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+import pytest
+
+from support import SHORT_TEMPLATE
+from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
+
+CORPUS = [
+    {"id": "1", "contents": "\"Sky\"\nthe colour of the sky is blue"},
+    {"id": "2", "contents": "\"Grass\"\nthe colour of grass is green"},
+    {"id": "3", "contents": "\"Banana\"\nthe colour of a banana is yellow"},
+]
+
+
+def cli(argv: list[str]) -> int:
+    """Parse and run like ``zerosearch.cli.main``, with the parsers of eval_cmds registered."""
+    parser = argparse.ArgumentParser(prog="zerosearch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_eval_parser, add_ask_parser, add_chat_parser, add_report_parser):
+        add(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch, searcher_model):
+    """(model dir, engine spec over a 3-document corpus, the short prompt template file)."""
+    monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))  # the BM25 index is built here
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in CORPUS), encoding="utf-8")
+    template = tmp_path / "short.txt"
+    template.write_text(SHORT_TEMPLATE, encoding="utf-8")
+    return str(searcher_model), f"bm25:{corpus}", str(template)
+
+
+def common(setup) -> list[str]:
+    model, engine, template = setup
+    return ["--model", model, "--engine", engine, "--prompt-template", template, "--max-turn-tokens", "24",
+            "--device", "cpu"]
+
+
+def test_ask_prints_question_search_documents_and_answer(setup, capsys):
+    assert cli(["ask", "what colour is the sky", *common(setup)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "Question: what colour is the sky"
+    assert "[turn 1] search" in out and "Search: what colour is the sky" in out
+    assert "Documents (3):" in out and "  1. (Sky) the colour of the sky is blue" in out
+    assert "] answer\n  <answer>" in out  # the tiny model answers after one or two searches
+    assert lines[-1].startswith("Answer: ") and lines[-1] != "Answer: "
+    assert out.index("Search:") < out.index("Documents") < out.index("Answer:")
+
+
+def test_ask_rag_shows_the_retrieval(setup, capsys):
+    model, engine, _ = setup
+    assert cli(["ask", "what colour is grass", "--model", model, "--engine", engine, "--method", "rag",
+                "--max-turn-tokens", "8", "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "[retrieval] Search: what colour is grass" in out and "Documents (2):" in out
+    assert "[turn 1]" in out and "\nAnswer: " in out
+
+
+def test_chat_answers_each_line_until_exit(setup, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("what colour is the sky\n\nwhat colour is grass\nexit\nnot read\n"))
+    assert cli(["chat", *common(setup)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("> ") >= 3 and out.count("Question: ") == 2
+    assert "Question: what colour is grass" in out and "not read" not in out
+
+
+def test_chat_ends_at_end_of_input(setup, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("what colour is the sky\n"))
+    assert cli(["chat", *common(setup)]) == 0
+    assert capsys.readouterr().out.count("Question: ") == 1
+
+
+def test_usage_errors_exit_2_with_a_message(setup, capsys, tmp_path):
+    model, _, _ = setup
+    assert cli(["ask", "q", "--model", model, "--engine", "nonsense:x"]) == 2
+    assert "unknown search engine" in capsys.readouterr().err
+    assert cli(["eval", "--model", model, "--data", str(tmp_path / "missing.jsonl"), "--method", "direct"]) == 2
+    assert "not found" in capsys.readouterr().err
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "1", "question": "q", "golden_answers": ["a"]}) + "\n")
+    assert cli(["eval", "--model", model, "--data", str(qa)]) == 2  # agent without --engine
+    assert "needs a search engine" in capsys.readouterr().err
+
+
+def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_path):
+    qa = tmp_path / "colours.jsonl"
+    qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": [a]}) + "\n"
+                          for i, (q, a) in enumerate([("what colour is the sky", "blue"),
+                                                      ("what colour is grass", "green")])))
+    out_dir = tmp_path / "eval"
+    assert cli(["eval", *common(setup), "--data", str(qa), "--output-dir", str(out_dir), "--no-progress",
+                "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | colours | average |" in out and "EM (exact match, %)" in out and "wall time" in out
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["datasets"]["colours"]["n"] == 2 and results["method"] == "agent"
+
+
+def test_help_texts_have_examples(capsys):
+    for command in ("eval", "ask", "chat", "report"):
+        with pytest.raises(SystemExit):
+            cli([command, "--help"])
+        assert "example" in capsys.readouterr().out

@@ -1,0 +1,182 @@
+"""The HTML report: plots embedded, trajectories with useful/noisy marks, the evaluation table, odd runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from zerosearch.cli import main
+from zerosearch.report import PLOTS, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def metrics_row(step: int, total: int, ppo: bool = False) -> dict:
+    """A metrics.jsonl line with every key the trainer logs, values moving like a real run's."""
+    x = step / total
+    row = {
+        "step": step, "noise_probability": 0.5 * (4 ** x - 1) / 3, "reward_mean": 0.1 + 0.4 * x,
+        "f1_mean": 0.1 + 0.4 * x, "em_mean": 0.05 + 0.3 * x, "cover_em_mean": 0.08 + 0.35 * x,
+        "searches_per_rollout": 0.5 + x, "turns_mean": 1.5 + x, "invalid_action_rate": 0.3 * (1 - x),
+        "answered_rate": 0.6 + 0.3 * x, "context_exhausted_rate": 0.0, "response_tokens_mean": 120 + 60 * x,
+        "loss_mask_fraction": 0.4, "search_calls": 10, "search_failures": 0, "noisy_share": 0.5 * x,
+        "trajectories_updated": 8, "policy_loss": 0.1 - 0.05 * x, "kl": 0.001 * step, "entropy": 2.0 - x,
+        "grad_norm": 1.0 + x, "clipfrac": 0.01, "lr": 1e-6, "rollout_seconds": 3.0, "search_seconds": 1.0,
+        "generate_seconds": 2.0, "update_seconds": 1.5, "step_seconds": 4.8,
+    }
+    if ppo:
+        row["value_loss"] = 0.2 * (1 - x)
+    return row
+
+
+def trajectory(question: str, noisy: bool, reward: float) -> dict:
+    """A rollouts/step_N.jsonl record: search (flagged), invalid, answer."""
+    return {
+        "question": question, "golden_answers": ["Tulsa", "Tulsa, Oklahoma"], "status": "answered",
+        "turns": [
+            {"action": "search", "text": "<think> find the band </think> <search> Tinted Windows first show </search>",
+             "n_tokens": 18, "query": "Tinted Windows first show", "noisy": noisy, "error": None,
+             "documents": ["(Tinted Windows) Tinted Windows played their first show in Tulsa.",
+                           "Doc <b>two</b> & more"]},
+            {"action": "invalid", "text": "hmm", "n_tokens": 2, "query": None, "documents": [], "noisy": None,
+             "error": None},
+            {"action": "answer", "text": "<answer> Tulsa </answer>", "n_tokens": 6, "query": None, "documents": [],
+             "noisy": None, "error": None},
+        ],
+        "response": "...", "response_tokens": 120, "policy_tokens": 26, "answer": "Tulsa",
+        "reward": reward, "f1": reward, "em": reward, "cover_em": reward,
+    }
+
+
+def make_run(root: Path, steps: int = 6, ppo: bool = False, rows: list[dict] | None = None) -> Path:
+    """A run directory as the trainer writes it (config.yaml, metrics.jsonl, rollouts/step_N.jsonl)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(f"model: zerosearch:tiny\nalgorithm: reinforce\ntotal_steps: {steps}\n"
+                                      "curriculum:\n  start: 0.0\n  end: 0.5\n", encoding="utf-8")
+    rows = rows if rows is not None else [metrics_row(s, steps, ppo) for s in range(1, steps + 1)]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (root / "rollouts").mkdir(exist_ok=True)
+    for r in rows:
+        records = [trajectory(f"Q{r['step']}-{i} <script>alert(1)</script>", noisy=i % 2 == 1, reward=i / 2)
+                   for i in range(3)]
+        (root / "rollouts" / f"step_{r['step']}.jsonl").write_text(
+            "".join(json.dumps(t) + "\n" for t in records), encoding="utf-8")
+    return root
+
+
+class _Collector(HTMLParser):
+    """Collects tags (with attributes) and text; fails on nothing, so check structure explicitly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.stack: list[str] = []
+        self.unbalanced: list[str] = []
+        self.text: list[str] = []
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+        else:
+            self.unbalanced.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> _Collector:
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    collector.close()
+    assert not collector.unbalanced and not collector.stack, (collector.unbalanced, collector.stack)
+    return collector
+
+
+def embedded_pngs(page: _Collector) -> list[bytes]:
+    prefix = "data:image/png;base64,"
+    return [base64.b64decode(attrs["src"][len(prefix):]) for tag, attrs in page.tags
+            if tag == "img" and attrs.get("src", "").startswith(prefix)]
+
+
+def test_report_embeds_every_plot_and_marks_noisy_and_useful_searches(tmp_path):
+    run = make_run(tmp_path / "run", ppo=True)
+    path = write_report(run)
+    assert path == run / "report" / "index.html"
+    page = parse(path)
+    pngs = embedded_pngs(page)
+    assert len(pngs) == len(PLOTS) and all(p.startswith(PNG_MAGIC) and len(p) > 5000 for p in pngs)
+    assert {p.name for p in (run / "report").glob("*.png")} == {f"{plot.name}.png" for plot in PLOTS}
+    html_text = path.read_text(encoding="utf-8")
+    assert "src=" not in html_text.replace("src='data:image/png;base64,", "")  # nothing loaded from outside
+    assert "<script" not in html_text  # the question's <script> was escaped
+    text = " ".join(page.text)
+    assert "<script>alert(1)</script>" in text and "Doc <b>two</b> & more" in text
+    assert "NOISY" in text and "USEFUL" in text
+    # first, middle and last step; 3 trajectories each by default, documents folded
+    steps = [attrs["id"] for tag, attrs in page.tags if tag == "h3" and attrs.get("id", "").startswith("step-")]
+    assert steps == ["step-1", "step-4", "step-6"]
+    assert sum(1 for tag, attrs in page.tags if tag == "article") == 9
+    assert sum(1 for tag, _ in page.tags if tag == "details") >= 9
+
+
+def test_one_step_nan_metrics_and_no_value_loss(tmp_path):
+    row = metrics_row(1, 1)
+    row.update(kl=None, entropy=None, grad_norm=float("nan"), policy_loss=None, clipfrac=None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps(row).replace("NaN", "null") + "\n", encoding="utf-8")
+    page = parse(write_report(run))
+    pngs = embedded_pngs(page)
+    # KL/entropy and losses have no finite value: those two plots are reported missing, the rest drawn
+    assert len(pngs) == len(PLOTS) - 2
+    text = " ".join(page.text)
+    assert "KL to the reference and entropy: not logged in this run" in text
+    assert "Losses and gradient: not logged in this run" in text
+    assert "Sample trajectories" not in text  # no rollouts directory
+
+
+def test_evaluation_table_is_included(tmp_path):
+    run = make_run(tmp_path / "run", steps=2)
+    (run / "eval" / "rag").mkdir(parents=True)
+    (run / "eval" / "rag" / "results.md").write_text(
+        "**rag** with `m`, engine `example`\n\n| metric | nq | average |\n|---|---:|---:|\n"
+        "| EM (exact match, %) | 12.50 | 12.50 |\n", encoding="utf-8")
+    page = parse(write_report(run))
+    text = " ".join(page.text)
+    assert "Evaluation" in text and "EM (exact match, %)" in text and "12.50" in text
+    assert any(tag == "table" and attrs.get("class") == "eval" for tag, attrs in page.tags)
+
+
+def test_not_a_run_dir_says_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        write_report(tmp_path)
+
+
+def test_report_of_a_real_one_step_training_run(tmp_path, monkeypatch, capsys):
+    """The trainer's own output (PPO: value_loss logged; the tiny random model never searches)."""
+    monkeypatch.chdir(REPO)
+    run = tmp_path / "run"
+    assert main(["train", "configs/tiny.yaml", "algorithm=ppo", "total_steps=1", f"output_dir={run}",
+                 "--no-progress"]) == 0
+    from test_cli_eval import cli  # the eval/report subcommands, registered as cli.py does
+
+    capsys.readouterr()
+    assert cli(["report", str(run)]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == run / "report" / "index.html"
+    page = parse(path)
+    assert len(embedded_pngs(page)) == len(PLOTS)
+    text = " ".join(page.text)
+    assert "Step 1" in text and "Configuration" in text
