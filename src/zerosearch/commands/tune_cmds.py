@@ -1,0 +1,315 @@
+"""``zerosearch tune-simulator {collect,build,train,evaluate}``: tune a simulation LLM on real search results.
+
+Wire into the CLI with ``add_tune_simulator_parser(sub)``; each stage sets ``func`` to a handler that
+takes the parsed arguments and returns the exit code: 0 ok, 2 a usage problem (bad spec, missing file,
+an option that does not apply), reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+__all__ = ["add_tune_simulator_parser"]
+
+EPILOG = """\
+The pipeline (the paper's simulator tuning; see `zerosearch tune-simulator STAGE --help`):
+  collect   run a policy against a REAL engine and record every search call and the outcome
+  build     label calls useful/noisy, balance, split by question -> chat SFT data (train/val.jsonl)
+  train     supervised fine-tuning (TRL, loss on the reply only) -> a plain HF model directory
+  evaluate  tuned vs untuned simulators vs the real engine on held-apart questions
+
+end-to-end example (HotpotQA, BM25 as the real engine, SmolLM2 as the simulator base):
+  zerosearch tune-simulator collect --engine bm25:data/hotpotqa_paragraphs.jsonl \\
+      --data data/hotpotqa_train.jsonl --query-source question --out runs/sim/collected.jsonl
+  zerosearch tune-simulator build --collected runs/sim/collected.jsonl --out-dir runs/sim/data
+  zerosearch tune-simulator train --dataset runs/sim/data --base-model zerosearch:smollm2-135m-instruct \\
+      --out-dir runs/sim/model --lora --lr 2e-4 --epochs 2 --batch-size 4
+  zerosearch tune-simulator evaluate --engine bm25:data/hotpotqa_paragraphs.jsonl \\
+      --data data/hotpotqa_dev.jsonl --limit 50 --out-dir runs/sim/eval \\
+      --simulator untuned=prompt:simulated:zerosearch:smollm2-135m-instruct \\
+      --simulator tuned=finetuned:simulated:runs/sim/model
+  zerosearch train engine.simulator.model=runs/sim/model engine.simulator.mode=finetuned   # RL with it
+"""
+
+COLLECT_EPILOG = """\
+--query-source policy (the paper): the policy's own searches, each labelled later by whether the
+  trajectory answered correctly (cover EM) and whether the documents contain a gold answer.
+--query-source question: one search per question, the question as the query, labelled by answer
+  containment alone; for a policy too weak to write searches (no --policy needed).
+One JSON line per question; rerunning the same command resumes (questions already in --out are skipped).
+
+examples:
+  zerosearch tune-simulator collect --policy runs/policy/final --engine http://127.0.0.1:8000/retrieve \\
+      --data data/nq_train.jsonl,data/hotpotqa_train.jsonl --limit 20000 --out runs/sim/collected.jsonl
+  zerosearch tune-simulator collect --engine example --data data/train.jsonl --query-source question \\
+      --out runs/sim/collected.jsonl
+"""
+
+BUILD_EPILOG = """\
+labels: useful = correct answer AND a gold answer in the documents; noisy = wrong answer AND none in
+them; mixed cases are dropped (question-mode calls: containment alone). Yes/no answers cannot be judged
+by containment and are dropped. Then duplicates (same query and documents) are dropped, questions split
+into train/val, and each split balanced by downsampling the larger class.
+writes: train.jsonl, val.jsonl ({"messages": [...]}), train_calls.jsonl, val_calls.jsonl, stats.json
+
+example:
+  zerosearch tune-simulator build --collected runs/sim/collected.jsonl --out-dir runs/sim/data --val-fraction 0.1
+"""
+
+TRAIN_EPILOG = """\
+Defaults follow the paper (full fine-tuning, lr 1e-6, batch 2, 1000 steps; for 3B-14B models). Small
+models and LoRA want a larger learning rate (e.g. --lora --lr 2e-4). Rerun the same command to resume
+from the newest checkpoint in OUT_DIR/checkpoints. The result loads as --engine simulated:OUT_DIR and
+in vLLM (`vllm serve OUT_DIR`).
+
+examples:
+  zerosearch tune-simulator train --dataset runs/sim/data --base-model Qwen/Qwen2.5-3B-Instruct \\
+      --out-dir runs/sim/model --device cuda
+  zerosearch tune-simulator train --dataset runs/sim/data --base-model zerosearch:smollm2-135m-instruct \\
+      --out-dir runs/sim/model --lora --lr 2e-4 --epochs 2 --batch-size 4 --max-length 512
+"""
+
+EVALUATE_EPILOG = """\
+--simulator [LABEL=]MODE:simulated:MODEL_OR_URL, repeatable; MODE is prompt (an instruct model,
+  few-shot prompt) or finetuned (a tuned simulator, the short prompt). Examples:
+    untuned=prompt:simulated:zerosearch:smollm2-135m-instruct
+    tuned=finetuned:simulated:runs/sim/model
+    14B=finetuned:simulated:http://127.0.0.1:8001/v1
+measures: useful-mode sets holding a gold answer; noisy-mode sets parsed and holding none; format
+(parsed, exactly --topk documents, words per document, documents within --word-range); a fixed
+reader's EM/F1 answering from the documents. The real engine (--engine) is the reference row.
+writes: results.json, results.md, samples.jsonl
+
+example:
+  zerosearch tune-simulator evaluate --engine example --data data/dev.jsonl --limit 50 --out-dir runs/sim/eval \\
+      --simulator untuned=prompt:simulated:zerosearch:smollm2-135m-instruct \\
+      --simulator tuned=finetuned:simulated:runs/sim/model
+"""
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    from zerosearch.data import DataError
+    from zerosearch.llm.models import ModelNotFoundError
+
+    return (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, ModelNotFoundError)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler``; a usage error becomes one line on stderr and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _usage_errors() as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --- collect -------------------------------------------------------------------------------------------
+
+
+def _run_collect(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from zerosearch.prompts import load_template
+    from zerosearch.simulator_tuning import collect
+
+    summary = collect(
+        args.policy, args.engine, args.data, args.out, query_source=args.query_source, limit=args.limit,
+        batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
+        max_turn_tokens=args.max_turn_tokens,
+        policy_template=load_template(args.prompt_template) if args.prompt_template else None,
+        seed=args.seed, device=args.device, progress=not args.no_progress,
+    )
+    _print_json(asdict(summary))
+    return 0
+
+
+def _add_collect(stages: Any) -> None:
+    parser = stages.add_parser(
+        "collect", help="record a policy's searches of a real engine (with outcomes)",
+        description="Run a policy against a real search engine over QA rows and append one JSON line per "
+                    "question: its search calls (query and documents) and whether it answered correctly.",
+        epilog=COLLECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--engine", required=True, metavar="SPEC",
+                        help="the real engine: example, bm25:FILE, http://HOST:PORT/retrieve, google, ...")
+    parser.add_argument("--data", required=True, metavar="FILES", help="QA files, comma-separated")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the jsonl to append to (resumable)")
+    parser.add_argument("--policy", metavar="MODEL", help="the policy model (path, hub id, zerosearch:*); "
+                                                         "needed for --query-source policy")
+    parser.add_argument("--query-source", choices=["policy", "question"], default="policy",
+                        help="policy: the policy's searches (default); question: the question as the query")
+    parser.add_argument("--limit", type=int, help="use only the first N questions")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per rollout batch (default: 8)")
+    parser.add_argument("--max-turns", type=int, default=2, help="search turns before the forced answer (default: 2)")
+    parser.add_argument("--topk", type=int, default=5, help="documents per search (default: 5)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="policy sampling temperature (default: 0, greedy)")
+    parser.add_argument("--max-turn-tokens", type=int, default=500, help="tokens per policy turn (default: 500)")
+    parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
+                        help="the policy prompt template (default: the built-in Search-R1 prompt)")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed for a sampling policy (default: 0)")
+    parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_guarded(_run_collect))
+
+
+# --- build ---------------------------------------------------------------------------------------------
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from zerosearch.simulator_tuning import build
+
+    stats = build(args.collected, args.out_dir, seed=args.seed, val_fraction=args.val_fraction,
+                  max_examples=args.max_examples, max_doc_words=args.max_doc_words,
+                  correct_metric=args.correct_metric)
+    _print_json(asdict(stats))
+    return 0
+
+
+def _add_build(stages: Any) -> None:
+    parser = stages.add_parser(
+        "build", help="label, balance and split collected calls into chat SFT data",
+        description="Label collected search calls useful or noisy and write balanced chat-format SFT data "
+                    "for the simulator, split by question.",
+        epilog=BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--collected", required=True, nargs="+", metavar="FILE", help="collect output(s)")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the dataset goes")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of questions held out for validation (default: 0.1)")
+    parser.add_argument("--max-examples", type=int, help="cap on training examples (half per class)")
+    parser.add_argument("--max-doc-words", type=int, default=40,
+                        help="cut documents to this many words, snippet-like; 0 keeps them whole (default: 40)")
+    parser.add_argument("--correct-metric", choices=["cover_em", "em"], default="cover_em",
+                        help="what makes a trajectory correct (default: cover_em, the original code's EM)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and balancing (default: 0)")
+    parser.set_defaults(func=_guarded(_run_build))
+
+
+# --- train ---------------------------------------------------------------------------------------------
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from zerosearch.simulator_tuning import train
+
+    info = train(
+        args.dataset, args.base_model, args.out_dir, lora=args.lora, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed,
+        save_steps=args.save_steps, gradient_checkpointing=args.gradient_checkpointing, device=args.device,
+        progress=not args.no_progress,
+    )
+    _print_json(info)
+    print(f"[zerosearch] simulator saved to {args.out_dir}; use it as --engine simulated:{args.out_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def _add_train(stages: Any) -> None:
+    parser = stages.add_parser(
+        "train", help="fine-tune a simulator on the built data (loss on the reply only)",
+        description="Supervised fine-tuning of an instruct model into a simulation LLM with TRL's SFTTrainer "
+                    "(loss on the assistant reply only); saves a plain Hugging Face directory, LoRA merged.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True, metavar="DIR", help="build's output directory")
+    parser.add_argument("--base-model", required=True, metavar="MODEL",
+                        help="an instruct model: path, hub id or zerosearch:smollm2-135m-instruct")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the tuned model goes")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, help="optimizer steps (default: 1000, the paper's)")
+    length.add_argument("--epochs", type=float, help="train for this many epochs instead of --max-steps")
+    parser.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: 1e-6, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=2, help="examples per device step (default: 2)")
+    parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default: 1)")
+    parser.add_argument("--max-length", type=int, default=1024,
+                        help="longest example in tokens; longer ones are left out (default: 1024)")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the output)")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: 16)")
+    parser.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha (default: 32)")
+    parser.add_argument("--save-steps", type=int, default=200,
+                        help="checkpoint every N steps for resuming; 0 = never (default: 200)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_guarded(_run_train))
+
+
+# --- evaluate ------------------------------------------------------------------------------------------
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from zerosearch.simulator_tuning import evaluate, parse_simulator_spec, results_table
+
+    if (args.data is None) == (args.calls is None):
+        raise ValueError("give --data (questions as queries) or --calls (build's val_calls.jsonl), not both")
+    results = evaluate(
+        [parse_simulator_spec(s) for s in args.simulator], args.engine, args.out_dir, qa_files=args.data,
+        calls_file=args.calls, limit=args.limit, topk=args.topk, reader_model=args.reader,
+        max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.batch_size,
+        word_range=(args.word_range[0], args.word_range[1]), seed=args.seed, device=args.device,
+        progress=not args.no_progress,
+    )
+    print(results_table(results))
+    return 0
+
+
+def _add_evaluate(stages: Any) -> None:
+    parser = stages.add_parser(
+        "evaluate", help="compare simulators with each other and with a real engine",
+        description="Evaluate simulators in useful and noisy mode on held-apart questions: answer "
+                    "containment, output format and a fixed reader's EM/F1, with a real engine as reference.",
+        epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--simulator", action="append", required=True, metavar="[LABEL=]MODE:SPEC",
+                        help="a simulator to evaluate (repeatable)")
+    parser.add_argument("--engine", metavar="SPEC", help="the real engine, the reference row (optional)")
+    parser.add_argument("--data", metavar="FILES", help="held-apart QA files; the question is the query")
+    parser.add_argument("--calls", metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where results go")
+    parser.add_argument("--limit", type=int, default=50, help="items to evaluate (default: 50)")
+    parser.add_argument("--topk", type=int, default=5, help="documents per search (default: 5)")
+    parser.add_argument("--reader", metavar="MODEL",
+                        help="the fixed reader (default: the first in-process simulator's base model)")
+    parser.add_argument("--max-tokens", type=int, default=600, help="simulator tokens per call (default: 600)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="simulator temperature (default: 0, greedy)")
+    parser.add_argument("--batch-size", type=int, default=8, help="requests per generate call (default: 8)")
+    parser.add_argument("--word-range", type=int, nargs=2, default=[15, 60], metavar=("LOW", "HIGH"),
+                        help="words a document should have, for the format figures (default: 15 60)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of in-process simulators (default: 0)")
+    parser.add_argument("--device", default="cpu", help="device of in-process models (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_guarded(_run_evaluate))
+
+
+# --- the group -----------------------------------------------------------------------------------------
+
+
+def add_tune_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``zerosearch tune-simulator`` and its four stages."""
+    parser = subparsers.add_parser(
+        "tune-simulator",
+        help="tune a simulation LLM on real search results (collect, build, train, evaluate)",
+        description="Fine-tune a simulation LLM on documents a real engine returned, labelled useful or "
+                    "noisy by the searching policy's outcome (the paper's simulation tuning).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="{collect,build,train,evaluate}")
+    _add_collect(stages)
+    _add_build(stages)
+    _add_train(stages)
+    _add_evaluate(stages)
+    return parser
