@@ -182,3 +182,24 @@ def test_base_models_get_the_raw_prompt_and_instruct_models_the_chat_template(mo
     assert text.endswith(f"Question: {question}{'' if question.endswith('?') else '?'}\n" + ("<|im_end|>\n<|im_start|>assistant\n" if chat else ""))
     assert text.startswith("<|im_start|>user\nAnswer the given question.") == chat
     assert text.startswith("Answer the given question.") == (not chat)
+
+
+@pytest.mark.integration
+def test_train_then_evaluate_with_real_bm25_then_report(tmp_path, monkeypatch, capsys):
+    """The whole loop of the embedded default, at tiny scale: RL with simulated search, evaluation of the
+    trained policy against a real BM25 index, and the run report."""
+    monkeypatch.chdir(REPO)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"Doc {i}"\nthe sky is blue number {i}'}) + "\n"
+                              for i in range(20)))
+    out = tmp_path / "run"
+    code = main(["train", str(TINY), "total_steps=1", "report=true", "final_eval.enabled=true",
+                 "final_eval.limit=3", f"final_eval.engine=bm25:{corpus}", f"output_dir={out}", "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results  # one dataset (the bundled dev questions), 3 examples
+    assert (out / "eval" / "results.md").exists()
+    html = (out / "report" / "index.html").read_text()
+    assert "<img" in html
+    err = capsys.readouterr().err
+    assert "report:" in err and "evaluation:" in err

@@ -32,7 +32,7 @@ the full list with defaults: zerosearch config
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
-    from zerosearch.trainer import resume_run, start_run
+    from zerosearch.trainer import finish_run, resume_run, start_run
 
     overrides = list(args.overrides)
     config = args.config
@@ -55,10 +55,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer = start_run(cfg, progress=not args.no_progress)
         print(f"[zerosearch] run directory: {trainer.run_dir}", file=sys.stderr)
     history = trainer.train()
+    written = finish_run(trainer)
+    lines = [f"[zerosearch] finished {trainer.run_dir} at step {trainer.step}/{trainer.cfg.total_steps}"]
     if history:
         last = history[-1]
-        print(f"[zerosearch] done: step {last['step']}, reward {last['reward_mean']:.3f}, "
-              f"metrics in {trainer.run_dir / 'metrics.jsonl'}", file=sys.stderr)
+        lines.append(f"  last step: reward {last['reward_mean']:.3f}, F1 {last['f1_mean']:.3f}, "
+                     f"searches/rollout {last['searches_per_rollout']:.2f}, noise p {last['noise_probability']:.2f}")
+    lines.append(f"  metrics:     {trainer.run_dir / 'metrics.jsonl'}")
+    lines.append(f"  checkpoints: {trainer.run_dir / 'checkpoints'}")
+    if "eval" in written:
+        lines.append(f"  evaluation:  {written['eval'] / 'results.md'}")
+    if "report" in written:
+        lines.append(f"  report:      {written['report']}")
+    print("\n".join(lines), file=sys.stderr)
     return 0
 
 
@@ -92,10 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     train.set_defaults(func=_cmd_train)
 
+    from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
     from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser
+    from zerosearch.commands.tune_cmds import add_tune_simulator_parser
 
+    add_eval_parser(sub)
+    add_ask_parser(sub)
+    add_chat_parser(sub)
+    add_report_parser(sub)
     add_search_parser(sub)
     add_serve_retriever_parser(sub)
+    add_tune_simulator_parser(sub)
 
     config = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)",
                             description="Print every config key with its value: the embedded default "

@@ -107,6 +107,23 @@ class EngineConfig:
 
 
 @dataclass
+class FinalEvalConfig:
+    """Evaluate the trained policy with a real engine when training ends (results in ``<run>/eval``)."""
+
+    enabled: bool = False
+    engine: str = "example"  # engine spec: example (BM25 over the bundled corpus), bm25:FILE, http://..., google
+    files: list[str] = field(default_factory=list)  # default: the bundled HotpotQA dev questions
+    method: str = "agent"
+    limit: int = 0  # 0 = every question
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check_choice("final_eval.method", self.method, ("agent", "direct", "cot", "rag"))
+        _check_range("final_eval.limit", self.limit, 0)
+        _check_range("final_eval.batch_size", self.batch_size, 1)
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs. Defaults follow the paper where it has one (see METHOD.md)."""
 
@@ -167,6 +184,8 @@ class TrainConfig:
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "zerosearch"
+    report: bool = True  # write <run>/report/index.html when training ends
+    final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
     def __post_init__(self) -> None:
         _check_choice("algorithm", self.algorithm, ("reinforce", "grpo", "ppo"))

@@ -459,6 +459,35 @@ class Trainer:
                                f"unexpected {unexpected[:5]}")
 
 
+def finish_run(trainer: Trainer) -> dict[str, Path]:
+    """After training: evaluate the final policy with a real engine (if ``final_eval.enabled``), then write
+    the run report (if ``report``). Returns the paths written."""
+    cfg = trainer.cfg
+    written: dict[str, Path] = {}
+    if cfg.final_eval.enabled:
+        from zerosearch.datasets import default_dev_files
+        from zerosearch.evaluate import evaluate
+
+        policy_dir = ckpt.latest_checkpoint(trainer.run_dir)
+        if policy_dir is None:
+            raise RuntimeError(f"{trainer.run_dir} has no checkpoint to evaluate")
+        out = trainer.run_dir / "eval"
+        evaluate(
+            str(policy_dir / "policy"), cfg.final_eval.files or default_dev_files(), cfg.final_eval.engine,
+            cfg.final_eval.method, out, limit=cfg.final_eval.limit or None, batch_size=cfg.final_eval.batch_size,
+            max_turns=cfg.max_turns, topk=cfg.topk, max_turn_tokens=cfg.max_turn_tokens,
+            max_obs_tokens=cfg.max_obs_tokens, max_context_tokens=cfg.max_context_tokens,
+            prompt_template=cfg.prompt_template, prompt_style=cfg.prompt_style, device=cfg.device,
+            dtype=cfg.dtype, progress=trainer.progress,
+        )
+        written["eval"] = out
+    if cfg.report:
+        from zerosearch.report import write_report
+
+        written["report"] = write_report(trainer.run_dir)
+    return written
+
+
 def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bool = True) -> Trainer:
     """Create the run directory (refusing to overwrite a run that has checkpoints) and a Trainer."""
     run_dir = default_run_dir(cfg)
