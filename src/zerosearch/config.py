@@ -106,6 +106,9 @@ class EngineConfig:
         _check_choice("engine.kind", self.kind, ("simulated",))
 
 
+EVAL_METHODS = ("agent", "direct", "cot", "rag")  # the search agent and the paper's three baselines
+
+
 @dataclass
 class FinalEvalConfig:
     """Evaluate the trained policy with a real engine when training ends (results in ``<run>/eval``)."""
@@ -118,7 +121,7 @@ class FinalEvalConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _check_choice("final_eval.method", self.method, ("agent", "direct", "cot", "rag"))
+        _check_choice("final_eval.method", self.method, EVAL_METHODS)
         _check_range("final_eval.limit", self.limit, 0)
         _check_range("final_eval.batch_size", self.batch_size, 1)
 

@@ -54,6 +54,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from zerosearch.config import EVAL_METHODS
 from zerosearch.data import QARow, load_qa_file
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
@@ -76,7 +77,7 @@ __all__ = [
     "summarize",
 ]
 
-METHODS = ("agent", "direct", "cot", "rag")
+METHODS = EVAL_METHODS
 NEEDS_ENGINE = ("agent", "rag")
 EXAMPLES_DIR = "examples"
 RESULTS_JSON = "results.json"

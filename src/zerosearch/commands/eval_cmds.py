@@ -91,7 +91,7 @@ def _positive(value: str) -> int:
 
 def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> None:
     """Options shared by eval, ask and chat."""
-    from zerosearch.evaluate import METHODS
+    from zerosearch.config import EVAL_METHODS as METHODS
 
     parser.add_argument("--model", required=True, metavar="M",
                         help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
