@@ -60,7 +60,6 @@ def test_interrupted_and_resumed_equals_uninterrupted(algorithm, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert [r["step"] for r in _metrics(cut)] == [1, 2]
-    del trainer
     resumed = resume_run(cut, progress=False)
     assert resumed.step == 2
     resumed.train()

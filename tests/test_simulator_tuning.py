@@ -29,7 +29,6 @@ from zerosearch.simulator_tuning import (
     done_row_ids,
     evaluate,
     label_call,
-    load_sft_examples,
     make_sft_trainer,
     parse_simulator_spec,
     simulator_messages,

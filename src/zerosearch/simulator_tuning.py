@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import random
 import shutil

@@ -16,8 +16,6 @@ second copy in memory).
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import time
 from pathlib import Path
