@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from zerosearch.metrics import METRICS_FILE, ROLLOUTS_DIR, read_metrics
 
-__all__ = ["REPORT_DIR", "write_report"]
+__all__ = ["PLOTS", "REPORT_DIR", "markdown_tables_to_html", "render_plot", "write_report"]
 
 REPORT_DIR = "report"
 _STEP_FILE = re.compile(r"step_(\d+)\.jsonl$")
@@ -395,7 +395,8 @@ def _trajectory_section(run_dir: Path, per_step: int) -> str:
         return ""
     parts = ["<h2>Sample trajectories</h2><p class='sub'>From the first, middle and last logged steps. "
              "Each search is marked <span class='flag useful'>USEFUL</span> or "
-             "<span class='flag noisy'>NOISY</span> as the curriculum drew it; documents are folded.</p>"]
+             "<span class='flag noisy'>NOISY</span> as the curriculum drew it; documents are folded. "
+             "The left bar is green for reward 1, amber for partial credit, red for 0.</p>"]
     for step, path in chosen:
         records = _read_jsonl(path)[:per_step]
         parts.append(f"<h3 id='step-{step}'>Step {step}</h3>")

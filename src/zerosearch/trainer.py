@@ -475,7 +475,9 @@ def finish_run(trainer: Trainer) -> dict[str, Path]:
             cfg.final_eval.method, out, limit=cfg.final_eval.limit or None, batch_size=cfg.final_eval.batch_size,
             max_turns=cfg.max_turns, topk=cfg.topk, max_turn_tokens=cfg.max_turn_tokens,
             max_obs_tokens=cfg.max_obs_tokens, max_context_tokens=cfg.max_context_tokens,
-            prompt_template=cfg.prompt_template, prompt_style=cfg.prompt_style, device=cfg.device,
+            # the policy's template is the agent's prompt; the baselines keep their own templates
+            prompt_template=cfg.prompt_template if cfg.final_eval.method == "agent" else None,
+            prompt_style=cfg.prompt_style, device=cfg.device,
             dtype=cfg.dtype, progress=trainer.progress,
         )
         written["eval"] = out

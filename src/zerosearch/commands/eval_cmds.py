@@ -210,7 +210,8 @@ def format_answer(record: dict[str, Any], special_tokens: Sequence[str] = ()) ->
             lines.append(f"\n[retrieval] Search: {turn['query']}")
         else:
             number += 1
-            lines.append(f"\n[turn {number}] {turn['action']}")
+            note = " (no <search> or <answer> tag)" if turn["action"] == "invalid" else ""
+            lines.append(f"\n[turn {number}] {turn['action']}{note}")
             if text:
                 lines += ["  " + line for line in text.splitlines()]
             if turn["action"] == "search":
