@@ -8,6 +8,7 @@ RL raises the reward.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 from typing import Sequence
@@ -90,3 +91,31 @@ class FixedDocumentsEngine:
             else:
                 out.append(SearchResult([Document(t) for t in self.documents[:topk]], noisy=r.noisy))
         return out
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Run an ASGI ``app`` with uvicorn on a free loopback port in a thread; yields ``http://127.0.0.1:PORT``."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections import Counter
 
@@ -26,8 +25,8 @@ pytest.importorskip("openai")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
-import uvicorn  # noqa: E402
 
+from support import serve_in_thread  # noqa: E402
 from zerosearch.llm.openai_backend import OpenAIChatModel  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -99,22 +98,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     scripted = ScriptedServer()
-    port = _free_port()
-    config = uvicorn.Config(
-        scripted.app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not uv.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    scripted.base_url = f"http://127.0.0.1:{port}/v1"
-    yield scripted
-    uv.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(scripted.app) as url:
+        scripted.base_url = f"{url}/v1"
+        yield scripted
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,10 +28,10 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("bm25s")
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse  # noqa: E402
 
+from support import serve_in_thread  # noqa: E402
 from zerosearch.commands.search_cmds import add_search_parser  # noqa: E402
 from zerosearch.search.base import SearchRequest  # noqa: E402
 from zerosearch.search.http_engine import RetrievalHTTPEngine  # noqa: E402
@@ -306,20 +305,9 @@ SLOW_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def scripted():
     server = ScriptedServer()
-    port = _free_port()
-    config = uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not uv.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the scripted test server did not start")
-        time.sleep(0.02)
-    server.base = f"http://127.0.0.1:{port}"
-    yield server
-    uv.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(server.app) as url:
+        server.base = url
+        yield server
 
 
 def _engine(url: str, **kwargs) -> RetrievalHTTPEngine:
