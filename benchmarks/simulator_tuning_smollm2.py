@@ -5,9 +5,10 @@ The whole pipeline of :mod:`zerosearch.simulator_tuning` on real data:
 * real engine: BM25 over the 10,787 HotpotQA distractor paragraphs (``shared/data/corpus``);
 * collect: the 300 HotpotQA distractor TRAIN questions, ``query_source="question"`` (SmolLM2-135M is
   too weak a policy to write searches), top-3 documents per search;
-* build: documents cut to 30-word snippets, labelled by answer containment, balanced, 10% of the
-  questions held out;
-* train: SmolLM2-135M-Instruct with LoRA (merged into the saved model), completion-only loss;
+* build: documents cut to 30-word snippets (around the gold answer when the passage holds one),
+  labelled by answer containment, balanced, 10% of the questions held out;
+* train: SmolLM2-135M-Instruct, LoRA r=16 (merged into the saved model), lr 1e-3, 3 epochs of batch 4,
+  completion-only loss;
 * evaluate on the DEV questions (held apart from training): (a) SmolLM2 untuned in prompt mode,
   (b) the tuned model in finetuned mode, (c) the real BM25 engine; greedy decoding; the reader is
   SmolLM2-135M-Instruct (the simulator base).
@@ -16,8 +17,10 @@ Top-3 rather than the paper's top-5 keeps a simulator reply (~3 x 45 tokens) ins
 generated tokens; the published prompt still says "five documents" and the engine keeps the first 3
 (the original's cut at ``Doc {topk+1}``).
 
-    python benchmarks/simulator_tuning_smollm2.py                       # ~30-40 min on 2 CPU cores
+    python benchmarks/simulator_tuning_smollm2.py                       # ~30 min on 2 idle CPU cores
     python benchmarks/simulator_tuning_smollm2.py --eval-limit 8 --epochs 0.1 --work-dir /tmp/sim-smoke
+
+Stages already done in ``--work-dir`` are reused (collect resumes, a trained model is not retrained).
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -46,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_simulator_tuning")
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--max-doc-words", type=int, default=30)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)

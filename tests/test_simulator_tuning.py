@@ -80,6 +80,16 @@ def test_snippet_cuts_to_a_sentence_end_in_the_second_half():
     assert snippet(text, 0) == text
 
 
+def test_snippet_keeps_the_answer_a_long_document_holds():
+    text = "Alpha beta gamma. Delta epsilon zeta eta. Theta iota kappa Tulsa lambda mu. Nu xi omicron pi rho"
+    assert snippet(text, 8, ["Tulsa"]) == "Theta iota kappa Tulsa lambda mu."  # from the sentence holding it
+    assert snippet(text, 3, ["tulsa"]) == "iota kappa Tulsa"  # no sentence start fits: a word start
+    assert snippet(text, 12, ["Delta"]) == "Alpha beta gamma. Delta epsilon zeta eta."  # in the first window
+    assert snippet(text, 8, ["Paris"]) == snippet(text, 8)  # not in the text: the leading snippet
+    long = " ".join(["w"] * 50) + " end."
+    assert snippet(long, 40, ["yes"]) == " ".join(["w"] * 40)  # yes/no answers are not looked for
+
+
 # --- dedupe, balance, split --------------------------------------------------------------------------
 
 
@@ -282,7 +292,7 @@ def test_four_stages_end_to_end(tmp_path, searcher_model):
     assert collect(None, bm25, hotpot, question_out, query_source="question", progress=False).written == 6
 
     stats = build([policy_out, question_out], tmp_path / "ds", val_fraction=0.2)
-    assert stats.train >= 2 and stats.useful >= 1 and stats.noisy >= 3
+    assert stats.train >= 2 and stats.useful >= 1 and stats.noisy >= 2
 
     model_dir = tmp_path / "sim"
     info = train(tmp_path / "ds", "zerosearch:tiny", model_dir, lora=True, lr=1e-3, max_steps=3, batch_size=2,

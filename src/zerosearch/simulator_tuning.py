@@ -33,9 +33,11 @@ Departures from the paper, on purpose:
 * ``query_source="question"``: a weak policy (e.g. SmolLM2-135M) rarely writes a well-formed search, so
   ``collect`` can instead issue one search per row with the question itself as the query. Without a
   trajectory the label rests on containment only (the paper's "documents alone suffice" check).
-* Documents are cut to search-snippet length (``max_doc_words``, default 40, at a sentence end when one
-  falls in the second half) before labelling and training: the published prompt asks for "about 30 words"
-  per document (Google snippets), while wiki-style corpora hold ~100-word passages.
+* Documents are cut to search-snippet length (``max_doc_words``, default 40) before labelling and
+  training: the published prompt asks for "about 30 words" per document (Google snippets), while
+  wiki-style corpora hold ~100-word passages. Like a search engine's snippet, the window shows the part
+  of the passage around the match: around the gold answer when the passage holds one (so cutting never
+  changes a label), else the passage's start; it ends at a sentence end when one falls in its second half.
 * The assistant reply is the documents in the wiki rendering the policy sees at test time,
   ``Doc 1(Title: {title}) {text}`` one per line (``Doc 1: {text}`` for untitled ones), so the tuned
   simulator writes titles, and :func:`~zerosearch.search.documents.parse_simulated_documents` reads them.
@@ -53,10 +55,11 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.rewards import answer_metrics, extract_answer, normalize_answer
@@ -73,8 +76,8 @@ __all__ = [
     "balance",
     "build",
     "collect",
-    "contains_answer",
     "containment",
+    "contains_answer",
     "dedupe",
     "done_row_ids",
     "eval_items",
@@ -117,18 +120,41 @@ def contains_answer(documents: Sequence[Document], golden_answers: Iterable[str]
     return any(f" {g} " in text for g in golds)
 
 
-def snippet(text: str, max_words: int) -> str:
-    """``text`` with whitespace collapsed, cut to at most ``max_words`` words (0: no cut).
+def _holds_answer(words: Sequence[str], answers: Sequence[str]) -> bool:
+    return bool(answers) and bool(contains_answer([Document(" ".join(words))], answers))
 
-    A cut ends at the last sentence end (``.``, ``!``, ``?``) in the second half of the kept words when
-    there is one, so snippets end cleanly where they can.
+
+def _window_start(words: Sequence[str], max_words: int, answers: Sequence[str]) -> int:
+    """Where a ``max_words`` window of ``words`` starts so that it shows a gold answer the text holds.
+
+    The text's start if its first window holds one; else the start of the last sentence whose window
+    does (the sentence that mentions the answer); else the first word start whose window does; else 0.
+    """
+    if not _holds_answer(words, answers) or _holds_answer(words[:max_words], answers):
+        return 0
+    sentence_starts = [i + 1 for i, word in enumerate(words[:-1]) if word.endswith((".", "!", "?"))]
+    for start in sentence_starts[::-1] + list(range(len(words))):
+        if _holds_answer(words[start : start + max_words], answers):
+            return start
+    return 0
+
+
+def snippet(text: str, max_words: int, answers: Sequence[str] = ()) -> str:
+    """``text`` with whitespace collapsed, cut to a window of at most ``max_words`` words (0: no cut).
+
+    The window starts at the beginning or, when a gold answer in ``answers`` occurs in the text beyond the
+    first window, at the sentence mentioning it (as a search engine's snippet shows the passage around the
+    matching words), so cutting never removes the answer a document holds. The window then ends at its last
+    sentence end (``.``, ``!``, ``?``) in its second half when there is one and the answer stays inside.
     """
     words = text.split()
     if max_words <= 0 or len(words) <= max_words:
         return " ".join(words)
-    head = words[:max_words]
-    for end in range(max_words, max_words // 2, -1):
-        if head[end - 1].endswith((".", "!", "?")):
+    start = _window_start(words, max_words, answers)
+    head = words[start : start + max_words]
+    keep_answer = _holds_answer(head, answers)
+    for end in range(len(head), len(head) // 2, -1):
+        if head[end - 1].endswith((".", "!", "?")) and (not keep_answer or _holds_answer(head[:end], answers)):
             return " ".join(head[:end])
     return " ".join(head)
 
@@ -446,7 +472,7 @@ def search_calls(records: Iterable[dict[str, Any]], *, max_doc_words: int = 40,
         correct = _is_correct(record, correct_metric)
         for search in record.get("searches", []):
             docs = tuple(
-                Document(text=snippet(d.text, max_doc_words), title=d.title)
+                Document(text=snippet(d.text, max_doc_words, record["golden_answers"]), title=d.title)
                 for d in map(_doc_from_dict, search["documents"])
             )
             if not any(d.text for d in docs):
@@ -701,8 +727,12 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_examples: list[dict[str, 
     ``lora``: a ``peft.LoraConfig`` or None for full fine-tuning. ``max_steps > 0`` wins over ``epochs``.
     """
     import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+
+    try:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as exc:
+        raise ImportError(f"simulator training needs TRL ({exc}): pip install 'trl>=1.0'") from exc
 
     cuda = torch.cuda.is_available() and next(model.parameters()).device.type == "cuda"
     # transformers 5 renamed gradient_checkpointing (still accepted, with a warning) to activation_checkpointing

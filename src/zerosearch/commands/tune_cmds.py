@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["add_tune_simulator_parser"]
 
@@ -26,7 +27,7 @@ end-to-end example (HotpotQA, BM25 as the real engine, SmolLM2 as the simulator 
       --data data/hotpotqa_train.jsonl --query-source question --out runs/sim/collected.jsonl
   zerosearch tune-simulator build --collected runs/sim/collected.jsonl --out-dir runs/sim/data
   zerosearch tune-simulator train --dataset runs/sim/data --base-model zerosearch:smollm2-135m-instruct \\
-      --out-dir runs/sim/model --lora --lr 2e-4 --epochs 2 --batch-size 4
+      --out-dir runs/sim/model --lora --lr 1e-3 --epochs 3 --batch-size 4
   zerosearch tune-simulator evaluate --engine bm25:data/hotpotqa_paragraphs.jsonl \\
       --data data/hotpotqa_dev.jsonl --limit 50 --out-dir runs/sim/eval \\
       --simulator untuned=prompt:simulated:zerosearch:smollm2-135m-instruct \\
@@ -61,7 +62,7 @@ example:
 
 TRAIN_EPILOG = """\
 Defaults follow the paper (full fine-tuning, lr 1e-6, batch 2, 1000 steps; for 3B-14B models). Small
-models and LoRA want a larger learning rate (e.g. --lora --lr 2e-4). Rerun the same command to resume
+models and LoRA want a larger learning rate (e.g. --lora --lr 1e-3). Rerun the same command to resume
 from the newest checkpoint in OUT_DIR/checkpoints. The result loads as --engine simulated:OUT_DIR and
 in vLLM (`vllm serve OUT_DIR`).
 
@@ -69,7 +70,7 @@ examples:
   zerosearch tune-simulator train --dataset runs/sim/data --base-model Qwen/Qwen2.5-3B-Instruct \\
       --out-dir runs/sim/model --device cuda
   zerosearch tune-simulator train --dataset runs/sim/data --base-model zerosearch:smollm2-135m-instruct \\
-      --out-dir runs/sim/model --lora --lr 2e-4 --epochs 2 --batch-size 4 --max-length 512
+      --out-dir runs/sim/model --lora --lr 1e-3 --epochs 3 --batch-size 4 --max-length 512
 """
 
 EVALUATE_EPILOG = """\
