@@ -56,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--eval-limit", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="simulator sampling temperature in evaluate (0: greedy; the paper trains with 0.8)")
     parser.add_argument("--eval-batch-size", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, help="where the summary json goes (default: WORK_DIR/summary.json)")
@@ -105,8 +107,8 @@ def main() -> int:
     with stage("evaluate", timings):
         results = evaluate(
             [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
-            work / "eval", qa_files=DEV_QA, limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
-            max_tokens=args.max_tokens, temperature=0.0, batch_size=args.eval_batch_size, device="cpu",
+            work / ("eval" if args.temperature == 0 else f"eval_t{args.temperature:g}"), qa_files=DEV_QA, limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
+            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size, device="cpu",
         )
     table = results_table(results)
     print("\n" + table)

@@ -178,6 +178,15 @@ def test_parse_titled_wiki_rendering_roundtrip():
     assert parse_simulated_documents(render_documents(docs), 5) == docs
 
 
+def test_parse_titles_holding_parentheses():
+    docs = [Document(text="A 2016 film (directed by Villeneuve).", title="Arrival (film)"),
+            Document(text="x", title="Tinted Windows (album) (2009)"), Document(text="y", title="")]
+    assert parse_simulated_documents(render_documents(docs), 5) == docs
+    # Unbalanced: the title ends at the first closing parenthesis, as before.
+    assert parse_simulated_documents("Doc 1(Title: Foo (film) text", 5) == [Document(text="text", title="Foo (film")]
+    assert parse_simulated_documents("Doc 1(Title: Foo bar", 5) == [Document(text="(Title: Foo bar")]
+
+
 @pytest.mark.parametrize("empty", ["", "   ", "\n\n\n", "Doc 1:\nDoc 2:", "Here are five documents:"])
 def test_parse_empty_output(empty):
     assert parse_simulated_documents(empty, 5) == []

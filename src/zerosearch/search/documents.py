@@ -95,8 +95,9 @@ _DOC_MARKER = re.compile(
 # "1. text", "2) text", "3: text" when no line uses the Doc/Document style. One or two digits only,
 # so that a line starting with a year ("1931. The bridge ...") is not taken for a marker.
 _NUM_MARKER = re.compile(r"^[\s>#*_\-\[(]*(\d{1,2})[\s*_\]]*[.):]\s+")
-# "(Title: Foo) text" right after a marker, as in the wiki rendering.
-_TITLE = re.compile(r"^\(\s*title\s*:\s*(.*?)\)\s*", re.IGNORECASE)
+# "(Title: Foo) text" right after a marker, as in the wiki rendering. Where the title ends is found by
+# _split_title, because wiki titles hold parentheses of their own: "(Title: Arrival (film)) text".
+_TITLE_OPEN = re.compile(r"^\(\s*title\s*:\s*", re.IGNORECASE)
 # Lines that end a document and are never content: the model starting a new round of the prompt.
 _STOP_LINE = re.compile(r"^\s*(?:query|(?:useful|noisy)\s+output)\s*:", re.IGNORECASE)
 # Assistant chatter around the documents: lead-ins ("Here are five documents:") and sign-offs ("I hope
@@ -130,12 +131,29 @@ def _clean(text: str) -> str:
     return text.strip("*_").strip()
 
 
+def _split_title(text: str) -> tuple[str, str]:
+    """``(title, rest)`` of a line that starts ``(Title: ...)``, else ``("", text)``.
+
+    The title ends at the parenthesis that closes ``(Title:``, so "(Title: Arrival (film)) A 2016 film"
+    gives ("Arrival (film)", "A 2016 film"). With no closing one, it ends at the first ``)``.
+    """
+    opening = _TITLE_OPEN.match(text)
+    if not opening:
+        return "", text
+    depth = 1
+    for i in range(opening.end(), len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return _clean(text[opening.end() : i]), _clean(text[i + 1 :])
+    close = text.find(")", opening.end())
+    if close < 0:
+        return "", text
+    return _clean(text[opening.end() : close]), _clean(text[close + 1 :])
+
+
 def _make_doc(text: str) -> Document | None:
     text = _clean(text)
-    title = ""
-    match = _TITLE.match(text)
-    if match:
-        title, text = _clean(match.group(1)), _clean(text[match.end() :])
+    title, text = _split_title(text)
     if not text:
         return None
     return Document(text=text, title=title)
