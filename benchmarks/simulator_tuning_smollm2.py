@@ -49,7 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_simulator_tuning")
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--max-doc-words", type=int, default=30)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--extra-queries", default="metadata.supporting_titles",
+                        help="row field of extra queries to search besides the question ('' for none)")
+    parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -92,7 +94,7 @@ def main() -> int:
     started = time.perf_counter()
     with stage("collect", timings):
         summary = collect(None, engine, TRAIN_QA, work / "collected.jsonl", query_source="question",
-                          topk=args.topk, batch_size=64)
+                          extra_query_field=args.extra_queries or None, topk=args.topk, batch_size=64)
     with stage("build", timings):
         stats = build(work / "collected.jsonl", work / "data", seed=0, val_fraction=0.1,
                       max_doc_words=args.max_doc_words)

@@ -98,6 +98,13 @@ def test_real_flashrag_row(data_dir: Path) -> None:
     )
 
 
+def test_rows_keep_their_raw_record_for_extra_fields(data_dir: Path) -> None:
+    row = load_qa_file(data_dir / "qa/hotpotqa_distractor_train.jsonl")[0]
+    assert row.get("metadata.supporting_titles") == ["Russian Civil War", "Socialist Revolutionary Party"]
+    assert row.get("metadata.nothing") is None and row.get("id") == row.id
+    assert row == QARow(row.id, row.question, row.golden_answers, row.data_source, row.source, row.row)  # not compared
+
+
 def test_real_questions_are_stripped(data_dir: Path) -> None:
     rows = {row.id: row for row in load_qa_file(data_dir / "qa/hotpotqa_dev.jsonl")}
     row = rows["hotpotqa_dev_23"]  # stored with a trailing space

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import COLOR_TASK
 from support import SHORT_TEMPLATE, FixedDocumentsEngine
+from zerosearch.data import DataError
 from zerosearch.search.base import Document, SearchRequest
 from zerosearch.simulator_tuning import (
     NOISY,
@@ -267,6 +268,33 @@ def _small_bm25(tmp_path: Path) -> tuple[str, Path]:
     qa = [json.loads(line) for line in HOTPOT_TRAIN.read_text(encoding="utf-8").splitlines()[:6]]
     path = _write_qa(tmp_path / "hotpot.jsonl", [(r["id"], r["question"], r["golden_answers"][0]) for r in qa])
     return f"bm25:{corpus}", path
+
+
+def test_collect_searches_the_extra_queries_a_row_holds(tmp_path):
+    qa = tmp_path / "hotpot.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "question": "Q1?", "golden_answers": ["x"], "metadata": {"supporting_titles": ["T1", "T2"]}},
+        {"id": "b", "question": "Q2?", "golden_answers": ["y"], "metadata": {"supporting_titles": "Q2?"}},
+        {"id": "c", "question": "Q3?", "golden_answers": ["z"]},  # no field: the question alone
+        {"id": "d", "question": "Q4?", "golden_answers": ["w"], "metadata": {"supporting_titles": ["T4", "bad"]}},
+    ]))
+    engine = FixedDocumentsEngine(["the x doc"], fail_queries=["bad"])
+    out = tmp_path / "collected.jsonl"
+    summary = collect(None, engine, qa, out, query_source="question", extra_query_field="metadata.supporting_titles",
+                      topk=1, progress=False)
+    assert (summary.written, summary.search_calls, summary.failed) == (3, 5, 1)  # d: one search failed, not written
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [[s["query"] for s in r["searches"]] for r in records] == [["Q1?", "T1", "T2"], ["Q2?"], ["Q3?"]]
+    assert [s["turn"] for s in records[0]["searches"]] == [0, 1, 2]
+    stats = build(out, tmp_path / "ds", val_fraction=0.0, max_doc_words=0)
+    assert (stats.search_calls, stats.useful, stats.noisy) == (5, 3, 2)  # the doc holds x: row a's calls useful
+
+    qa.write_text(json.dumps({"id": "e", "question": "Q?", "golden_answers": ["x"], "metadata": {"supporting_titles": 7}}))
+    with pytest.raises(DataError, match=r"line 1, field 'metadata.supporting_titles'.*list of strings"):
+        collect(None, engine, qa, tmp_path / "e.jsonl", query_source="question",
+                extra_query_field="metadata.supporting_titles", progress=False)
+    with pytest.raises(ValueError, match="query_source='question' only"):
+        collect("m", engine, qa, tmp_path / "e.jsonl", extra_query_field="metadata.supporting_titles")
 
 
 def test_four_stages_end_to_end(tmp_path, searcher_model):

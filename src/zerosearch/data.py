@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -101,6 +101,7 @@ class QARow:
         data_source: the dataset name (the file's ``data_source`` field, else the file stem).
         source: the file the row came from.
         row: its row number in that file (1-based line for jsonl, 0-based index otherwise).
+        record: the row as read from the file, all fields (e.g. HotpotQA's ``metadata``); not compared.
     """
 
     id: str
@@ -109,6 +110,12 @@ class QARow:
     data_source: str
     source: str
     row: int
+    record: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def get(self, dotted: str) -> Any:
+        """The raw record's field ``a.b...`` (nested mappings), or None where absent."""
+        value = _get(self.record, dotted)
+        return None if value is _MISSING else value
 
 
 @dataclass(frozen=True)
@@ -343,7 +350,8 @@ def load_qa_file(path: PathLike) -> list[QARow]:
         if not isinstance(record, dict):
             raise where.error(None, "a JSON object (a mapping of field names to values)", record)
     parse = _detect_layout(records[0][1])
-    return [parse(where, record, path.stem, index) for index, (where, record) in enumerate(records)]
+    return [replace(parse(where, record, path.stem, index), record=record)
+            for index, (where, record) in enumerate(records)]
 
 
 def _split_paths(paths: Sequence[PathLike] | PathLike) -> list[PathLike]:

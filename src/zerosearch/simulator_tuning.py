@@ -33,6 +33,9 @@ Departures from the paper, on purpose:
 * ``query_source="question"``: a weak policy (e.g. SmolLM2-135M) rarely writes a well-formed search, so
   ``collect`` can instead issue one search per row with the question itself as the query. Without a
   trajectory the label rests on containment only (the paper's "documents alone suffice" check).
+  ``extra_query_field`` adds the sub-queries a capable multi-hop searcher would issue, read from the
+  rows (HotpotQA's ``metadata.supporting_titles``): one question then yields calls of both labels under
+  the same prompt but for the mode word, which is what teaches a small simulator to heed that word.
 * Documents are cut to search-snippet length (``max_doc_words``, default 40) before labelling and
   training: the published prompt asks for "about 30 words" per document (Google snippets), while
   wiki-style corpora hold ~100-word passages. Like a search engine's snippet, the window shows the part
@@ -61,7 +64,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARow, load_qa_files, policy_prompt
+from zerosearch.data import DataError, QARow, load_qa_files, policy_prompt
 from zerosearch.rewards import answer_metrics, extract_answer, normalize_answer
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import render_documents
@@ -265,18 +268,39 @@ def _row_record(row: QARow, source: str) -> dict[str, Any]:
             "query_source": source}
 
 
-def _question_records(engine: SearchEngine, rows: Sequence[QARow], topk: int,
-                      summary: CollectSummary) -> list[dict[str, Any]]:
-    """``query_source="question"``: one search per row, the question as the query."""
-    requests = [SearchRequest(query=r.question, question=r.question, golden_answers=r.golden_answers) for r in rows]
+def _extra_queries(row: QARow, extra_query_field: str | None) -> list[str]:
+    """The row's extra queries: the string, or the strings of the list, at ``extra_query_field``."""
+    if not extra_query_field:
+        return []
+    value = row.get(extra_query_field)
+    values = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    if (value is not None and not values) or not all(isinstance(v, str) for v in values):
+        raise DataError(row.source, row.row, extra_query_field, "a string or a list of strings (extra queries)",
+                        value, unit="line" if row.source.endswith(".jsonl") else "row")
+    return [v.strip() for v in values if v.strip()]
+
+
+def _question_records(engine: SearchEngine, rows: Sequence[QARow], topk: int, summary: CollectSummary,
+                      extra_query_field: str | None = None) -> list[dict[str, Any]]:
+    """``query_source="question"``: per row, a search with the question as the query, then one per extra
+    query the row holds at ``extra_query_field`` (e.g. HotpotQA's ``metadata.supporting_titles``).
+
+    A row is written only when all its searches succeeded (a failed one is retried by the next run).
+    """
+    queries = [list(dict.fromkeys([r.question, *_extra_queries(r, extra_query_field)])) for r in rows]
+    requests = [SearchRequest(query=q, question=r.question, golden_answers=r.golden_answers)
+                for r, qs in zip(rows, queries) for q in qs]
+    results = iter(engine.search(requests, topk))
     records = []
-    for row, result in zip(rows, engine.search(requests, topk)):
-        if not result.ok:
+    for row, row_queries in zip(rows, queries):
+        row_results = [next(results) for _ in row_queries]
+        if not all(result.ok for result in row_results):
             summary.failed += 1
             continue
         record = _row_record(row, "question")
         record.update(status=None, prediction=None, scores=None, correct=None, searches=[
-            {"turn": 0, "query": row.question, "documents": [_doc_dict(d) for d in result.documents[:topk]]}
+            {"turn": turn, "query": query, "documents": [_doc_dict(d) for d in result.documents[:topk]]}
+            for turn, (query, result) in enumerate(zip(row_queries, row_results))
         ])
         records.append(record)
     return records
@@ -350,6 +374,7 @@ def collect(
     out_path: PathLike,
     *,
     query_source: str = "policy",
+    extra_query_field: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
     max_turns: int = 2,
@@ -376,6 +401,9 @@ def collect(
         qa_files: QA files (any layout :func:`~zerosearch.data.load_qa_files` reads).
         query_source: ``"policy"`` (the paper: the policy's own searches, labelled by its outcome) or
             ``"question"`` (one search per row with the question as the query; for weak policies).
+        extra_query_field: with ``query_source="question"``, a field of the rows (dotted, e.g.
+            ``metadata.supporting_titles`` in HotpotQA) holding more queries, a string or a list: each is
+            searched too, standing in for the sub-queries a capable policy would issue for a multi-hop question.
         limit: use only the first ``limit`` rows of the files.
         batch_size: rows per rollout batch (and per engine call).
         max_turns, topk, max_turn_tokens: rollout settings (paper: 2 turns, 5 documents, 500 tokens).
@@ -389,6 +417,8 @@ def collect(
         raise ValueError("query_source='policy' needs a policy model; or use query_source='question'")
     if batch_size < 1 or topk < 1 or max_turns < 1:
         raise ValueError("batch_size, topk and max_turns must all be >= 1")
+    if extra_query_field and query_source != "question":
+        raise ValueError("extra_query_field works with query_source='question' only (a policy writes its own)")
     started = time.perf_counter()
     rows = load_qa_files(qa_files)[: limit if limit is not None else None]
     _unique_ids(rows)
@@ -415,7 +445,7 @@ def collect(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             records = (policy.records(batch, summary) if policy is not None
-                       else _question_records(engine, batch, topk, summary))
+                       else _question_records(engine, batch, topk, summary, extra_query_field))
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 summary.written += 1

@@ -39,7 +39,9 @@ COLLECT_EPILOG = """\
 --query-source policy (the paper): the policy's own searches, each labelled later by whether the
   trajectory answered correctly (cover EM) and whether the documents contain a gold answer.
 --query-source question: one search per question, the question as the query, labelled by answer
-  containment alone; for a policy too weak to write searches (no --policy needed).
+  containment alone; for a policy too weak to write searches (no --policy needed). With
+  --extra-queries FIELD each query listed in that field of the row is searched too, standing in for the
+  sub-queries of a capable multi-hop searcher; the same question then gives both useful and noisy calls.
 One JSON line per question; rerunning the same command resumes (questions already in --out are skipped).
 
 examples:
@@ -47,6 +49,8 @@ examples:
       --data data/nq_train.jsonl,data/hotpotqa_train.jsonl --limit 20000 --out runs/sim/collected.jsonl
   zerosearch tune-simulator collect --engine example --data data/train.jsonl --query-source question \\
       --out runs/sim/collected.jsonl
+  zerosearch tune-simulator collect --engine example --data data/hotpotqa_train.jsonl --query-source question \\
+      --extra-queries metadata.supporting_titles --out runs/sim/collected.jsonl
 """
 
 BUILD_EPILOG = """\
@@ -125,7 +129,8 @@ def _run_collect(args: argparse.Namespace) -> int:
     from zerosearch.simulator_tuning import collect
 
     summary = collect(
-        args.policy, args.engine, args.data, args.out, query_source=args.query_source, limit=args.limit,
+        args.policy, args.engine, args.data, args.out, query_source=args.query_source,
+        extra_query_field=args.extra_queries, limit=args.limit,
         batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
         max_turn_tokens=args.max_turn_tokens,
         policy_template=load_template(args.prompt_template) if args.prompt_template else None,
@@ -150,6 +155,9 @@ def _add_collect(stages: Any) -> None:
                                                          "needed for --query-source policy")
     parser.add_argument("--query-source", choices=["policy", "question"], default="policy",
                         help="policy: the policy's searches (default); question: the question as the query")
+    parser.add_argument("--extra-queries", metavar="FIELD",
+                        help="with --query-source question: also search each query in this field of the rows "
+                             "(dotted; a string or a list), e.g. metadata.supporting_titles in HotpotQA")
     parser.add_argument("--limit", type=int, help="use only the first N questions")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per rollout batch (default: 8)")
     parser.add_argument("--max-turns", type=int, default=2, help="search turns before the forced answer (default: 2)")
