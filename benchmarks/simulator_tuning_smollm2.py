@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--full-finetune", action="store_true", help="train all weights (the paper) instead of LoRA")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--eval-limit", type=int, default=40)
@@ -103,8 +104,8 @@ def main() -> int:
         model_dir = work / "model"
         info = (json.loads((model_dir / "simulator_tuning.json").read_text())
                 if (model_dir / "simulator_tuning.json").exists() else
-                train(work / "data", SMOLLM2, model_dir, lora=True, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                      lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+                train(work / "data", SMOLLM2, model_dir, lora=not args.full_finetune, lora_r=args.lora_r,
+                      lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                       seed=0, save_steps=50, device="cpu"))
     with stage("evaluate", timings):
         results = evaluate(

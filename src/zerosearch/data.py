@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+import dataclasses
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -110,7 +111,7 @@ class QARow:
     data_source: str
     source: str
     row: int
-    record: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    record: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def get(self, dotted: str) -> Any:
         """The raw record's field ``a.b...`` (nested mappings), or None where absent."""
