@@ -91,6 +91,24 @@ def test_snippet_keeps_the_answer_a_long_document_holds():
     assert snippet(long, 40, ["yes"]) == " ".join(["w"] * 40)  # yes/no answers are not looked for
 
 
+def test_format_stats_hand_worked():
+    from zerosearch.search.base import SearchResult
+    from zerosearch.simulator_tuning import format_stats
+
+    w = lambda n, word="w": " ".join([word] * n)  # noqa: E731
+    results = [
+        SearchResult([Document(w(20)), Document(w(30, "x")), Document(w(15, "y"))]),  # valid, distinct
+        SearchResult([Document(w(20)), Document(w(20) + ".")]),  # 2 docs, the same text after normalising
+        SearchResult([Document(w(10)), Document(w(61, "x")), Document(w(40, "y"))]),  # 10 and 61 out of range
+        SearchResult(error="timeout"),
+    ]
+    stats = format_stats(results, topk=3, word_range=(15, 60))
+    assert stats["parsed"] == 0.75 and stats["exact_topk"] == 0.5 and stats["valid"] == 0.25
+    assert stats["words_per_doc"] == (20 + 30 + 15 + 20 + 20 + 10 + 61 + 40) / 8
+    assert stats["docs_in_range"] == 6 / 8
+    assert stats["no_repeats"] == 2 / 3  # over the 3 parsed sets
+
+
 # --- dedupe, balance, split --------------------------------------------------------------------------
 
 

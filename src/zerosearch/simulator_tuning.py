@@ -965,19 +965,24 @@ def _share(flags: Sequence[bool]) -> float | None:
 
 
 def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[int, int]) -> dict[str, Any]:
-    """Format of document sets: parsed at all, exactly ``topk`` documents, words per document.
+    """Format of document sets: parsed at all, exactly ``topk`` documents, words per document, repeats.
 
     ``valid`` is the share of sets with exactly ``topk`` documents, each within ``word_range`` words.
+    ``no_repeats`` is the share of parsed sets whose documents' texts all differ (after answer
+    normalisation): a real engine never returns one passage twice, while a small simulator decoding
+    greedily often writes its first document again.
     """
     low, high = word_range
     counts = [[len(d.text.split()) for d in r.documents] for r in results]
     all_counts = [n for c in counts for n in c]
+    texts = [[normalize_answer(d.text) for d in r.documents] for r in results if r.ok and r.documents]
     return {
         "parsed": _share([r.ok and bool(r.documents) for r in results]),
         "exact_topk": _share([len(c) == topk for c in counts]),
         "words_per_doc": sum(all_counts) / len(all_counts) if all_counts else None,
         "docs_in_range": _share([low <= n <= high for n in all_counts]),
         "valid": _share([len(c) == topk and all(low <= n <= high for n in c) for c in counts]),
+        "no_repeats": _share([len(set(t)) == len(t) for t in texts]),
     }
 
 
@@ -1181,9 +1186,9 @@ def results_table(results: dict[str, Any]) -> str:
     """The evaluation as a markdown table (percentages; the real engine has no noisy mode)."""
     low, high = results["word_range"]
     header = ("| engine | useful: has answer | noisy: parsed, no answer | parsed | exactly "
-              f"{results['topk']} docs | words/doc | docs {low}-{high} words | valid sets | reader EM | reader F1 "
-              "| reader cover EM |")
-    lines = [header, "|" + "---|" * 11]
+              f"{results['topk']} docs | words/doc | docs {low}-{high} words | valid sets | sets without repeats "
+              "| reader EM | reader F1 | reader cover EM |")
+    lines = [header, "|" + "---|" * 12]
     for row in results["engines"]:
         useful, noisy = row["useful"], row["noisy"]
         words = useful["words_per_doc"]
@@ -1191,7 +1196,8 @@ def results_table(results: dict[str, Any]) -> str:
             f"| {row['name']} | {_pct(useful['contains_share'])} | "
             f"{_pct(noisy['parsed_clean_share']) if noisy else 'n/a'} | {_pct(useful['parsed'])} | "
             f"{_pct(useful['exact_topk'])} | {'n/a' if words is None else f'{words:.1f}'} | "
-            f"{_pct(useful['docs_in_range'])} | {_pct(useful['valid'])} | {_pct(useful['reader'].get('em'))} | "
+            f"{_pct(useful['docs_in_range'])} | {_pct(useful['valid'])} | {_pct(useful.get('no_repeats'))} | "
+            f"{_pct(useful['reader'].get('em'))} | "
             f"{_pct(useful['reader'].get('f1'))} | {_pct(useful['reader'].get('cover_em'))} |"
         )
     judged = results["engines"][0]["useful"]["judged"] if results["engines"] else 0
