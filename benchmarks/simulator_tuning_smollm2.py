@@ -4,11 +4,12 @@ The whole pipeline of :mod:`zerosearch.simulator_tuning` on real data:
 
 * real engine: BM25 over the 10,787 HotpotQA distractor paragraphs (``shared/data/corpus``);
 * collect: the 300 HotpotQA distractor TRAIN questions, ``query_source="question"`` (SmolLM2-135M is
-  too weak a policy to write searches), top-3 documents per search;
+  too weak a policy to write searches) plus each question's supporting titles as sub-queries (900
+  searches), top-3 documents per search;
 * build: documents cut to 30-word snippets (around the gold answer when the passage holds one),
   labelled by answer containment, balanced, 10% of the questions held out;
-* train: SmolLM2-135M-Instruct, LoRA r=16 (merged into the saved model), lr 1e-3, 3 epochs of batch 4,
-  completion-only loss;
+* train: SmolLM2-135M-Instruct, all weights (as the paper; ``--lora`` for LoRA r=16, merged), lr 1e-4
+  (LoRA 1e-3), 2 epochs of batch 4, completion-only loss;
 * evaluate on the DEV questions (held apart from training): (a) SmolLM2 untuned in prompt mode,
   (b) the tuned model in finetuned mode, (c) the real BM25 engine; greedy decoding; the reader is
   SmolLM2-135M-Instruct (the simulator base).
@@ -17,7 +18,7 @@ Top-3 rather than the paper's top-5 keeps a simulator reply (~3 x 45 tokens) ins
 generated tokens; the published prompt still says "five documents" and the engine keeps the first 3
 (the original's cut at ``Doc {topk+1}``).
 
-    python benchmarks/simulator_tuning_smollm2.py                       # ~30 min on 2 idle CPU cores
+    python benchmarks/simulator_tuning_smollm2.py                       # ~55 min on 2 idle CPU cores
     python benchmarks/simulator_tuning_smollm2.py --eval-limit 8 --epochs 0.1 --work-dir /tmp/sim-smoke
 
 Stages already done in ``--work-dir`` are reused (collect resumes, a trained model is not retrained).
@@ -52,9 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extra-queries", default="metadata.supporting_titles",
                         help="row field of extra queries to search besides the question ('' for none)")
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, help="learning rate (default: 1e-4 full fine-tuning, 1e-3 with --lora)")
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--full-finetune", action="store_true", help="train all weights (the paper) instead of LoRA")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged) instead of all weights")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--eval-limit", type=int, default=40)
@@ -79,6 +80,8 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 def main() -> int:
     args = parse_args()
+    if args.lr is None:
+        args.lr = 1e-3 if args.lora else 1e-4
     for path in (CORPUS, TRAIN_QA, DEV_QA):
         if not path.is_file():
             print(f"error: {path} is missing (the shared data directory)", file=sys.stderr)
@@ -104,13 +107,14 @@ def main() -> int:
         model_dir = work / "model"
         info = (json.loads((model_dir / "simulator_tuning.json").read_text())
                 if (model_dir / "simulator_tuning.json").exists() else
-                train(work / "data", SMOLLM2, model_dir, lora=not args.full_finetune, lora_r=args.lora_r,
-                      lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                      seed=0, save_steps=50, device="cpu"))
+                train(work / "data", SMOLLM2, model_dir, lora=args.lora, lora_r=args.lora_r,
+                      lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                      max_length=args.max_length, seed=0, save_steps=50, device="cpu"))
     with stage("evaluate", timings):
         results = evaluate(
             [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
-            work / ("eval" if args.temperature == 0 else f"eval_t{args.temperature:g}"), qa_files=DEV_QA, limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
+            work / ("eval" if args.temperature == 0 else f"eval_t{args.temperature:g}"), qa_files=DEV_QA,
+            limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
             max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size, device="cpu",
         )
     table = results_table(results)
