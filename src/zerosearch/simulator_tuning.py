@@ -35,7 +35,7 @@ Departures from the paper, on purpose:
   trajectory the label rests on containment only (the paper's "documents alone suffice" check).
   ``extra_query_field`` adds the sub-queries a capable multi-hop searcher would issue, read from the
   rows (HotpotQA's ``metadata.supporting_titles``): one question then yields calls of both labels under
-  the same prompt but for the mode word, which is what teaches a small simulator to heed that word.
+  the same prompt but for the mode word, the contrast a simulator must learn to heed that word.
 * Documents are cut to search-snippet length (``max_doc_words``, default 40) before labelling and
   training: the published prompt asks for "about 30 words" per document (Google snippets), while
   wiki-style corpora hold ~100-word passages. Like a search engine's snippet, the window shows the part
