@@ -64,6 +64,7 @@ def parse_args() -> argparse.Namespace:
                         help="simulator sampling temperature in evaluate (0: greedy; the paper trains with 0.8)")
     parser.add_argument("--eval-batch-size", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for training and evaluation (default: cpu)")
     parser.add_argument("--out", type=Path, help="where the summary json goes (default: WORK_DIR/summary.json)")
     return parser.parse_args()
 
@@ -109,13 +110,14 @@ def main() -> int:
                 if (model_dir / "simulator_tuning.json").exists() else
                 train(work / "data", SMOLLM2, model_dir, lora=args.lora, lora_r=args.lora_r,
                       lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                      max_length=args.max_length, seed=0, save_steps=50, device="cpu"))
+                      max_length=args.max_length, seed=0, save_steps=50, device=args.device))
     with stage("evaluate", timings):
         results = evaluate(
             [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
             work / ("eval" if args.temperature == 0 else f"eval_t{args.temperature:g}"), qa_files=DEV_QA,
             limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
-            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size, device="cpu",
+            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size,
+            device=args.device,
         )
     table = results_table(results)
     print("\n" + table)
