@@ -307,6 +307,11 @@ def test_collect_searches_the_extra_queries_a_row_holds(tmp_path):
     stats = build(out, tmp_path / "ds", val_fraction=0.0, max_doc_words=0)
     assert (stats.search_calls, stats.useful, stats.noisy) == (5, 3, 2)  # the doc holds x: row a's calls useful
 
+    qa.write_text(json.dumps({"id": "f", "question": "Q?", "golden_answers": ["x"], "metadata": {"supporting_titles": []}}))
+    collect(None, engine, qa, tmp_path / "f.jsonl", query_source="question", extra_query_field="metadata.supporting_titles",
+            progress=False)  # an empty list: the question alone
+    assert [s["query"] for s in json.loads((tmp_path / "f.jsonl").read_text())["searches"]] == ["Q?"]
+
     qa.write_text(json.dumps({"id": "e", "question": "Q?", "golden_answers": ["x"], "metadata": {"supporting_titles": 7}}))
     with pytest.raises(DataError, match=r"line 1, field 'metadata.supporting_titles'.*list of strings"):
         collect(None, engine, qa, tmp_path / "e.jsonl", query_source="question",

@@ -273,8 +273,10 @@ def _extra_queries(row: QARow, extra_query_field: str | None) -> list[str]:
     if not extra_query_field:
         return []
     value = row.get(extra_query_field)
-    values = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
-    if (value is not None and not values) or not all(isinstance(v, str) for v in values):
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
         raise DataError(row.source, row.row, extra_query_field, "a string or a list of strings (extra queries)",
                         value, unit="line" if row.source.endswith(".jsonl") else "row")
     return [v.strip() for v in values if v.strip()]
