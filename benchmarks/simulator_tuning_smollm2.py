@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged) instead of all weights")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--eval-limit", type=int, default=40)
+    parser.add_argument("--eval-limit", type=int, default=60)
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="simulator sampling temperature in evaluate (0: greedy; the paper trains with 0.8)")
