@@ -316,6 +316,11 @@ def test_collect_searches_the_extra_queries_a_row_holds(tmp_path):
     with pytest.raises(DataError, match=r"line 1, field 'metadata.supporting_titles'.*list of strings"):
         collect(None, engine, qa, tmp_path / "e.jsonl", query_source="question",
                 extra_query_field="metadata.supporting_titles", progress=False)
+    shouting = tmp_path / "QA.JSONL"  # read line by line like .jsonl, so its rows are lines too
+    shouting.write_text(qa.read_text())
+    with pytest.raises(DataError, match=r"QA\.JSONL, line 1, field 'metadata.supporting_titles'"):
+        collect(None, engine, shouting, tmp_path / "s.jsonl", query_source="question",
+                extra_query_field="metadata.supporting_titles", progress=False)
     with pytest.raises(ValueError, match="query_source='question' only"):
         collect("m", engine, qa, tmp_path / "e.jsonl", extra_query_field="metadata.supporting_titles")
 

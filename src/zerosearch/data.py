@@ -118,6 +118,11 @@ class QARow:
         value = _get(self.record, dotted)
         return None if value is _MISSING else value
 
+    def error(self, field: str | None, expected: str, got: Any = _NO_VALUE) -> DataError:
+        """A :class:`DataError` for this row's ``field``, numbered as the file's reader numbers rows."""
+        unit = "line" if Path(self.source).suffix.lower() == ".jsonl" else "row"
+        return DataError(self.source, self.row, field, expected, got, unit=unit)
+
 
 @dataclass(frozen=True)
 class _Where:

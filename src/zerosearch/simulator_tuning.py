@@ -64,7 +64,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import DataError, QARow, load_qa_files, policy_prompt
+from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.rewards import answer_metrics, extract_answer, normalize_answer
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import render_documents
@@ -277,8 +277,7 @@ def _extra_queries(row: QARow, extra_query_field: str | None) -> list[str]:
         return []
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise DataError(row.source, row.row, extra_query_field, "a string or a list of strings (extra queries)",
-                        value, unit="line" if row.source.endswith(".jsonl") else "row")
+        raise row.error(extra_query_field, "a string or a list of strings (extra queries)", value)
     return [v.strip() for v in values if v.strip()]
 
 
