@@ -10,9 +10,12 @@ The whole pipeline of :mod:`zerosearch.simulator_tuning` on real data:
   labelled by answer containment, balanced, 10% of the questions held out;
 * train: SmolLM2-135M-Instruct, all weights (as the paper; ``--lora`` for LoRA r=16, merged), lr 1e-4
   (LoRA 1e-3), 2 epochs of batch 4, completion-only loss;
-* evaluate on the DEV questions (held apart from training): (a) SmolLM2 untuned in prompt mode,
-  (b) the tuned model in finetuned mode, (c) the real BM25 engine; greedy decoding; the reader is
-  SmolLM2-135M-Instruct (the simulator base).
+* evaluate on the DEV questions (held apart from training; the query is the question): (a) SmolLM2
+  untuned in prompt mode, (b) the tuned model in finetuned mode, (c) the real BM25 engine; greedy
+  decoding; the reader is SmolLM2-135M-Instruct (the simulator base). Then the same on build's
+  ``val_calls.jsonl``: the 10% of TRAIN questions held out of training, with their collected queries
+  (the question, and supporting titles, which are entity names like a policy's sub-queries), with
+  containment split by query kind.
 
 Top-3 rather than the paper's top-5 keeps a simulator reply (~3 x 45 tokens) inside a CPU budget of ~200
 generated tokens; the published prompt still says "five documents" and the engine keeps the first 3
@@ -79,6 +82,31 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     print(f"== {name}: {timings[name]:.0f} s", file=sys.stderr, flush=True)
 
 
+def containment_by_query_kind(samples_path: Path) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Useful-mode answer containment per engine, split by whether the query is the question itself.
+
+    Read from evaluate's ``samples.jsonl``; a failed call counts as not containing (as in the table).
+    """
+    from zerosearch.search.base import Document
+    from zerosearch.simulator_tuning import contains_answer
+
+    counts: dict[str, dict[str, list[int]]] = {}
+    for line in samples_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["mode"] not in ("useful", "real"):
+            continue
+        docs = [Document(text=d["text"], title=d.get("title", "")) for d in row["documents"]]
+        holds = contains_answer(docs, row["golden_answers"])
+        if holds is None:
+            continue
+        kind = "query=question" if row["query"] == row["question"] else "query=title"
+        tally = counts.setdefault(row["engine"], {}).setdefault(kind, [0, 0])
+        tally[0] += int(bool(holds) and row["error"] is None)
+        tally[1] += 1
+    return {engine: {kind: {"contains_share": hits / n, "judged": n} for kind, (hits, n) in sorted(kinds.items())}
+            for engine, kinds in counts.items()}
+
+
 def main() -> int:
     args = parse_args()
     if args.lr is None:
@@ -119,14 +147,34 @@ def main() -> int:
             max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size,
             device=args.device,
         )
+    with stage("evaluate on val calls", timings):
+        # The build split's held-apart questions with their collected queries: the question itself and its
+        # supporting titles (entity names, like a policy's sub-queries). The dev evaluation above only
+        # ever searches the whole question.
+        val_results = evaluate(
+            [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
+            work / ("eval_val" if args.temperature == 0 else f"eval_val_t{args.temperature:g}"),
+            calls_file=work / "data" / "val_calls.jsonl", limit=None, topk=args.topk, reader_model=SMOLLM2,
+            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size,
+            device=args.device,
+        )
+    by_kind = containment_by_query_kind(work / ("eval_val" if args.temperature == 0
+                                                else f"eval_val_t{args.temperature:g}") / "samples.jsonl")
     table = results_table(results)
+    val_table = results_table(val_results)
     print("\n" + table)
+    print("\nheld-apart val calls (build split; queries: questions and supporting titles):\n" + val_table)
+    print("\nuseful-mode sets holding a gold answer, by query kind (val calls):")
+    for name, kinds in by_kind.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v['contains_share']:.1%} of {v['judged']}" for k, v in kinds.items()))
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
                     "torch": torch.__version__, "load_average_at_end": os.getloadavg()},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "collect": asdict(summary), "build": asdict(stats), "train": info, "evaluate": results,
+        "evaluate_val_calls": val_results, "val_containment_by_query_kind": by_kind,
         "stage_seconds": timings, "wall_seconds": round(time.perf_counter() - started, 1), "table": table,
+        "val_table": val_table,
     }
     out = args.out or work / "summary.json"
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
