@@ -147,7 +147,11 @@ def test_flashrag_string_answer_blank_lines_and_json(tmp_path: Path) -> None:
     ]
     assert loaded[0].data_source == "mini"
     (tmp_path / "mini.json").write_text(json.dumps(rows), encoding="utf-8")
-    assert [r.golden_answers for r in load_qa_file(tmp_path / "mini.json")] == [("a",), ("b", "c")]
+    from_json = load_qa_file(tmp_path / "mini.json")
+    assert [r.golden_answers for r in from_json] == [("a",), ("b", "c")]
+    # a row's own errors number it as its reader did: jsonl by 1-based line, json by 0-based index
+    assert str(loaded[1].error("question", "text")).startswith(f"{tmp_path / 'mini.jsonl'}, line 3, field 'question'")
+    assert str(from_json[1].error("question", "text")).startswith(f"{tmp_path / 'mini.json'}, row 1, field 'question'")
 
 
 @pytest.mark.parametrize("with_question_column", [False, True])

@@ -103,6 +103,7 @@ class QARow:
         source: the file the row came from.
         row: its row number in that file (1-based line for jsonl, 0-based index otherwise).
         record: the row as read from the file, all fields (e.g. HotpotQA's ``metadata``); not compared.
+        row_unit: what ``row`` counts, as the file's reader numbered it ("line" or "row"); not compared.
     """
 
     id: str
@@ -112,6 +113,7 @@ class QARow:
     source: str
     row: int
     record: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False, repr=False)
+    row_unit: str = dataclasses.field(default="row", compare=False, hash=False, repr=False)
 
     def get(self, dotted: str) -> Any:
         """The raw record's field ``a.b...`` (nested mappings), or None where absent."""
@@ -119,9 +121,8 @@ class QARow:
         return None if value is _MISSING else value
 
     def error(self, field: str | None, expected: str, got: Any = _NO_VALUE) -> DataError:
-        """A :class:`DataError` for this row's ``field``, numbered as the file's reader numbers rows."""
-        unit = "line" if Path(self.source).suffix.lower() == ".jsonl" else "row"
-        return DataError(self.source, self.row, field, expected, got, unit=unit)
+        """A :class:`DataError` for this row's ``field``, numbered as the file's reader numbered rows."""
+        return DataError(self.source, self.row, field, expected, got, unit=self.row_unit)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ def _parse_flashrag(where: _Where, record: _Record, default_source: str, index: 
         data_source=data_source,
         source=where.path,
         row=where.row,
+        row_unit=where.unit,
     )
 
 
@@ -292,6 +294,7 @@ def _parse_search_r1(where: _Where, record: _Record, default_source: str, index:
         data_source=data_source,
         source=where.path,
         row=where.row,
+        row_unit=where.unit,
     )
 
 
@@ -316,6 +319,7 @@ def _parse_agentic_rag(where: _Where, record: _Record, default_source: str, inde
         data_source=data_source,
         source=where.path,
         row=where.row,
+        row_unit=where.unit,
     )
 
 
