@@ -21,7 +21,7 @@ Top-3 rather than the paper's top-5 keeps a simulator reply (~3 x 45 tokens) ins
 generated tokens; the published prompt still says "five documents" and the engine keeps the first 3
 (the original's cut at ``Doc {topk+1}``).
 
-    python benchmarks/simulator_tuning_smollm2.py                       # ~55 min on 2 idle CPU cores
+    python benchmarks/simulator_tuning_smollm2.py                       # ~65 min on 2 idle CPU cores
     python benchmarks/simulator_tuning_smollm2.py --eval-limit 8 --epochs 0.1 --work-dir /tmp/sim-smoke
 
 Stages already done in ``--work-dir`` are reused (collect resumes, a trained model is not retrained).
@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -139,27 +140,22 @@ def main() -> int:
                 train(work / "data", SMOLLM2, model_dir, lora=args.lora, lora_r=args.lora_r,
                       lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                       max_length=args.max_length, seed=0, save_steps=50, device=args.device))
+    simulators = [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"]
+    suffix = "" if args.temperature == 0 else f"_t{args.temperature:g}"
+
+    def evaluate_on(out_name: str, **items: Any) -> dict[str, Any]:
+        return evaluate(simulators, engine, work / f"{out_name}{suffix}", **items, topk=args.topk,
+                        reader_model=SMOLLM2, max_tokens=args.max_tokens, temperature=args.temperature,
+                        batch_size=args.eval_batch_size, device=args.device)
+
     with stage("evaluate", timings):
-        results = evaluate(
-            [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
-            work / ("eval" if args.temperature == 0 else f"eval_t{args.temperature:g}"), qa_files=DEV_QA,
-            limit=args.eval_limit, topk=args.topk, reader_model=SMOLLM2,
-            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size,
-            device=args.device,
-        )
+        results = evaluate_on("eval", qa_files=DEV_QA, limit=args.eval_limit)
     with stage("evaluate on val calls", timings):
         # The build split's held-apart questions with their collected queries: the question itself and its
         # supporting titles (entity names, like a policy's sub-queries). The dev evaluation above only
         # ever searches the whole question.
-        val_results = evaluate(
-            [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"], engine,
-            work / ("eval_val" if args.temperature == 0 else f"eval_val_t{args.temperature:g}"),
-            calls_file=work / "data" / "val_calls.jsonl", limit=None, topk=args.topk, reader_model=SMOLLM2,
-            max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.eval_batch_size,
-            device=args.device,
-        )
-    by_kind = containment_by_query_kind(work / ("eval_val" if args.temperature == 0
-                                                else f"eval_val_t{args.temperature:g}") / "samples.jsonl")
+        val_results = evaluate_on("eval_val", calls_file=work / "data" / "val_calls.jsonl", limit=None)
+    by_kind = containment_by_query_kind(work / f"eval_val{suffix}" / "samples.jsonl")
     table = results_table(results)
     val_table = results_table(val_results)
     print("\n" + table)
