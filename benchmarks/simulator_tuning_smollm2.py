@@ -56,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-doc-words", type=int, default=30)
     parser.add_argument("--extra-queries", default="metadata.supporting_titles",
                         help="row field of extra queries to search besides the question ('' for none)")
+    parser.add_argument("--balance", choices=["downsample", "upsample"], default="downsample",
+                        help="build's class balance: drop useful calls, or repeat noisy ones (keeps all data)")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, help="learning rate (default: 1e-4 full fine-tuning, 1e-3 with --lora)")
     parser.add_argument("--lora-r", type=int, default=16)
@@ -69,6 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for training and evaluation (default: cpu)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 mixed-precision training (default: only on a CUDA GPU; ~1.2x faster steps on a "
+                             "2-core AMD EPYC with avx512_bf16)")
     parser.add_argument("--out", type=Path, help="where the summary json goes (default: WORK_DIR/summary.json)")
     return parser.parse_args()
 
@@ -131,7 +136,7 @@ def main() -> int:
                           extra_query_field=args.extra_queries or None, topk=args.topk, batch_size=64)
     with stage("build", timings):
         stats = build(work / "collected.jsonl", work / "data", seed=0, val_fraction=0.1,
-                      max_doc_words=args.max_doc_words)
+                      max_doc_words=args.max_doc_words, balance_by=args.balance)
     print(json.dumps(asdict(stats)), file=sys.stderr)
     with stage("train", timings):
         model_dir = work / "model"
@@ -139,7 +144,7 @@ def main() -> int:
                 if (model_dir / "simulator_tuning.json").exists() else
                 train(work / "data", SMOLLM2, model_dir, lora=args.lora, lora_r=args.lora_r,
                       lora_alpha=2 * args.lora_r, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                      max_length=args.max_length, seed=0, save_steps=50, device=args.device))
+                      max_length=args.max_length, seed=0, save_steps=50, device=args.device, bf16=args.bf16))
     simulators = [f"untuned=prompt:simulated:{SMOLLM2}", f"tuned=finetuned:simulated:{model_dir}"]
     suffix = "" if args.temperature == 0 else f"_t{args.temperature:g}"
 

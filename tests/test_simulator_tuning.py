@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,21 @@ def test_balance_downsamples_the_larger_class():
     assert sorted(label for _, label in capped) == [NOISY, USEFUL]
 
 
+def test_balance_upsample_keeps_every_call_and_repeats_the_smaller_class_evenly():
+    useful = [(call(row_id=f"u{i}"), USEFUL) for i in range(5)]
+    noisy = [(call(row_id=f"n{i}"), NOISY) for i in range(2)]
+    kept = balance(useful + noisy, random.Random(0), how="upsample")
+    counts = Counter(c.row_id for c, _ in kept)
+    assert {r: counts[r] for r in ("u0", "u1", "u2", "u3", "u4")} == dict.fromkeys(("u0", "u1", "u2", "u3", "u4"), 1)
+    # 5 noisy slots from 2 calls: each twice, then one drawn once more
+    assert sorted(counts[r] for r in ("n0", "n1")) == [2, 3] and len(kept) == 10
+    capped = balance(useful + noisy, random.Random(0), max_examples=6, how="upsample")
+    assert Counter(label for _, label in capped) == {USEFUL: 3, NOISY: 3}
+    assert balance(useful, random.Random(0), how="upsample") == []  # nothing to repeat: no noisy calls
+    with pytest.raises(ValueError, match="downsample"):
+        balance(useful, random.Random(0), how="oversample")
+
+
 def test_split_keeps_each_question_on_one_side():
     items = [(call(question=f"question {q}?", row_id=f"{q}-{k}"), USEFUL if k else NOISY)
              for q in range(10) for k in range(3)]
@@ -208,6 +224,24 @@ def test_build_labels_drops_dedupes_splits_and_writes_chat_data(tmp_path):
         assert f"generate five {c['label']} documents" in row["messages"][1]["content"]
         assert row["messages"][2]["content"].startswith("Doc 1: ")
     assert json.loads((tmp_path / "ds" / "stats.json").read_text())["duplicates_dropped"] == 1
+
+
+def test_build_upsample_repeats_in_train_only_and_counts_the_copies(tmp_path):
+    records = [_record(str(i), f"What colour is thing {i}?", "blue", True, (f"thing {i}", [f"thing {i} is blue"]))
+               for i in range(5)]
+    records.append(_record("9", "What colour is grass?", "green", False, ("grass", ["grass is red"])))
+    collected = tmp_path / "collected.jsonl"
+    collected.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    stats = build(collected, tmp_path / "ds", seed=0, val_fraction=0.0, balance_by="upsample")
+    assert (stats.useful, stats.noisy, stats.train, stats.train_useful) == (5, 1, 10, 5)
+    assert (stats.balance_dropped, stats.balance_repeated) == (0, 4)
+    assert stats.settings["balance_by"] == "upsample"
+    train_rows = (tmp_path / "ds" / "train.jsonl").read_text().splitlines()
+    calls = [json.loads(line) for line in (tmp_path / "ds" / "train_calls.jsonl").read_text().splitlines()]
+    assert len(train_rows) == 10 and sum('generate five noisy' in row for row in train_rows) == 5
+    assert len(calls) == 6 and sum(c["label"] == NOISY for c in calls) == 1  # each distinct call once
+    with pytest.raises(ValueError, match="balance_by"):
+        build(collected, tmp_path / "ds2", balance_by="both")
 
 
 def test_build_without_both_classes_says_what_to_do(tmp_path):
@@ -374,6 +408,28 @@ def test_four_stages_end_to_end(tmp_path, searcher_model):
     assert len((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()) == 2 + 2 * 2
 
 
+def test_bf16_training_on_cpu_moves_fp32_weights(tmp_path):
+    """--bf16 on CPU: autocast steps (fast on avx512_bf16/AMX CPUs) that still update and save fp32 weights."""
+    pytest.importorskip("trl")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from zerosearch.models.tiny import tiny_model_dir
+
+    records = [_record("1", "What colour is the sky?", "blue", None, ("sky", ["the sky is blue"])),
+               _record("2", "What colour is coal?", "black", None, ("coal", ["coal is grey"]))]
+    collected = tmp_path / "c.jsonl"
+    collected.write_text("".join(json.dumps(r) + "\n" for r in records))
+    build(collected, tmp_path / "ds", val_fraction=0.0)
+    info = train(tmp_path / "ds", "zerosearch:tiny", tmp_path / "sim", lr=1e-2, max_steps=2, batch_size=2,
+                 save_steps=0, device="cpu", progress=False, bf16=True)
+    assert info["settings"]["bf16"] is True
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "sim")
+    assert after.dtype == torch.float32
+    assert not torch.equal(before.lm_head.weight, after.lm_head.weight)
+
+
 def test_cli_stages_parse_and_build_runs(tmp_path, capsys):
     from zerosearch.commands.tune_cmds import add_tune_simulator_parser
 
@@ -391,6 +447,11 @@ def test_cli_stages_parse_and_build_runs(tmp_path, capsys):
                               str(tmp_path / "ds"), "--val-fraction", "0"])
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out)["train"] == 2
+    args = parser.parse_args(["tune-simulator", "build", "--collected", str(collected), "--out-dir",
+                              str(tmp_path / "ds2"), "--val-fraction", "0", "--balance", "upsample"])
+    assert args.func(args) == 0 and json.loads(capsys.readouterr().out)["settings"]["balance_by"] == "upsample"
+    assert parser.parse_args(["tune-simulator", "train", "--dataset", "d", "--base-model", "m", "--out-dir", "o",
+                              "--bf16"]).bf16 is True
     args = parser.parse_args(["tune-simulator", "train", "--dataset", str(tmp_path / "nothing"),
                               "--base-model", "zerosearch:tiny", "--out-dir", str(tmp_path / "m")])
     assert args.func(args) == 2

@@ -57,7 +57,8 @@ BUILD_EPILOG = """\
 labels: useful = correct answer AND a gold answer in the documents; noisy = wrong answer AND none in
 them; mixed cases are dropped (question-mode calls: containment alone). Yes/no answers cannot be judged
 by containment and are dropped. Then duplicates (same query and documents) are dropped, questions split
-into train/val, and each split balanced by downsampling the larger class.
+into train/val, and each split balanced by downsampling the larger class (--balance upsample instead
+repeats the smaller class in train, so no labelled call is thrown away; for small collections).
 writes: train.jsonl, val.jsonl ({"messages": [...]}), train_calls.jsonl, val_calls.jsonl, stats.json
 
 example:
@@ -182,7 +183,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
     stats = build(args.collected, args.out_dir, seed=args.seed, val_fraction=args.val_fraction,
                   max_examples=args.max_examples, max_doc_words=args.max_doc_words,
-                  correct_metric=args.correct_metric)
+                  correct_metric=args.correct_metric, balance_by=args.balance)
     _print_json(asdict(stats))
     return 0
 
@@ -201,6 +202,9 @@ def _add_build(stages: Any) -> None:
     parser.add_argument("--max-examples", type=int, help="cap on training examples (half per class)")
     parser.add_argument("--max-doc-words", type=int, default=40,
                         help="cut documents to this many words, snippet-like; 0 keeps them whole (default: 40)")
+    parser.add_argument("--balance", choices=["downsample", "upsample"], default="downsample",
+                        help="make the classes equal in train by dropping calls of the larger one (default, as "
+                             "the paper) or by repeating calls of the smaller one")
     parser.add_argument("--correct-metric", choices=["cover_em", "em"], default="cover_em",
                         help="what makes a trajectory correct (default: cover_em, the original code's EM)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and balancing (default: 0)")
@@ -218,7 +222,7 @@ def _run_train(args: argparse.Namespace) -> int:
         lora_alpha=args.lora_alpha, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
         batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed,
         save_steps=args.save_steps, gradient_checkpointing=args.gradient_checkpointing, device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, bf16=args.bf16,
     )
     _print_json(info)
     print(f"[zerosearch] simulator saved to {args.out_dir}; use it as --engine simulated:{args.out_dir}",
@@ -253,6 +257,9 @@ def _add_train(stages: Any) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 mixed precision (default: on for a CUDA GPU that supports it; --bf16 also "
+                             "speeds up CPUs with avx512_bf16 or AMX, ~1.2x per step on a 2-core EPYC)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_guarded(_run_train))
 
