@@ -22,7 +22,20 @@ generated tokens; the published prompt still says "five documents" and the engin
 (the original's cut at ``Doc {topk+1}``).
 
     python benchmarks/simulator_tuning_smollm2.py                       # ~65 min on 2 idle CPU cores
+    python benchmarks/simulator_tuning_smollm2.py --balance upsample --bf16 --work-dir runs/bench_sim_up  # ~100 min
     python benchmarks/simulator_tuning_smollm2.py --eval-limit 8 --epochs 0.1 --work-dir /tmp/sim-smoke
+
+Measured on a 2-core AMD EPYC (useful-mode sets holding a gold answer / valid sets, %):
+
+    | run                              | dev: has answer | dev: valid | val calls: has answer | val: valid |
+    | real BM25                        | 61.4            | 13.3       | 50.0                  | 3.7        |
+    | untuned SmolLM2 (prompt mode)    | 57.9            | 8.3        | 31.5                  | 20.4       |
+    | tuned, defaults                  | 54.4            | 85.0       | 53.7                  | 77.8       |
+    | tuned, --balance upsample --bf16 | 56.1            | 81.7       | 42.6                  | 75.9       |
+
+(57 judged dev questions and 54 val calls: one question is 1.8 points.) Tuning wins format validity by far
+and val-call containment; on dev questions, where the query is the whole question and the untuned model
+writes one sentence restating it with the answer it was given, it does not beat the untuned model.
 
 Stages already done in ``--work-dir`` are reused (collect resumes, a trained model is not retrained).
 """
@@ -72,7 +85,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for training and evaluation (default: cpu)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 mixed-precision training (default: only on a CUDA GPU; ~1.2x faster steps on a "
+                        help="bf16 mixed-precision training (default: only on a CUDA GPU; 1.3x faster steps on a "
                              "2-core AMD EPYC with avx512_bf16)")
     parser.add_argument("--out", type=Path, help="where the summary json goes (default: WORK_DIR/summary.json)")
     return parser.parse_args()

@@ -244,6 +244,20 @@ def test_build_upsample_repeats_in_train_only_and_counts_the_copies(tmp_path):
         build(collected, tmp_path / "ds2", balance_by="both")
 
 
+def test_build_val_split_is_the_same_sample_under_either_balance(tmp_path):
+    records = [_record(str(i), f"What colour is thing {i}?", "blue", True, (f"thing {i}", [f"thing {i} is blue"]))
+               for i in range(12)]
+    records += [_record(f"n{i}", f"What colour is rock {i}?", "green", False, (f"rock {i}", ["rock is red"]))
+                for i in range(5)]
+    collected = tmp_path / "collected.jsonl"
+    collected.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    down = build(collected, tmp_path / "down", seed=3, val_fraction=0.4)
+    up = build(collected, tmp_path / "up", seed=3, val_fraction=0.4, balance_by="upsample")
+    assert down.val > 0 and up.train > down.train
+    for name in ("val.jsonl", "val_calls.jsonl"):
+        assert (tmp_path / "down" / name).read_text() == (tmp_path / "up" / name).read_text()
+
+
 def test_build_without_both_classes_says_what_to_do(tmp_path):
     collected = tmp_path / "c.jsonl"
     collected.write_text(json.dumps(_record("1", "What colour is coal?", "black", None, ("coal", ["coal is black"]))) + "\n")

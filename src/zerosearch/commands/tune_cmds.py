@@ -259,7 +259,7 @@ def _add_train(stages: Any) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 mixed precision (default: on for a CUDA GPU that supports it; --bf16 also "
-                             "speeds up CPUs with avx512_bf16 or AMX, ~1.2x per step on a 2-core EPYC)")
+                             "speeds up CPUs with avx512_bf16 or AMX, 1.3x per step on a 2-core EPYC)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_guarded(_run_train))
 
