@@ -716,9 +716,9 @@ def build(
     train_part, val_part = split_by_question(labelled, val_fraction, rng)
     # val is always downsampled: repeated examples would only re-weight its loss and its calls
     train_set, val_set = balance(train_part, rng, max_examples, how=balance_by), balance(val_part, rng)
-    distinct_kept = len({id(item) for item in train_set}) + len(val_set)
-    stats.balance_dropped = len(labelled) - distinct_kept
-    stats.balance_repeated = len(train_set) + len(val_set) - distinct_kept
+    train_calls = list({id(item): item for item in train_set}.values())  # upsampled copies once: one call each
+    stats.balance_dropped = len(labelled) - len(train_calls) - len(val_set)
+    stats.balance_repeated = len(train_set) - len(train_calls)
     if not train_set:
         raise ValueError(
             f"no training examples: after labelling there are {stats.useful} useful and {stats.noisy} noisy "
@@ -728,9 +728,8 @@ def build(
     _fill_split_stats(stats, train_set, val_set)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", train_set), ("val", val_set)):
-        _write_jsonl(out / f"{name}.jsonl", ({"messages": simulator_messages(c, label)} for c, label in part))
-        distinct = list({id(item): item for item in part}.values())  # upsampled copies once: they are one call
+    for name, examples, distinct in (("train", train_set, train_calls), ("val", val_set, val_set)):
+        _write_jsonl(out / f"{name}.jsonl", ({"messages": simulator_messages(c, label)} for c, label in examples))
         _write_jsonl(out / f"{name}_calls.jsonl", (_call_record(c, label) for c, label in distinct))
     (out / "stats.json").write_text(json.dumps(asdict(stats), indent=2) + "\n", encoding="utf-8")
     return stats
