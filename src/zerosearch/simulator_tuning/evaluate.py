@@ -1,0 +1,352 @@
+"""Stage 4 of simulator tuning: evaluate.
+
+:func:`evaluate` compares simulators (and the real engine) on held-apart questions, from QA files or build's
+``*_calls.jsonl``: answer containment in useful / noisy mode, output format, and a fixed reader's EM/F1 from
+the documents. It writes ``results.json``, ``results.md`` (the table) and ``samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zerosearch.data import load_qa_files
+from zerosearch.rewards import answer_metrics, extract_answer, normalize_answer
+from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.search.documents import render_documents
+from zerosearch.simulator_tuning.records import (
+    NOISY,
+    TUNING_INFO,
+    USEFUL,
+    PathLike,
+    _doc_dict,
+    _progress,
+    _read_jsonl,
+    _write_jsonl,
+    contains_answer,
+)
+
+__all__ = [
+    "EvalItem",
+    "READER_SYSTEM",
+    "READER_USER",
+    "Reader",
+    "SimulatorSpec",
+    "containment",
+    "eval_items",
+    "evaluate",
+    "format_stats",
+    "parse_simulator_spec",
+    "results_table",
+]
+
+
+READER_SYSTEM = (  # FlashRAG's naive-generation RAG prompt
+    "Answer the question based on the given document. Only give me the answer and do not output any other "
+    "words.\nThe following are given documents.\n\n{documents}"
+)
+READER_USER = "Question: {question}"
+
+
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """A simulator to evaluate: a ``simulated:...`` engine spec, its prompt mode and a label for tables."""
+
+    spec: str
+    mode: str
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.spec} ({self.mode})"
+
+
+def parse_simulator_spec(text: str) -> SimulatorSpec:
+    """``[LABEL=]MODE:simulated:TARGET``, e.g. ``tuned=finetuned:simulated:runs/sim`` or
+    ``prompt:simulated:http://127.0.0.1:8001/v1``."""
+    from zerosearch.search.simulated import MODES
+
+    label = ""
+    head, sep, rest = text.partition("=")
+    if sep and ":" not in head and "/" not in head:
+        label, text = head, rest
+    mode, _, spec = text.partition(":")
+    if mode not in MODES or not spec.startswith("simulated:"):
+        raise ValueError(
+            f"bad simulator {text!r}: expected [LABEL=]MODE:simulated:MODEL_OR_URL with MODE one of "
+            f"{sorted(MODES)}, e.g. tuned=finetuned:simulated:runs/simulator"
+        )
+    return SimulatorSpec(spec=spec, mode=mode, label=label)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation search: the query, and the question and answers the simulator is told."""
+
+    question: str
+    golden_answers: tuple[str, ...]
+    query: str
+
+
+def eval_items(qa_files: Sequence[PathLike] | PathLike | None = None, calls_file: PathLike | None = None,
+               limit: int | None = None) -> list[EvalItem]:
+    """Items from QA files (query = the question) or from ``build``'s ``*_calls.jsonl`` (their queries)."""
+    if (qa_files is None) == (calls_file is None):
+        raise ValueError("give QA files (the question is the query) or a calls file (build's val_calls.jsonl)")
+    if calls_file is not None:
+        items = [EvalItem(r["question"], tuple(r["golden_answers"]), r["query"]) for r in _read_jsonl(Path(calls_file))]
+    else:
+        items = [EvalItem(r.question, r.golden_answers, r.question) for r in load_qa_files(qa_files)]  # type: ignore[arg-type]
+    return items[: limit if limit is not None else None]
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[int, int]) -> dict[str, Any]:
+    """Format of document sets: parsed at all, exactly ``topk`` documents, words per document, repeats.
+
+    ``valid`` is the share of sets with exactly ``topk`` documents, each within ``word_range`` words.
+    ``no_repeats`` is the share of parsed sets whose documents' texts all differ (after answer
+    normalisation): a real engine never returns one passage twice, while a small simulator decoding
+    greedily often writes its first document again.
+    """
+    low, high = word_range
+    counts = [[len(d.text.split()) for d in r.documents] for r in results]
+    all_counts = [n for c in counts for n in c]
+    texts = [[normalize_answer(d.text) for d in r.documents] for r in results if r.ok and r.documents]
+    return {
+        "parsed": _share([r.ok and bool(r.documents) for r in results]),
+        "exact_topk": _share([len(c) == topk for c in counts]),
+        "words_per_doc": sum(all_counts) / len(all_counts) if all_counts else None,
+        "docs_in_range": _share([low <= n <= high for n in all_counts]),
+        "valid": _share([len(c) == topk and all(low <= n <= high for n in c) for c in counts]),
+        "no_repeats": _share([len(set(t)) == len(t) for t in texts]),
+    }
+
+
+def containment(items: Sequence[EvalItem], results: Sequence[SearchResult]) -> dict[str, Any]:
+    """Share of document sets containing a gold answer, over the items containment can judge.
+
+    A failed or empty result counts as not containing; ``contains_share`` is over judged items only
+    (yes/no questions are left out), ``parsed_clean_share`` is the share of judged items whose result
+    parsed *and* holds no gold answer (the noisy-mode figure: a failure is not a clean noisy set).
+    """
+    judged = [(contains_answer(r.documents, item.golden_answers), r) for item, r in zip(items, results)]
+    judged = [(c, r) for c, r in judged if c is not None]
+    return {
+        "judged": len(judged),
+        "contains_share": _share([bool(c) and r.ok for c, r in judged]),
+        "parsed_clean_share": _share([not c and r.ok and bool(r.documents) for c, r in judged]),
+    }
+
+
+class Reader:
+    """A fixed reader: answers a question from documents with a RAG prompt, greedy (the downstream figure)."""
+
+    def __init__(self, chat_model: Any, max_tokens: int = 24) -> None:
+        self.chat_model = chat_model
+        self.max_tokens = max_tokens
+
+    @staticmethod
+    def conversation(question: str, documents: Sequence[Document]) -> list[dict[str, str]]:
+        return [{"role": "system", "content": READER_SYSTEM.format(documents=render_documents(documents))},
+                {"role": "user", "content": READER_USER.format(question=question)}]
+
+    @staticmethod
+    def prediction(text: str) -> str:
+        """The answer in a reply: an ``<answer>`` block if any, else its first non-empty line."""
+        tagged = extract_answer(text)
+        if tagged is not None:
+            return tagged
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        answer = lines[0] if lines else ""
+        return answer[len("answer:"):].strip() if answer.lower().startswith("answer:") else answer
+
+    def scores(self, items: Sequence[EvalItem], results: Sequence[SearchResult]) -> tuple[dict[str, float], list[str]]:
+        """Mean EM / F1 / cover EM of the reader over all items, and its predictions."""
+        conversations = [self.conversation(i.question, r.documents) for i, r in zip(items, results)]
+        replies = self.chat_model.complete(conversations, max_tokens=self.max_tokens, temperature=0.0)
+        predictions = [self.prediction(c.text) if c.ok else "" for c in replies]
+        metrics = [answer_metrics(p, i.golden_answers) for p, i in zip(predictions, items)]
+        means = {k: sum(m[k] for m in metrics) / len(metrics) for k in ("em", "f1", "cover_em")} if metrics else {}
+        return means, predictions
+
+
+def _search_all(engine: SearchEngine, items: Sequence[EvalItem], noisy: bool, topk: int, batch_size: int,
+                desc: str, progress: bool) -> list[SearchResult]:
+    requests = [SearchRequest(query=i.query, question=i.question, golden_answers=i.golden_answers, noisy=noisy)
+                for i in items]
+    results: list[SearchResult] = []
+    with _progress(len(requests), desc, progress) as bar:
+        for start in range(0, len(requests), batch_size):
+            results.extend(engine.search(requests[start : start + batch_size], topk))
+            bar.update(min(batch_size, len(requests) - start))
+    return results
+
+
+def _default_reader(simulators: Sequence[SimulatorSpec]) -> str:
+    """The base model of the first in-process simulator (a tuned one records its base)."""
+    for sim in simulators:
+        target = sim.spec.partition(":")[2]
+        if target.startswith(("http://", "https://")):
+            continue
+        from zerosearch.llm.models import resolve_model_path
+
+        info = Path(resolve_model_path(target)) / TUNING_INFO
+        return json.loads(info.read_text(encoding="utf-8"))["base_model"] if info.is_file() else target
+    raise ValueError("no in-process simulator to take the reader from; pass reader_model")
+
+
+def _simulator_engine(sim: SimulatorSpec, *, max_tokens: int, temperature: float, batch_size: int,
+                      seed: int, device: str) -> SearchEngine:
+    from zerosearch.search.factory import build_engine
+
+    options: dict[str, Any] = {"mode": sim.mode, "max_tokens": max_tokens, "temperature": temperature}
+    if not sim.spec.partition(":")[2].startswith(("http://", "https://")):
+        options.update(max_batch_size=batch_size, seed=seed, device=device)
+    return build_engine(sim.spec, **options)
+
+
+def _sample_rows(name: str, mode: str, items: Sequence[EvalItem], results: Sequence[SearchResult],
+                 predictions: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"engine": name, "mode": mode, "question": i.question, "golden_answers": list(i.golden_answers),
+             "query": i.query, "error": r.error, "documents": [_doc_dict(d) for d in r.documents],
+             "reader_prediction": p} for i, r, p in zip(items, results, predictions)]
+
+
+def evaluate(
+    simulators: Sequence[SimulatorSpec | str],
+    real_engine: str | SearchEngine | None,
+    out_dir: PathLike,
+    *,
+    qa_files: Sequence[PathLike] | PathLike | None = None,
+    calls_file: PathLike | None = None,
+    limit: int | None = 50,
+    topk: int = 5,
+    reader_model: str | None = None,
+    max_tokens: int = 600,
+    temperature: float = 0.0,
+    batch_size: int = 8,
+    word_range: tuple[int, int] = (15, 60),
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compare simulators with each other and with a real engine on held-apart questions.
+
+    For every item each simulator writes ``topk`` documents in useful and in noisy mode. Measured:
+    useful-mode sets containing a gold answer, noisy-mode sets parsed and free of one (both over the
+    items containment can judge), the format (:func:`format_stats`), and a fixed reader's EM/F1/cover EM
+    answering from the useful-mode documents. The real engine is the reference
+    row: its containment, format and reader scores from its own documents.
+
+    Args:
+        simulators: :class:`SimulatorSpec` or ``[LABEL=]MODE:simulated:MODEL_OR_URL`` strings.
+        real_engine: the reference engine (spec or object), or None to leave that row out.
+        qa_files / calls_file: the held-apart items (see :func:`eval_items`).
+        reader_model: the reader (default: the first in-process simulator's base model).
+        max_tokens, temperature: simulator generation (default greedy, for reproducible comparisons).
+
+    Writes ``results.json``, ``results.md`` (the table) and ``samples.jsonl`` (every document set and reader
+    prediction) to ``out_dir``; returns the results.
+    """
+    started = time.perf_counter()
+    sims = [parse_simulator_spec(s) if isinstance(s, str) else s for s in simulators]
+    items = eval_items(qa_files, calls_file, limit)
+    if not items:
+        raise ValueError("no evaluation items")
+    from zerosearch.llm.models import resolve_model_path
+    from zerosearch.llm.transformers_backend import TransformersChatModel
+
+    reader_name = reader_model or _default_reader(sims)
+    reader = Reader(TransformersChatModel(resolve_model_path(reader_name), max_batch_size=batch_size, device=device))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    if real_engine is not None:
+        rows.append(_evaluate_real(real_engine, items, reader, topk, batch_size, word_range, progress, samples))
+    for sim in sims:
+        engine = _simulator_engine(sim, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
+                                   seed=seed, device=device)
+        rows.append(_evaluate_simulator(sim, engine, items, reader, topk, batch_size, word_range, progress, samples))
+        del engine
+        gc.collect()
+    results = {
+        "items": len(items), "topk": topk, "word_range": list(word_range), "reader": reader_name,
+        "simulator_max_tokens": max_tokens, "simulator_temperature": temperature,
+        "source": str(calls_file) if calls_file is not None else "questions",
+        "engines": rows, "seconds": time.perf_counter() - started,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
+    _write_jsonl(out / "samples.jsonl", samples)
+    return results
+
+
+def _evaluate_real(engine: str | SearchEngine, items: Sequence[EvalItem], reader: Reader, topk: int,
+                   batch_size: int, word_range: tuple[int, int], progress: bool,
+                   samples: list[dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(engine, str):
+        from zerosearch.search.factory import build_engine
+
+        spec, engine = engine, build_engine(engine)
+    else:
+        spec = engine.name
+    results = _search_all(engine, items, False, topk, batch_size, "real engine", progress)
+    reader_scores, predictions = reader.scores(items, results)
+    samples.extend(_sample_rows(f"real: {spec}", "real", items, results, predictions))
+    return {"name": f"real: {spec}", "kind": "real", "spec": spec,
+            "useful": {**containment(items, results), **format_stats(results, topk, word_range),
+                       "reader": reader_scores},
+            "noisy": None}
+
+
+def _evaluate_simulator(sim: SimulatorSpec, engine: SearchEngine, items: Sequence[EvalItem], reader: Reader,
+                        topk: int, batch_size: int, word_range: tuple[int, int], progress: bool,
+                        samples: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": sim.name, "kind": "simulated", "spec": sim.spec, "mode": sim.mode}
+    for label, noisy in ((USEFUL, False), (NOISY, True)):
+        results = _search_all(engine, items, noisy, topk, batch_size, f"{sim.name} {label}", progress)
+        row[label] = {**containment(items, results), **format_stats(results, topk, word_range)}
+        predictions = [""] * len(items)
+        if not noisy:  # the reader reads what the policy is meant to learn from: useful documents
+            row[label]["reader"], predictions = reader.scores(items, results)
+        samples.extend(_sample_rows(sim.name, label, items, results, predictions))
+    return row
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """The evaluation as a markdown table (percentages; the real engine has no noisy mode)."""
+    low, high = results["word_range"]
+    header = ("| engine | useful: has answer | noisy: parsed, no answer | parsed | exactly "
+              f"{results['topk']} docs | words/doc | docs {low}-{high} words | valid sets | sets without repeats "
+              "| reader EM | reader F1 | reader cover EM |")
+    lines = [header, "|" + "---|" * 12]
+    for row in results["engines"]:
+        useful, noisy = row["useful"], row["noisy"]
+        words = useful["words_per_doc"]
+        lines.append(
+            f"| {row['name']} | {_pct(useful['contains_share'])} | "
+            f"{_pct(noisy['parsed_clean_share']) if noisy else 'n/a'} | {_pct(useful['parsed'])} | "
+            f"{_pct(useful['exact_topk'])} | {'n/a' if words is None else f'{words:.1f}'} | "
+            f"{_pct(useful['docs_in_range'])} | {_pct(useful['valid'])} | {_pct(useful.get('no_repeats'))} | "
+            f"{_pct(useful['reader'].get('em'))} | "
+            f"{_pct(useful['reader'].get('f1'))} | {_pct(useful['reader'].get('cover_em'))} |"
+        )
+    judged = results["engines"][0]["useful"]["judged"] if results["engines"] else 0
+    lines.append("")
+    lines.append(f"{results['items']} items ({judged} judged by answer containment; yes/no answers are not), "
+                 f"top-{results['topk']}, reader {results['reader']}; format columns are useful mode.")
+    return "\n".join(lines)
