@@ -51,8 +51,8 @@ class RecordingChatModel:
         self.name = getattr(inner, "name", "?")
         self.last: list = []
 
-    def complete(self, conversations, *, max_tokens: int, temperature: float):
-        self.last = self.inner.complete(conversations, max_tokens=max_tokens, temperature=temperature)
+    def complete(self, conversations, *, max_tokens: int, temperature: float, stop=None):
+        self.last = self.inner.complete(conversations, max_tokens=max_tokens, temperature=temperature, stop=stop)
         return self.last
 
 

@@ -33,10 +33,10 @@ class Recording:
         self.batches: list[list] = []
         self.kwargs: list[dict] = []
 
-    def complete(self, conversations, *, max_tokens, temperature):
+    def complete(self, conversations, *, max_tokens, temperature, stop=None):
         self.batches.append([list(c) for c in conversations])
-        self.kwargs.append({"max_tokens": max_tokens, "temperature": temperature})
-        return self.inner.complete(conversations, max_tokens=max_tokens, temperature=temperature)
+        self.kwargs.append({"max_tokens": max_tokens, "temperature": temperature, "stop": stop})
+        return self.inner.complete(conversations, max_tokens=max_tokens, temperature=temperature, stop=stop)
 
 
 class Scripted:
@@ -47,7 +47,7 @@ class Scripted:
     def __init__(self, answers):
         self.answers = list(answers)
 
-    def complete(self, conversations, *, max_tokens, temperature):
+    def complete(self, conversations, *, max_tokens, temperature, stop=None):
         out = []
         for _ in conversations:
             answer = self.answers.pop(0)
@@ -81,7 +81,8 @@ def test_tiny_model_one_result_per_request_in_order(tiny_chat, mode):
 
     assert len(results) == len(reqs)
     assert len(recorder.batches) == 1 and len(recorder.batches[0]) == len(reqs)  # ONE batched call
-    assert recorder.kwargs == [{"max_tokens": 48, "temperature": 1.0}]
+    # stops at the start of document topk + 1 instead of generating max_tokens and cutting there
+    assert recorder.kwargs == [{"max_tokens": 48, "temperature": 1.0, "stop": ["Doc 4"]}]
     for request, result, conversation in zip(reqs, results, recorder.batches[0]):
         assert isinstance(result, SearchResult)
         assert result.noisy == request.noisy

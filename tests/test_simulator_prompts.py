@@ -83,7 +83,7 @@ def test_engine_renders_the_templates():
     class Never:
         name = "never"
 
-        def complete(self, conversations, *, max_tokens, temperature):  # pragma: no cover
+        def complete(self, conversations, *, max_tokens, temperature, stop=None):  # pragma: no cover
             raise AssertionError("not called")
 
     request = SearchRequest(

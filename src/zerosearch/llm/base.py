@@ -4,6 +4,10 @@ A chat model turns a batch of conversations (lists of ``{"role", "content"}`` me
 :class:`Completion` per conversation. Backends: in-process transformers (batched generate) and any
 OpenAI-compatible HTTP server. A failed call is returned as ``Completion(error=...)``, never raised and
 never replaced by a placeholder text.
+
+``stop``: strings at which a reply ends, as in the OpenAI API: generation stops at the first one and
+the reply excludes it. The simulated engine uses it to stop after document ``topk`` instead of running
+to ``max_tokens`` and cutting afterwards, as the original did.
 """
 
 from __future__ import annotations
@@ -35,4 +39,5 @@ class ChatModel(Protocol):
         *,
         max_tokens: int,
         temperature: float,
+        stop: Sequence[str] | None = None,
     ) -> list[Completion]: ...

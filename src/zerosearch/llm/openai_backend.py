@@ -91,18 +91,25 @@ class OpenAIChatModel(CountedRetries):
         *,
         max_tokens: int,
         temperature: float,
+        stop: Sequence[str] | None = None,
     ) -> list[Completion]:
-        """One completion per conversation, in order; failures come back as ``Completion(error=)``."""
+        """One completion per conversation, in order; failures come back as ``Completion(error=)``.
+
+        ``stop`` goes to the server as the request's ``stop`` (the OpenAI API takes at most 4 strings).
+        """
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if not conversations:
             return []
+        stop = list(stop or [])
+        if len(stop) > 4:
+            raise ValueError(f"the OpenAI API takes at most 4 stop strings, got {len(stop)}")
         workers = min(self.max_concurrency, len(conversations))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-chat") as pool:
             futures = [
-                pool.submit(self._complete_one, list(conv), max_tokens, temperature)
+                pool.submit(self._complete_one, list(conv), max_tokens, temperature, stop)
                 for conv in conversations
             ]
             return [future.result() for future in futures]
@@ -127,10 +134,12 @@ class OpenAIChatModel(CountedRetries):
             return is_retryable_status(exc.status_code)
         return False
 
-    def _complete_one(self, messages: list[Message], max_tokens: int, temperature: float) -> Completion:
+    def _complete_one(self, messages: list[Message], max_tokens: int, temperature: float,
+                      stop: list[str]) -> Completion:
+        extra = {"stop": stop} if stop else {}
         outcome = self._call_counted(
             lambda: _message_text(self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature, **extra,
             )),
             self._retryable,
         )

@@ -36,6 +36,8 @@ class TransformersChatModel:
             checkpoint's.
         max_batch_size: conversations per ``generate`` call; a larger batch is split into chunks.
         seed: see the module docstring; ``None`` means unseeded.
+        autocast: a torch dtype (``torch.bfloat16``) to generate under autocast, or None (see
+            :mod:`zerosearch.runtime`).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class TransformersChatModel:
         dtype: Any = None,
         max_batch_size: int = 32,
         seed: int | None = None,
+        autocast: Any = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -76,6 +79,7 @@ class TransformersChatModel:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.seed = seed
+        self.autocast = autocast
         self.name = f"transformers:{model_name_or_path or getattr(model.config, '_name_or_path', '')}"
         self._calls = 0
 
@@ -96,9 +100,14 @@ class TransformersChatModel:
         *,
         max_tokens: int,
         temperature: float,
+        stop: Sequence[str] | None = None,
         seed: int | None = None,
     ) -> list[Completion]:
         """Generate one reply per conversation, batched; ``temperature == 0`` is greedy.
+
+        ``stop``: a row stops generating at the first of these strings, and its reply is cut before
+        it (what an OpenAI-compatible server does with ``stop``); the batch ends when every row has
+        stopped, so the saving is real only when all rows reach a stop string early.
 
         Sampling uses the full distribution at ``temperature`` (``top_k``/``top_p`` off, whatever
         the checkpoint's generation config says), like an OpenAI-style request that only sets the
@@ -120,7 +129,7 @@ class TransformersChatModel:
         with self._rng(seed):
             for start in range(0, len(prompts), self.max_batch_size):
                 chunk = prompts[start : start + self.max_batch_size]
-                texts.extend(self._generate(chunk, max_tokens, temperature))
+                texts.extend(self._generate(chunk, max_tokens, temperature, tuple(stop or ())))
         return [Completion(text=text) for text in texts]
 
     # -- internals ---------------------------------------------------------------------------------
@@ -132,8 +141,12 @@ class TransformersChatModel:
         # The template already holds any BOS the model wants; don't add another.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _generate(self, prompts: list[list[int]], max_tokens: int, temperature: float) -> list[str]:
+    def _generate(self, prompts: list[list[int]], max_tokens: int, temperature: float,
+                  stop: tuple[str, ...] = ()) -> list[str]:
         import torch
+        from transformers import StoppingCriteriaList
+
+        from zerosearch.llm.stopping import StopOnStrings, cut_at_stop
 
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
@@ -149,7 +162,9 @@ class TransformersChatModel:
             sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
         else:
             sampling = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-        with torch.inference_mode():
+        if stop:
+            sampling["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(self.tokenizer, width, stop)])
+        with torch.inference_mode(), self._autocast(device):
             out = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -165,8 +180,14 @@ class TransformersChatModel:
                 if token in self._eos_ids:
                     row = row[:i]
                     break
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            texts.append(cut_at_stop(text, stop) if stop else text)
         return texts
+
+    def _autocast(self, device: Any):
+        from zerosearch.runtime import autocast_context
+
+        return autocast_context(device, self.autocast)
 
     def _rng(self, seed: int | None):
         """A context in which the global torch RNG is seeded, restored afterwards; or a no-op."""

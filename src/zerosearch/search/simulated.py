@@ -22,9 +22,10 @@ Departures from the original, on purpose:
 
 * All requests of a batch go to the chat model in one ``complete`` call (the backend batches or runs
   them concurrently), instead of one thread per query around a blocking client.
-* The output is parsed into documents (:func:`parse_simulated_documents`, which keeps the first
-  ``topk``, the original's cut at ``Doc {topk+1}``) and re-rendered by the rollout, instead of being
-  pasted in raw.
+* Generation stops at ``Doc {topk+1}`` (a stop string, :func:`stop_strings`) instead of running to
+  ``max_tokens`` and cutting there afterwards; the output is parsed into documents
+  (:func:`parse_simulated_documents`, which keeps the first ``topk``) and re-rendered by the rollout,
+  instead of being pasted in raw.
 * A failed call is ``SearchResult(error=...)`` (the original retried forever, then trained on
   "No information available"). An output that parses to *zero* documents is an error too
   ("simulator returned no parseable documents"): an empty ``<information>`` block is not what the
@@ -40,7 +41,7 @@ from zerosearch.prompts import load_template, placeholders, render
 from zerosearch.search.base import SearchRequest, SearchResult
 from zerosearch.search.documents import parse_simulated_documents
 
-__all__ = ["SimulatedSearchEngine", "MODES"]
+__all__ = ["SimulatedSearchEngine", "MODES", "stop_strings"]
 
 # mode -> (template for useful documents, template for noisy documents)
 MODES: dict[str, tuple[str, str]] = {
@@ -48,6 +49,12 @@ MODES: dict[str, tuple[str, str]] = {
     "prompt": ("simulator_prompt_useful", "simulator_prompt_noisy"),
 }
 _KNOWN_FIELDS = {"kind", "Kind", "question", "answer", "query"}
+
+
+def stop_strings(topk: int) -> list[str]:
+    """Where a simulator's reply may stop: the start of document ``topk + 1`` (the original cut its output
+    there after generating up to ``max_tokens``)."""
+    return [f"Doc {topk + 1}"]
 
 
 class SimulatedSearchEngine:
@@ -145,7 +152,8 @@ class SimulatedSearchEngine:
             asked.append(i)
         if conversations:
             completions = self.chat_model.complete(
-                conversations, max_tokens=self.max_tokens, temperature=self.temperature
+                conversations, max_tokens=self.max_tokens, temperature=self.temperature,
+                stop=stop_strings(topk),
             )
             if len(completions) != len(conversations):
                 raise RuntimeError(
