@@ -289,13 +289,16 @@ def test_loss_is_on_the_assistant_reply_only(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from zerosearch.models.tiny import tiny_model_dir
+    from zerosearch.sft import SFTSettings, chat_example
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
     replies = ["Doc 1: the sky is blue\nDoc 2: it is", "Doc 1(Title: Grass) grass is green"]
     examples = [{"prompt": [{"role": "system", "content": ""}, {"role": "user", "content": f"Query: q{i}\nUseful Output:"}],
                  "completion": [{"role": "assistant", "content": reply}]} for i, reply in enumerate(replies)]
-    trainer = make_sft_trainer(model, tok, examples, [], tmp_path, batch_size=2, save_steps=0, progress=False)
+    tokenized = [chat_example(tok, e["prompt"] + e["completion"]) for e in examples]
+    trainer = make_sft_trainer(model, tok, tokenized, [], tmp_path, SFTSettings(batch_size=2, save_steps=0),
+                               progress=False)
     batch = next(iter(trainer.get_train_dataloader()))
     seen = set()
     for ids, labels, attention in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
