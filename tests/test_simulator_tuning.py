@@ -31,7 +31,6 @@ from zerosearch.simulator_tuning import (
     done_row_ids,
     evaluate,
     label_call,
-    make_sft_trainer,
     parse_simulator_spec,
     simulator_messages,
     snippet,
@@ -285,36 +284,36 @@ def test_parse_simulator_spec():
 
 
 def test_loss_is_on_the_assistant_reply_only(tmp_path):
+    """chat_example's mask covers the reply and its end-of-turn tokens only, exactly as TRL's
+    prompt-completion tokenisation (which trained the simulator before) puts its labels."""
     pytest.importorskip("trl")
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
 
     from zerosearch.models.tiny import tiny_model_dir
-    from zerosearch.sft import SFTSettings, chat_example
+    from zerosearch.sft import chat_example
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
     replies = ["Doc 1: the sky is blue\nDoc 2: it is", "Doc 1(Title: Grass) grass is green"]
     examples = [{"prompt": [{"role": "system", "content": ""}, {"role": "user", "content": f"Query: q{i}\nUseful Output:"}],
                  "completion": [{"role": "assistant", "content": reply}]} for i, reply in enumerate(replies)]
-    tokenized = [chat_example(tok, e["prompt"] + e["completion"]) for e in examples]
-    trainer = make_sft_trainer(model, tok, tokenized, [], tmp_path, SFTSettings(batch_size=2, save_steps=0),
-                               progress=False)
-    batch = next(iter(trainer.get_train_dataloader()))
-    seen = set()
-    for ids, labels, attention in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
-                                      batch["attention_mask"].tolist()):
-        text = tok.decode([i for i, a in zip(ids, attention) if a])
-        example = next(e for e in examples if e["prompt"][1]["content"] in text)
-        prompt_ids = tok(tok.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True),
-                         add_special_tokens=False)["input_ids"]
+    ours = [chat_example(tok, e["prompt"] + e["completion"]) for e in examples]
+    for example, reply in zip(ours, replies):
+        prompt_ids = tok(tok.apply_chat_template(examples[replies.index(reply)]["prompt"], tokenize=False,
+                                                 add_generation_prompt=True), add_special_tokens=False)["input_ids"]
         n = len(prompt_ids)
-        assert ids[:n] == prompt_ids
-        assert labels[:n] == [-100] * n  # system and user turns: no loss
-        trained = [l for l in labels[n:] if l != -100]
-        assert trained == [i for i, a in zip(ids[n:], attention[n:]) if a]  # every reply token, no padding
-        assert tok.decode(trained) == example["completion"][0]["content"] + "<|im_end|>\n"
-        seen.add(example["completion"][0]["content"])
-    assert seen == set(replies)
+        assert list(example.input_ids[:n]) == prompt_ids and example.loss_mask[:n] == (0,) * n  # no loss there
+        assert set(example.loss_mask[n:]) == {1}  # every token after the prompt
+        assert tok.decode(example.input_ids[n:]) == reply + "<|im_end|>\n"
+
+    config = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[], use_cpu=True,
+                       per_device_train_batch_size=1, max_length=1024)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir()), args=config,
+                         processing_class=tok, train_dataset=Dataset.from_list(examples))
+    for row, example in zip(trainer.train_dataset, ours):
+        assert list(row["input_ids"]) == list(example.input_ids)
+        assert list(row["labels"]) == [i if m else -100 for i, m in zip(example.input_ids, example.loss_mask)]
 
 
 # --- end to end ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch import nn
 
 from zerosearch.config import ConfigError, LoraConfig
 from zerosearch.llm.models import resolve_model_path
+from zerosearch.rl.losses import token_logprobs
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -162,6 +163,60 @@ def response_logits(model: nn.Module, window: Window, temperature: float = 1.0) 
     if temperature != 1.0 and temperature > 0:
         logits = logits / temperature
     return logits
+
+
+# Architectures whose logits are exactly ``lm_head(final hidden state)``: for them the head runs only on
+# the positions that are trained on. Others (logit soft-capping, logit scales) take the full forward.
+_PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo2", "phi3", "smollm3"})
+
+
+def plain_head(model: nn.Module) -> bool:
+    """True when ``model``'s logits are its output embedding applied to the decoder's last hidden state."""
+    config = getattr(model, "config", None)
+    return (getattr(config, "model_type", None) in _PLAIN_HEAD_TYPES
+            and not getattr(config, "final_logit_softcapping", None)
+            and callable(getattr(model, "get_decoder", None)))
+
+
+@dataclass
+class SelectedLogprobs:
+    """Log-probs of the response-window tokens at selected positions.
+
+    logprobs: [N, R] float32, the token's log-prob where ``select`` is True, 0 elsewhere.
+    logits: [M, V] float32 logits at the M selected positions (row-major order), divided by temperature.
+    """
+
+    logprobs: torch.Tensor
+    logits: torch.Tensor
+
+
+def selected_logprobs(model: nn.Module, window: Window, select: torch.Tensor,
+                      temperature: float = 1.0) -> SelectedLogprobs:
+    """Log-probs of the window's tokens, computed only where ``select`` [N, R] is True.
+
+    The loss of both the RL update and SFT lives on the policy's own tokens (``loss_mask == 1``); the
+    environment's ``<information>`` blocks are often most of a response. For architectures with a plain
+    head (:func:`plain_head`) the decoder runs once and the head (``hidden x vocab``, 49k wide for SmolLM2,
+    151k for Qwen2.5) only on the selected positions, so no ``[N, R, V]`` logits tensor is ever built;
+    other models take the full :func:`response_logits` and select afterwards. The values at selected
+    positions are the same either way (up to float summation order).
+    """
+    select = select.to(device=window.targets.device, dtype=torch.bool)
+    if plain_head(model):
+        out = model.get_decoder()(
+            input_ids=window.input_ids, attention_mask=window.attention_mask,
+            position_ids=window.position_ids, use_cache=False,
+        )
+        hidden = out.last_hidden_state[:, -(window.width + 1):-1, :]
+        logits = model.get_output_embeddings()(hidden[select]).float()
+        if temperature != 1.0 and temperature > 0:
+            logits = logits / temperature
+    else:
+        logits = response_logits(model, window, temperature)[select]
+    picked = token_logprobs(logits, window.targets[select])
+    logprobs = torch.zeros(window.targets.shape, dtype=torch.float32, device=logits.device)
+    logprobs = logprobs.masked_scatter(select, picked)
+    return SelectedLogprobs(logprobs, logits)
 
 
 class ValueModel(nn.Module):

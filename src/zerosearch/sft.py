@@ -6,32 +6,52 @@ Both supervised steps of zerosearch go through here:
   :meth:`Trajectory.append <zerosearch.rollout.Trajectory.append>`, whose ``loss_mask`` is 1 on the text
   the policy would write and 0 on what the environment inserts (documents, their tags);
 * simulator tuning (:mod:`zerosearch.simulator_tuning.train`): chat examples whose mask is 1 on the
-  assistant reply and the template's end-of-turn tokens (:func:`chat_example`).
+  assistant reply and the template's end-of-turn tokens (:func:`chat_example`, tokenised as TRL
+  tokenises prompt-completion data).
 
-Examples arrive already tokenised (:class:`SFTExample`), so the mask is the one the caller built, never
-reconstructed from text. They are trained with TRL's ``SFTTrainer``, which takes pre-tokenised rows with a
-``completion_mask`` and puts the loss (mean over the masked-in tokens of a batch) on those tokens only.
-The result is saved as a plain Hugging Face directory (LoRA merged) that anything taking a model path
-loads: the trainer, ``eval``, ``simulated:DIR``, vLLM.
+Examples arrive tokenised (:class:`SFTExample`), so the mask is the one the caller built, never
+reconstructed from text. The update is the RL trainer's own machinery: left-padded windows
+(:func:`~zerosearch.policy.build_window`) and log-probs computed only where the mask is 1
+(:func:`~zerosearch.policy.selected_logprobs`), so the vocabulary-wide head never runs on the documents.
+That is why this is not TRL's ``SFTTrainer`` (which it replaced, with the same loss): on SmolLM2-135M with
+warm-up demonstrations (4 x ~520 tokens, ~77 of them trained on per example, bf16 on a 2-core CPU) the
+same 32-step warm-up took 576 s with TRL and 338 s here (1.7x); ``benchmarks/speed_levers.py`` measures
+the head-on-selected-positions lever side by side.
+
+Loss: the mean negative log-likelihood over the mask-1 tokens of an optimizer step (TRL's and verl's
+token mean). Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
+learning rate decaying linearly to 0, gradients clipped at norm 1. The batch order is a fixed function of
+the seed, and a checkpoint holds the model, optimizer, scheduler, step and RNG, so a resumed run continues
+exactly (on CPU, bit for bit).
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["SFTExample", "SFTSettings", "chat_example", "end_of_turn_ids", "make_sft_trainer", "train_sft"]
+import numpy as np
+import torch
+
+from zerosearch import checkpoint as ckpt
+from zerosearch.policy import Window, build_window, right_align, selected_logprobs
+from zerosearch.runtime import autocast_context
+
+__all__ = ["SFTExample", "SFTRun", "SFTSettings", "chat_example", "end_of_turn_ids", "fitting", "load_for_sft",
+           "save_merged", "train_sft"]
 
 
 @dataclass(frozen=True)
 class SFTExample:
     """One training sequence: ``input_ids`` [T] and ``loss_mask`` [T] (1 = trained on, 0 = context only).
 
-    Raises ValueError when the two lengths differ, the mask holds values other than 0/1, or no token is
-    trained on.
+    Raises ValueError when the two lengths differ, the mask holds values other than 0/1, no token is
+    trained on, or the first one is (nothing predicts it).
     """
 
     input_ids: tuple[int, ...]
@@ -46,24 +66,27 @@ class SFTExample:
             raise ValueError("loss_mask must hold only 0 and 1")
         if 1 not in self.loss_mask:
             raise ValueError("an SFT example must have at least one token to train on (loss_mask all 0)")
+        if self.loss_mask[0]:
+            raise ValueError("the first token cannot be trained on: nothing before it predicts it")
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def to_row(self) -> dict[str, list[int]]:
-        """The row TRL reads: ``input_ids`` and ``completion_mask`` (its name for the loss mask)."""
-        return {"input_ids": list(self.input_ids), "completion_mask": list(self.loss_mask)}
+    @property
+    def context_length(self) -> int:
+        """Tokens before the first trained-on one (never predicted: no loss can sit there)."""
+        return self.loss_mask.index(1)
 
 
 @dataclass
 class SFTSettings:
     """How to train. Defaults follow the paper's simulator tuning (lr 1e-6, batch 2), for 3B-14B models.
 
-    ``max_steps > 0`` wins over ``epochs``. ``bf16``: mixed precision (fp32 master weights, autocast);
-    None = on a CUDA device that supports it. On a CPU with bf16 instructions (avx512_bf16, AMX) it pays
-    too: SmolLM2-135M trainer steps on the same 12 batches of the simulator-tuning benchmark's data, side
-    by side on a 2-core AMD EPYC, took 9.6 s in fp32 and 7.3 s in bf16 (1.3x). ``save_steps``: a
-    checkpoint every so many steps (0 = none) in ``out_dir/checkpoints``, resumed from by a rerun.
+    ``max_steps > 0`` wins over ``epochs``; an optimizer step takes ``batch_size x grad_accum`` examples.
+    ``bf16``: mixed precision (fp32 master weights, autocast); None = on a CUDA device that supports it.
+    On a CPU with bf16 instructions (avx512_bf16, AMX) it pays too (see :mod:`zerosearch.runtime`).
+    ``save_steps``: a checkpoint every so many steps (0 = none) in ``out_dir/checkpoints``, resumed from
+    by a rerun. ``logging_steps``: the loss curve's resolution.
     """
 
     lr: float = 1e-6
@@ -80,6 +103,7 @@ class SFTSettings:
     lora_alpha: int = 32
     bf16: bool | None = None
     logging_steps: int = 10
+    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_length", "lora_r", "logging_steps"):
@@ -89,6 +113,13 @@ class SFTSettings:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("give max_steps > 0 or epochs > 0")
+
+    def total_steps(self, n_examples: int) -> int:
+        """Optimizer steps for ``n_examples`` training examples."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_step = self.batch_size * self.grad_accum
+        return max(1, math.ceil(self.epochs * n_examples / per_step))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,77 +159,168 @@ def chat_example(tokenizer: Any, messages: Sequence[dict[str, str]]) -> SFTExamp
     return SFTExample(full, [0] * start + [1] * (len(full) - start))
 
 
+def fitting(examples: Sequence[SFTExample], max_length: int) -> tuple[list[SFTExample], int]:
+    """The examples of at most ``max_length`` tokens, and how many were longer (a cut-off example would
+    teach an unfinished reply, so long ones are left out rather than truncated)."""
+    kept = [e for e in examples if len(e) <= max_length]
+    return kept, len(examples) - len(kept)
+
+
+def _window(examples: Sequence[SFTExample], pad_id: int, device: torch.device) -> tuple[Window, torch.Tensor]:
+    """A left-padded window over the examples (the part from the first trained-on token is the "response")
+    and its [N, R] loss mask, right-aligned like the window."""
+    starts = [e.context_length for e in examples]
+    window = build_window([e.input_ids[:s] for e, s in zip(examples, starts)],
+                          [e.input_ids[s:] for e, s in zip(examples, starts)], pad_id, device)
+    mask = right_align([torch.tensor(e.loss_mask[s:]) for e, s in zip(examples, starts)], window.width, device)
+    return window, mask
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
 
-def make_sft_trainer(model: Any, tokenizer: Any, train_examples: Sequence[SFTExample],
-                     val_examples: Sequence[SFTExample], output_dir: str | Path, settings: SFTSettings,
-                     progress: bool = True) -> Any:
-    """A TRL ``SFTTrainer`` over pre-tokenised examples, the loss on ``loss_mask == 1`` tokens only.
+class SFTRun:
+    """A supervised run over fixed examples: step by step, with exact checkpoints.
 
-    ``settings.lora``: LoRA adapters (r, alpha from settings, all linear layers) instead of all weights.
-    Raises ImportError (saying what to install) when TRL or datasets is missing.
+    Args:
+        model: the causal LM to train (already on ``device``; LoRA-wrapped if only adapters train).
+        pad_id: the tokenizer's pad id.
+        examples: the training examples (each at most ``settings.max_length`` tokens).
+        settings: see :class:`SFTSettings`.
     """
-    import torch
 
-    try:
-        from datasets import Dataset
-        from trl import SFTConfig, SFTTrainer
-    except ImportError as exc:
-        raise ImportError(f"supervised fine-tuning needs TRL ({exc}): pip install 'trl>=1.0' datasets") from exc
+    def __init__(self, model: torch.nn.Module, pad_id: int, examples: Sequence[SFTExample], settings: SFTSettings,
+                 device: torch.device) -> None:
+        if not examples:
+            raise ValueError("no training examples")
+        self.model = model
+        self.pad_id = pad_id
+        self.examples = list(examples)
+        self.settings = settings
+        self.device = device
+        self.total_steps = settings.total_steps(len(self.examples))
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.autocast = torch.bfloat16 if (cuda_bf16 if settings.bf16 is None else settings.bf16) else None
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: max(0.0, 1.0 - s / total))
+        self.step = 0
+        self.order = self._order()
 
-    cuda = torch.cuda.is_available() and next(model.parameters()).device.type == "cuda"
-    # transformers 5 renamed gradient_checkpointing (still accepted, with a warning) to activation_checkpointing
-    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
-                     else "gradient_checkpointing")
-    s = settings
-    config = SFTConfig(
-        output_dir=str(output_dir), learning_rate=s.lr, max_steps=s.max_steps, num_train_epochs=s.epochs,
-        per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.grad_accum, max_length=s.max_length, seed=s.seed, data_seed=s.seed,
-        completion_only_loss=True, **{checkpointing: s.gradient_checkpointing},
-        save_strategy="steps" if s.save_steps > 0 else "no", save_steps=max(s.save_steps, 1), save_total_limit=1,
-        logging_steps=s.logging_steps, report_to=[], disable_tqdm=not progress, use_cpu=not cuda,
-        bf16=(cuda and torch.cuda.is_bf16_supported()) if s.bf16 is None else s.bf16, dataloader_num_workers=0,
-    )
-    lora = None
-    if s.lora:
-        from peft import LoraConfig
+    def _order(self) -> list[int]:
+        """Example indices in the order the whole run takes them: a fresh seeded permutation per epoch."""
+        per_step = self.settings.batch_size * self.settings.grad_accum
+        needed = self.total_steps * per_step
+        order: list[int] = []
+        epoch = 0
+        while len(order) < needed:
+            order += np.random.default_rng([self.settings.seed, epoch]).permutation(len(self.examples)).tolist()
+            epoch += 1
+        return order[:needed]
 
-        lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                          task_type="CAUSAL_LM")
-    return SFTTrainer(
-        model=model, args=config, processing_class=tokenizer, peft_config=lora,
-        train_dataset=Dataset.from_list([e.to_row() for e in train_examples]),
-        eval_dataset=Dataset.from_list([e.to_row() for e in val_examples]) if val_examples else None,
-    )
+    def _loss_sum(self, examples: Sequence[SFTExample]) -> tuple[torch.Tensor, int]:
+        """Summed NLL of the examples' trained-on tokens (differentiable) and how many tokens that is."""
+        window, mask = _window(examples, self.pad_id, self.device)
+        with autocast_context(self.device, self.autocast):
+            logp = selected_logprobs(self.model, window, mask).logprobs
+        return -(logp * mask).sum(), int(mask.sum())
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step; returns its loss (token mean), grad norm and learning rate."""
+        s = self.settings
+        per_step = s.batch_size * s.grad_accum
+        batch = [self.examples[i] for i in self.order[self.step * per_step:(self.step + 1) * per_step]]
+        micro = [batch[i:i + s.batch_size] for i in range(0, len(batch), s.batch_size)]
+        tokens = sum(sum(e.loss_mask) for e in batch)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for chunk in micro:
+            loss_sum, _ = self._loss_sum(chunk)
+            (loss_sum / tokens).backward()
+            total += loss_sum.item()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"step": self.step, "loss": total / tokens, "grad_norm": grad_norm, "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[SFTExample]) -> float:
+        """Mean NLL per trained-on token of ``examples`` (no update)."""
+        self.model.eval()
+        total, tokens = 0.0, 0
+        size = self.settings.batch_size
+        for start in range(0, len(examples), size):
+            loss_sum, n = self._loss_sum(examples[start:start + size])
+            total, tokens = total + loss_sum.item(), tokens + n
+        return total / max(1, tokens)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        names = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.model.state_dict().items() if k in names}
+
+    def save(self, root: Path) -> Path:
+        """Write a checkpoint under ``root`` (keeping only the newest); returns its directory."""
+        tmp = ckpt.begin(root, self.step)
+        torch.save(self._trainable_state(), tmp / "model.pt")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(ckpt.capture_rng(), tmp / "rng.pt")
+        ckpt.write_json(tmp / "state.json", {"step": self.step, "total_steps": self.total_steps})
+        return ckpt.commit(root, tmp, self.step, keep=1)
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save` for the same examples and settings."""
+        state = ckpt.read_json(path / "state.json")
+        if state["total_steps"] != self.total_steps:
+            raise ValueError(f"{path} was written for a {state['total_steps']}-step run, this one has "
+                             f"{self.total_steps}; delete the checkpoints or restore the settings")
+        missing, unexpected = self.model.load_state_dict(torch.load(path / "model.pt", weights_only=True),
+                                                         strict=False)
+        if unexpected:
+            raise ValueError(f"{path} does not match the model: unexpected {unexpected[:5]}")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        ckpt.restore_rng(torch.load(path / "rng.pt", weights_only=False))
+        self.step = int(state["step"])
 
 
-def _last_checkpoint(checkpoints: Path) -> str | None:
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
-
-
-def save_merged(trainer: Any, tokenizer: Any, out_dir: Path, lora: bool) -> None:
+def save_merged(model: torch.nn.Module, tokenizer: Any, out_dir: Path, lora: bool) -> None:
     """Save the trained model (LoRA merged into the base) and tokenizer as a plain HF directory."""
-    model = trainer.model.merge_and_unload() if lora else trainer.model
+    if lora:
+        model = model.merge_and_unload()
     eos = model.generation_config.eos_token_id
     eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
     # generate (and vLLM) stop at generation_config's EOS: make it include the end of an assistant turn
     if getattr(tokenizer, "chat_template", None):
         eos_ids += end_of_turn_ids(tokenizer)
     model.generation_config.eos_token_id = list(dict.fromkeys(eos_ids))
-    model.config.use_cache = True  # the trainer turns the cache off for training; inference wants it
+    model.config.use_cache = True  # inference wants the KV cache
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
 
-def fitting(examples: Sequence[SFTExample], max_length: int) -> tuple[list[SFTExample], int]:
-    """The examples of at most ``max_length`` tokens, and how many were longer (a cut-off example would
-    teach an unfinished reply, so long ones are left out rather than truncated)."""
-    kept = [e for e in examples if len(e) <= max_length]
-    return kept, len(examples) - len(kept)
+def load_for_sft(base_model: str, settings: SFTSettings, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The model to train (fp32 weights on CPU, the device's default dtype elsewhere) and its tokenizer."""
+    from zerosearch.config import LoraConfig
+    from zerosearch.policy import apply_lora, load_causal_lm, load_tokenizer, pick_dtype
+
+    tokenizer = load_tokenizer(base_model)
+    model = load_causal_lm(base_model, device, pick_dtype("auto", device))
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if settings.lora:
+            model.enable_input_require_grads()
+    if settings.lora:
+        model = apply_lora(model, LoraConfig(enabled=True, r=settings.lora_r, alpha=settings.lora_alpha))
+    return model, tokenizer
 
 
 def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_examples: Sequence[SFTExample],
@@ -212,14 +334,16 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
     generation config also stops at the end of an assistant turn.
 
     Returns: ``{"train_examples", "val_examples", "too_long_dropped", "steps", "train_loss",
-    "eval_loss_before", "eval_loss_after", "seconds", "trl_version", "settings"}`` (losses are the mean
-    token NLL over the masked-in tokens; ``eval_loss_before`` is None on a resumed run).
+    "eval_loss_before", "eval_loss_after", "loss_curve", "seconds", "settings"}``: losses are mean NLL per
+    trained-on token; ``train_loss`` is the mean over this invocation's steps; ``loss_curve`` holds
+    ``[step, loss]`` averaged over every ``logging_steps`` steps; ``eval_loss_before`` is None on a
+    resumed run.
 
     Raises ValueError when no training example fits ``max_length``.
     """
-    import trl
+    from tqdm.auto import tqdm
 
-    from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype
+    from zerosearch.policy import pick_device
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -228,20 +352,40 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
     if not train_kept:
         raise ValueError(f"no training example fits max_length={settings.max_length} tokens; raise max_length")
     torch_device = pick_device(device)
-    tokenizer = load_tokenizer(base_model)
-    model = load_causal_lm(base_model, torch_device, pick_dtype("auto", torch_device))
+    torch.manual_seed(settings.seed)
+    model, tokenizer = load_for_sft(base_model, settings, torch_device)
+    run = SFTRun(model, tokenizer.pad_token_id, train_kept, settings, torch_device)
     checkpoints = out / "checkpoints"
-    trainer = make_sft_trainer(model, tokenizer, train_kept, val_kept, checkpoints, settings, progress=progress)
-    resume = _last_checkpoint(checkpoints)
-    eval_before = trainer.evaluate()["eval_loss"] if val_kept and resume is None else None
-    result = trainer.train(resume_from_checkpoint=resume)
-    eval_after = trainer.evaluate()["eval_loss"] if val_kept else None
-    save_merged(trainer, tokenizer, out, settings.lora)
+    latest = ckpt.latest_checkpoint(checkpoints)
+    if latest is not None:
+        run.load(latest)
+        print(f"[zerosearch] resuming fine-tuning at step {run.step}/{run.total_steps} from {latest}",
+              file=sys.stderr)
+    eval_before = run.evaluate(val_kept) if val_kept and latest is None else None
+    losses: list[float] = []
+    curve: list[list[float]] = []
+    window: list[float] = []
+    with tqdm(total=run.total_steps, initial=run.step, desc="fine-tune", unit="step", disable=not progress,
+              dynamic_ncols=True) as bar:
+        while run.step < run.total_steps:
+            stats = run.train_step()
+            losses.append(stats["loss"])
+            window.append(stats["loss"])
+            if run.step % settings.logging_steps == 0 or run.step == run.total_steps:
+                curve.append([run.step, float(np.mean(window))])
+                window = []
+            if settings.save_steps > 0 and run.step % settings.save_steps == 0 and run.step < run.total_steps:
+                run.save(checkpoints)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+    eval_after = run.evaluate(val_kept) if val_kept else None
+    save_merged(run.model, tokenizer, out, settings.lora)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {
         "train_examples": len(train_kept), "val_examples": len(val_kept), "too_long_dropped": too_long,
-        "steps": trainer.state.global_step, "train_loss": result.training_loss,
-        "eval_loss_before": eval_before, "eval_loss_after": eval_after,
-        "seconds": time.perf_counter() - started, "trl_version": trl.__version__,
-        "settings": {**asdict(settings), "bf16": trainer.args.bf16},
+        "steps": run.step, "train_loss": float(np.mean(losses)) if losses else None,
+        "eval_loss_before": eval_before, "eval_loss_after": eval_after, "loss_curve": curve,
+        "seconds": time.perf_counter() - started,
+        "settings": {**asdict(settings), "bf16": run.autocast is not None},
     }
+

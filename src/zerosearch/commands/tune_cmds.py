@@ -19,7 +19,7 @@ EPILOG = """\
 The pipeline (the paper's simulator tuning; see `zerosearch tune-simulator STAGE --help`):
   collect   run a policy against a REAL engine and record every search call and the outcome
   build     label calls useful/noisy, balance, split by question -> chat SFT data (train/val.jsonl)
-  train     supervised fine-tuning (TRL, loss on the reply only) -> a plain HF model directory
+  train     supervised fine-tuning (loss on the reply only) -> a plain HF model directory
   evaluate  tuned vs untuned simulators vs the real engine on held-apart questions
 
 end-to-end example (HotpotQA, BM25 as the real engine, SmolLM2 as the simulator base):
@@ -233,8 +233,9 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_train(stages: Any) -> None:
     parser = stages.add_parser(
         "train", help="fine-tune a simulator on the built data (loss on the reply only)",
-        description="Supervised fine-tuning of an instruct model into a simulation LLM with TRL's SFTTrainer "
-                    "(loss on the assistant reply only); saves a plain Hugging Face directory, LoRA merged.",
+        description="Supervised fine-tuning of an instruct model into a simulation LLM, with the loss on the "
+                    "assistant reply only (zerosearch.sft, the same code as the policy's format warm-up); saves a "
+                    "plain Hugging Face directory, LoRA merged.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", required=True, metavar="DIR", help="build's output directory")

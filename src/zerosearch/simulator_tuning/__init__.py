@@ -11,8 +11,8 @@ package is that pipeline, in four stages that each read the previous stage's fil
    search call it made (query + the documents the engine returned). Resumable.
 2. :func:`build` labels every search call useful or noisy, drops what the rule cannot decide, removes
    duplicates, splits by question and balances the classes, then writes chat-format SFT data.
-3. :func:`train` fine-tunes an instruct model on it with TRL's ``SFTTrainer`` (loss on the assistant
-   reply only) and saves a plain Hugging Face directory (LoRA merged) that ``simulated:DIR`` and vLLM load.
+3. :func:`train` fine-tunes an instruct model on it through :mod:`zerosearch.sft` (loss on the assistant
+   reply only; the policy's format warm-up uses the same code) and saves a plain Hugging Face directory (LoRA merged) that ``simulated:DIR`` and vLLM load.
 4. :func:`evaluate` compares simulators (and the real engine) on held-apart questions: answer containment
    in useful / noisy mode, output format, and a fixed reader's EM/F1 from the documents.
 
@@ -80,7 +80,7 @@ from zerosearch.simulator_tuning.build import (
     simulator_messages,
     split_by_question,
 )
-from zerosearch.simulator_tuning.train import load_sft_examples, make_sft_trainer, train
+from zerosearch.simulator_tuning.train import load_sft_examples, tokenized_examples, train
 from zerosearch.simulator_tuning.evaluate import (
     READER_SYSTEM,
     READER_USER,
@@ -114,7 +114,7 @@ __all__ = [
     "format_stats",
     "label_call",
     "load_sft_examples",
-    "make_sft_trainer",
+    "tokenized_examples",
     "parse_simulator_spec",
     "read_collected",
     "results_table",

@@ -1,8 +1,8 @@
 """Stage 3 of simulator tuning: train.
 
 :func:`train` fine-tunes an instruct model on build's ``train.jsonl`` (``val.jsonl`` for the eval loss)
-through :mod:`zerosearch.sft` (TRL's ``SFTTrainer``, loss on the assistant reply only; the same code path
-as the policy's format warm-up) and saves a plain Hugging Face directory (LoRA merged) that
+through :mod:`zerosearch.sft` (loss on the assistant reply and its end-of-turn tokens only; the same code
+path as the policy's format warm-up) and saves a plain Hugging Face directory (LoRA merged) that
 ``simulated:DIR`` and vLLM load, with ``simulator_tuning.json`` (settings and losses) written last.
 """
 
@@ -12,21 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zerosearch.sft import SFTExample, SFTSettings, chat_example, make_sft_trainer
+from zerosearch.sft import SFTExample, SFTSettings, chat_example
 from zerosearch.simulator_tuning.records import TUNING_INFO, PathLike, _read_jsonl
 
 __all__ = [
     "load_sft_examples",
-    "make_sft_trainer",
+    "tokenized_examples",
     "train",
 ]
 
 
 def load_sft_examples(path: PathLike) -> list[dict[str, list[dict[str, str]]]]:
-    """A ``{"messages": [...]}`` jsonl as TRL prompt-completion examples (the last message is the reply).
+    """A ``{"messages": [...]}`` jsonl as prompt-completion examples (the last message is the reply).
 
-    TRL computes the loss on the completion only (``completion_only_loss``): the assistant reply and the
-    chat template's end-of-turn tokens after it, never the system or user turns.
+    :func:`tokenized_examples` puts the loss on the completion only: the assistant reply and the chat
+    template's end-of-turn tokens after it, never the system or user turns.
     """
     path = Path(path)
     examples = []
