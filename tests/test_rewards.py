@@ -11,6 +11,7 @@ from zerosearch.rewards import (
     exact_match,
     extract_answer,
     f1_score,
+    format_shaped_reward,
     normalize_answer,
     score_answer,
 )
@@ -277,3 +278,22 @@ def test_extract_then_score_end_to_end() -> None:
         "em": 1.0,
         "cover_em": 1.0,
     }
+
+
+# --------------------------------------------------------------------------- format bonus
+
+
+@pytest.mark.parametrize(("score", "formed", "weight", "expected"), [
+    # Jin et al. 2025's four cases at lambda_f = 0.2: correct and well formed 1, correct but malformed 0.8,
+    # wrong but well formed 0.2, wrong and malformed 0
+    (1.0, True, 0.2, 1.0), (1.0, False, 0.2, 0.8), (0.0, True, 0.2, 0.2), (0.0, False, 0.2, 0.0),
+    (0.5, True, 0.2, 0.6),  # F1 0.5: 0.8 * 0.5 + 0.2
+    (0.5, False, 0.0, 0.5),  # weight 0: the paper's reward exactly
+])
+def test_format_shaped_reward(score, formed, weight, expected):
+    assert format_shaped_reward(score, formed, weight) == pytest.approx(expected)
+
+
+def test_format_weight_out_of_range():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        format_shaped_reward(1.0, True, 1.5)

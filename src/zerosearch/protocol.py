@@ -29,6 +29,12 @@ INVALID_ACTION_MESSAGE = (
 
 # The first well-formed action in the turn's text, as Search-R1's postprocess_predictions does.
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+# A turn in the exact shape the prompt asks for: reasoning, then one action, nothing else around them.
+# No tag of the protocol may appear inside the reasoning or the action.
+_TAG = r"</?(?:think|search|answer|information)>"
+_WELL_FORMED_TURN = re.compile(
+    rf"\s*<think>(?:(?!{_TAG}).)*</think>\s*<(search|answer)>(?:(?!{_TAG}).)*</\1>\s*", re.DOTALL
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,25 @@ def parse_action(turn_text: str) -> Action:
     if kind == "search" and not content:
         return Action("invalid")
     return Action(kind, content)
+
+
+def well_formed_turn(turn_text: str) -> str | None:
+    """The action (``"search"`` or ``"answer"``) of a turn written exactly as the protocol asks,
+    ``<think> … </think>`` then one ``<search> … </search>`` or ``<answer> … </answer>`` with only
+    whitespace around them and no protocol tag inside; None for anything else.
+
+    The structure Search-R1's ``is_valid_sequence`` checks over a whole response, one turn at a time
+    (the environment's ``<information>`` blocks sit between turns, outside the policy's text).
+    """
+    match = _WELL_FORMED_TURN.fullmatch(turn_text)
+    return match.group(1) if match else None
+
+
+def well_formed(turn_texts: Sequence[str]) -> bool:
+    """A trajectory in the protocol's exact format: every turn well formed (:func:`well_formed_turn`),
+    searches until the last turn, which answers. A trajectory with no turn is not well formed."""
+    actions = [well_formed_turn(t) for t in turn_texts]
+    return bool(actions) and actions[-1] == "answer" and all(a == "search" for a in actions[:-1])
 
 
 def information_block(documents: Sequence[Document]) -> str:

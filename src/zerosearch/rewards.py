@@ -155,3 +155,22 @@ def extract_answer(text: str) -> str | None:
     if not blocks:
         return None
     return blocks[-1].strip()
+
+
+def format_shaped_reward(score: float, well_formed: bool, format_weight: float) -> float:
+    """The outcome ``score`` with a format bonus: ``(1 - w) * score + w * well_formed``.
+
+    Jin et al. 2025 ("An Empirical Study on Reinforcement Learning for Reasoning-Search Interleaved LLM
+    Agents", Search-R1's follow-up) give a correct, well-formed trajectory 1, a correct but malformed one
+    ``1 - lambda_f``, a wrong but well-formed one ``lambda_f`` and a wrong, malformed one 0; this is that
+    rule, made linear in the score so that it also applies to F1. ``format_weight = 0`` is the paper's
+    reward exactly (ZeroSearch uses no format reward). Raises ValueError outside ``[0, 1]``.
+
+    >>> format_shaped_reward(1.0, True, 0.2), format_shaped_reward(0.0, True, 0.2)
+    (1.0, 0.2)
+    >>> round(format_shaped_reward(1.0, False, 0.2), 6), format_shaped_reward(0.0, False, 0.2)
+    (0.8, 0.0)
+    """
+    if not 0.0 <= format_weight <= 1.0:
+        raise ValueError(f"format_weight must lie in [0, 1], got {format_weight}")
+    return (1.0 - format_weight) * score + format_weight * float(well_formed)
