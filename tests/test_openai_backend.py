@@ -135,6 +135,16 @@ def test_success_and_request_body(server, make_model):
     assert (model.calls, model.failures, model.retries) == (1, 0, 0)
 
 
+def test_stop_strings_reach_the_server(server, make_model):
+    model = make_model()
+    model.complete([conv("ok")], max_tokens=10, temperature=0.0, stop=["Doc 4"])
+    model.complete([conv("ok")], max_tokens=10, temperature=0.0)
+    assert server.bodies[0]["stop"] == ["Doc 4"]
+    assert "stop" not in server.bodies[1]  # nothing sent when there is no stop string
+    with pytest.raises(ValueError, match="at most 4 stop strings"):
+        model.complete([conv("ok")], max_tokens=10, temperature=0.0, stop=list("abcde"))
+
+
 def test_retries_5xx_and_429_then_succeeds(server, make_model):
     model = make_model(max_retries=3)
     outs = model.complete([conv("fail:2:500"), conv("fail:1:429"), conv("fail:3:503"), conv("ok")],

@@ -163,3 +163,21 @@ def test_real_rollout_mask_matches_turn_records(searcher_model):
         assert policy_text == "".join(turn.text for turn in t.turns)
         assert t.done and all(turn.n_tokens <= 32 for turn in t.turns)
     assert searched > 0, "the warmed model should search at least once in 12 rollouts"
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_static_kv_cache_gives_the_same_greedy_rollouts(searcher_model, autocast):
+    """The preallocated cache is a speed lever only: greedy rollouts are token for token the same."""
+    tok = AutoTokenizer.from_pretrained(searcher_model)
+    model = AutoModelForCausalLM.from_pretrained(searcher_model)
+    questions = ["what colour is the sky", "what colour is grass", "what colour is a banana"]
+    runs = {}
+    for cache in ("dynamic", "static"):
+        settings = RolloutSettings(max_turns=2, topk=2, max_turn_tokens=24, temperature=0.0, kv_cache=cache)
+        runner = RolloutRunner(model, tok, FixedDocumentsEngine(DOCS), settings, torch.device("cpu"), autocast=autocast)
+        trajs = [make(tok, q, g) for g, q in enumerate(questions)]
+        runner.run(trajs, 0.0, np.random.default_rng(0))
+        runs[cache] = [(t.response_ids, t.loss_mask) for t in trajs]
+    assert runs["static"] == runs["dynamic"]
+    with pytest.raises(ValueError, match="kv_cache"):
+        RolloutSettings(kv_cache="paged")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -99,6 +99,20 @@ class Trajectory:
             "response_tokens": len(self.response_ids),
             "policy_tokens": int(sum(self.loss_mask)),
         }
+
+
+def fit_observation(docs: Sequence[Document], encode: Callable[[str], list[int]],
+                    max_obs_tokens: int) -> tuple[str, list[int]]:
+    """The ``<information>`` block of ``docs`` and its token ids, dropping whole documents from the end
+    until it fits ``max_obs_tokens``. Shared by the rollout and the warm-up's demonstrations, so both
+    insert exactly the same tokens."""
+    docs = list(docs)
+    while True:
+        text = information_block(docs)
+        ids = encode(text)
+        if len(ids) <= max_obs_tokens or not docs:
+            return text, ids
+        docs = docs[:-1]
 
 
 @dataclass
@@ -224,13 +238,7 @@ class RolloutRunner:
             self._insert(traj, ids, text)
 
     def _fit_observation(self, docs: list[Document]) -> tuple[str, list[int]]:
-        """The information block, dropping whole documents from the end until it fits max_obs_tokens."""
-        while True:
-            text = information_block(docs)
-            ids = self._encode(text)
-            if len(ids) <= self.settings.max_obs_tokens or not docs:
-                return text, ids
-            docs = docs[:-1]
+        return fit_observation(docs, self._encode, self.settings.max_obs_tokens)
 
     # ------------------------------------------------------------------------------------------
     def _generate(self, active: list[Trajectory]) -> list[tuple[list[int], str, bool]]:

@@ -38,6 +38,7 @@ class TransformersChatModel:
         seed: see the module docstring; ``None`` means unseeded.
         autocast: a torch dtype (``torch.bfloat16``) to generate under autocast, or None (see
             :mod:`zerosearch.runtime`).
+        kv_cache: ``"dynamic"`` or ``"static"`` (a preallocated cache per call: faster decoding on CPU).
     """
 
     def __init__(
@@ -51,9 +52,12 @@ class TransformersChatModel:
         max_batch_size: int = 32,
         seed: int | None = None,
         autocast: Any = None,
+        kv_cache: str = "dynamic",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"kv_cache must be dynamic or static, got {kv_cache!r}")
         if model_name_or_path is None and (model is None or tokenizer is None):
             raise ValueError(
                 "TransformersChatModel needs model_name_or_path, or both model= and tokenizer="
@@ -80,6 +84,7 @@ class TransformersChatModel:
         self.max_batch_size = max_batch_size
         self.seed = seed
         self.autocast = autocast
+        self.kv_cache = kv_cache
         self.name = f"transformers:{model_name_or_path or getattr(model.config, '_name_or_path', '')}"
         self._calls = 0
 
@@ -162,6 +167,8 @@ class TransformersChatModel:
             sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
         else:
             sampling = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+        if self.kv_cache == "static":
+            sampling["cache_implementation"] = "static"
         if stop:
             sampling["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(self.tokenizer, width, stop)])
         with torch.inference_mode(), self._autocast(device):
