@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,3 +59,30 @@ def test_rendered_dom_has_the_plots_and_the_trajectories(report, tmp_path):
     assert dom.count("<article class=\"traj") == 9
     assert "NOISY" in dom and "USEFUL" in dom and "<details>" in dom
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "<script>" not in dom
+
+
+@needs_chromium
+def test_before_after_table_and_warmup_curve_render(tmp_path):
+    """The default run's report: the before/after table (untrained, warmed-up, RL-trained) and the warm-up's
+    loss curve, as Chromium lays them out."""
+    from zerosearch.compare import COMPARISON_MD, comparison_table
+
+    run = make_run(tmp_path / "run", steps=3)
+    (run / "eval").mkdir()
+    results = {stage: {"engine": "example", "model": stage,
+                       "average": {"n": 50, "em": em, "cover_em": em, "f1": em + 0.01, "answered_rate": a,
+                                   "searches_per_question": a, "invalid_action_rate": 1 - a, "response_tokens": 400}}
+               for stage, em, a in (("untrained", 0.0, 0.0), ("warmup", 0.14, 1.0), ("trained", 0.16, 1.0))}
+    (run / "eval" / COMPARISON_MD).write_text(comparison_table(results))
+    (run / "warmup.json").write_text(json.dumps({
+        "model_dir": "/cache/warmup/abc", "cached": False,
+        "demonstrations": {"rows": 64, "one_search": 35, "two_searches": 28},
+        "sft": {"steps": 16, "loss_curve": [[5, 0.9], [10, 0.3], [15, 0.2], [16, 0.19]]}}))
+    page = write_report(run)
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri()).stdout
+    table = dom[dom.index("id=\"comparison\""):]
+    table = table[:table.index("</table>")]
+    for cell in ("untrained", "after warm-up", "after RL", "14.0", "16.0", "100.0"):
+        assert f">{cell}<" in table, cell
+    assert "id=\"plot-warmup\"" in dom and dom.count("data:image/png;base64,") == len(PLOTS) + 1
+    assert dom.index("Before and after") < dom.index("Training curves")  # the headline comes first

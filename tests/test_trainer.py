@@ -203,3 +203,97 @@ def test_train_then_evaluate_with_real_bm25_then_report(tmp_path, monkeypatch, c
     assert "<img" in html
     err = capsys.readouterr().err
     assert "report:" in err and "evaluation:" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# work saved per step: the update's own log-probs when on-policy, bf16 autocast
+
+
+def test_on_policy_update_needs_no_separate_old_logprob_pass(tmp_path, searcher_model, monkeypatch):
+    """One epoch over one mini-batch: the update's detached log-probs are the old ones. The update is the
+    one a separate scoring pass gives (to float rounding), and that pass is skipped."""
+    trainer = _trainer(tmp_path, searcher_model)
+    trajs = [_traj(trainer, ["the sky is blue"]), _traj(trainer, ["grass is green"], answer="green")]
+    assert trainer._on_policy(2)
+    scored = trainer._score_tokens(trajs)
+    assert scored["old"] == [None, None] and all(r is not None for r in scored["ref"])
+    fused = _params_after_update(trainer, trajs[0], 1.0)
+    monkeypatch.setattr(Trainer, "_on_policy", lambda self, n: False)
+    separate = _params_after_update(trainer, trajs[0], 1.0)
+    start = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+    moved = [k for k in fused if not torch.equal(fused[k], start[k])]
+    assert moved  # the update did something
+    for k in fused:
+        assert torch.allclose(fused[k], separate[k], atol=1e-6, rtol=0), k
+    # several epochs (or mini-batches) need the old log-probs of the sampling policy
+    trainer.cfg.ppo_epochs = 2
+    monkeypatch.undo()
+    assert not trainer._on_policy(2)
+    assert all(r is not None for r in trainer._score_tokens(trajs)["old"])
+
+
+def test_bf16_autocast_loss_matches_fp32(tmp_path, searcher_model):
+    """bf16 mixed precision (fp32 weights) changes the policy's log-probs by little: the documented
+    tolerance is 0.05 nats per token on average and a loss within 5% of fp32's."""
+    from zerosearch.policy import build_window, right_align, selected_logprobs
+    from zerosearch.runtime import autocast_context
+
+    trainer = _trainer(tmp_path, searcher_model)
+    t = _traj(trainer, ["the sky is blue", "grass is green"])
+    cpu = torch.device("cpu")
+    window = build_window([t.prompt_ids], [t.response_ids], trainer.tokenizer.pad_token_id, cpu)
+    mask = right_align([torch.tensor(t.loss_mask)], window.width, cpu)
+    with torch.no_grad():
+        fp32 = selected_logprobs(trainer.policy, window, mask).logprobs
+        with autocast_context(cpu, torch.bfloat16):
+            bf16 = selected_logprobs(trainer.policy, window, mask).logprobs
+    sel = mask.bool()
+    assert bf16.dtype == torch.float32  # log-probs are upcast whatever the matmul precision
+    assert (bf16[sel] - fp32[sel]).abs().mean() < 0.05
+    assert abs(bf16[sel].mean() - fp32[sel].mean()) / fp32[sel].mean().abs() < 0.05
+
+
+def test_format_reward_is_mixed_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "fmt"
+    assert main(["train", str(TINY), "total_steps=1", "format_reward=0.5", f"output_dir={out}", "--no-progress"]) == 0
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    records = [json.loads(line) for line in (out / "rollouts" / "step_1.jsonl").read_text().splitlines()]
+    assert 0 <= row["well_formed_rate"] <= 1
+    for r in records:  # reward = 0.5 * F1 + 0.5 * well_formed
+        assert r["reward"] == pytest.approx(0.5 * r["f1"] + 0.5 * r["well_formed"])
+
+
+@pytest.mark.integration
+def test_default_pipeline_at_tiny_scale(tmp_path, monkeypatch, capsys):
+    """What `zerosearch train` does with no arguments, on the tiny model: the format warm-up, RL, the
+    untrained / warmed-up / trained models evaluated on the same questions with real BM25, the before/after
+    table in the summary and the report; a second run takes the warm-up and the baselines from the cache."""
+    from zerosearch import compare, warmup
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(warmup, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(compare, "cache_dir", lambda: tmp_path / "cache")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"Doc {i}"\nthe sky is blue number {i}'}) + "\n"
+                              for i in range(20)))
+    common = [str(TINY), "total_steps=1", "report=true", "final_eval.enabled=true", "final_eval.limit=3",
+              "final_eval.baselines=true", f"final_eval.engine=bm25:{corpus}", "warmup.enabled=true",
+              f"warmup.engine=bm25:{corpus}", "warmup.max_examples=4", "warmup.require_grounded=false",
+              "warmup.batch_size=2"]
+    assert main(["train", *common, f"output_dir={tmp_path / 'run1'}", "--no-progress"]) == 0
+    run = tmp_path / "run1"
+    for stage in ("untrained", "warmup"):
+        assert (run / "eval" / stage / "results.json").exists(), stage
+    table = (run / "eval" / "comparison.md").read_text()
+    assert "| metric | untrained | after warm-up | after RL |" in table
+    assert json.loads((run / "eval" / "comparison.json").read_text()).keys() == {"untrained", "warmup", "trained"}
+    html = (run / "report" / "index.html").read_text()
+    assert "Before and after" in html and "Format warm-up" in html and "id='plot-warmup'" in html
+    err = capsys.readouterr().err
+    assert "after warm-up" in err and "time:" in err and "warm-up " in err
+
+    assert main(["train", *common, f"output_dir={tmp_path / 'run2'}", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warm-up cached" in err
+    assert json.loads((tmp_path / "run2" / "warmup.json").read_text())["cached"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 TRAIN_EPILOG = """\
@@ -25,6 +26,10 @@ config keys (key=value, dotted for sections; values are YAML):
   curriculum.start/end/base   noise probability ramp p(step) (base 4 as in the paper)
   engine.simulator.*     the document-writing LLM: backend (transformers|openai), model, mode, base_url
   lora.enabled, lora.r   LoRA instead of full fine-tuning
+  warmup.enabled         a supervised format warm-up before RL (cached; see `zerosearch warmup --help`)
+  format_reward          weight of a bonus for a well-formed trajectory (0 = the paper's reward)
+  final_eval.baselines   also evaluate the untrained and warmed-up models: a before/after table
+  autocast, kv_cache     bf16 mixed precision (auto: on CPUs with bf16 instructions); static KV cache
   seed, output_dir, run_name
 the full list with defaults: zerosearch config
 """
@@ -34,6 +39,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
     from zerosearch.trainer import finish_run, resume_run, start_run
 
+    started = time.perf_counter()
     overrides = list(args.overrides)
     config = args.config
     if config and "=" in config and not Path(config).exists():
@@ -54,13 +60,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_train_config(config, overrides)
         trainer = start_run(cfg, progress=not args.no_progress)
         print(f"[zerosearch] run directory: {trainer.run_dir}", file=sys.stderr)
+    setup_seconds = time.perf_counter() - started
     history = trainer.train()
+    train_seconds = time.perf_counter() - started - setup_seconds
     written = finish_run(trainer)
+    finish_seconds = time.perf_counter() - started - setup_seconds - train_seconds
     lines = [f"[zerosearch] finished {trainer.run_dir} at step {trainer.step}/{trainer.cfg.total_steps}"]
     if history:
         last = history[-1]
         lines.append(f"  last step: reward {last['reward_mean']:.3f}, F1 {last['f1_mean']:.3f}, "
                      f"searches/rollout {last['searches_per_rollout']:.2f}, noise p {last['noise_probability']:.2f}")
+    comparison = trainer.run_dir / "eval" / "comparison.md"
+    if "eval" in written and comparison.exists():
+        lines += ["", comparison.read_text(encoding="utf-8").rstrip(), ""]
+    warmup = ("cached" if trainer.warmup_cached else f"{trainer.warmup_seconds:.0f} s") if trainer.cfg.warmup.enabled \
+        else "off"
+    lines.append(f"  time:        {time.perf_counter() - started:.0f} s = warm-up {warmup}, other setup "
+                 f"{setup_seconds - trainer.warmup_seconds:.0f} s, RL {train_seconds:.0f} s, "
+                 f"evaluation and report {finish_seconds:.0f} s")
     lines.append(f"  metrics:     {trainer.run_dir / 'metrics.jsonl'}")
     lines.append(f"  checkpoints: {trainer.run_dir / 'checkpoints'}")
     if "eval" in written:
@@ -68,6 +85,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if "report" in written:
         lines.append(f"  report:      {written['report']}")
     print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+WARMUP_EPILOG = """\
+examples:
+  zerosearch warmup                                  # the embedded default's warm-up (SmolLM2-135M, HotpotQA)
+  zerosearch warmup configs/tiny.yaml warmup.max_examples=16 warmup.epochs=1
+  zerosearch warmup train_files=my_train.jsonl warmup.engine=bm25:my_corpus.jsonl warmup.subquery_field=
+
+what it does: builds one demonstration per training row (the question as the first search, a sub-query
+from warmup.subquery_field as the second where the first missed the answer, then the gold answer) with
+the real documents in <information> (loss_mask 0), and fine-tunes `model` on the policy's tokens only.
+The result is cached by its settings: `zerosearch train` with warmup.enabled=true reuses it.
+
+warm-up keys (key=value; the run's model, train_files, topk, max_turns, max_obs_tokens, seed apply too):
+  warmup.engine            real engine for the documents (example, bm25:FILE, dense:FILE, http://...)
+  warmup.subquery_field    row field listing sub-queries (default metadata.supporting_titles; empty: none)
+  warmup.max_examples      demonstrations to train on (0 = one per training row)
+  warmup.max_doc_words     documents cut to a snippet of this many words around the answer (0 = whole)
+  warmup.require_grounded  leave out rows whose shown documents never contain the answer
+  warmup.epochs, warmup.lr, warmup.batch_size, warmup.lora, warmup.lora_r, warmup.max_length
+"""
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
+    from zerosearch.runtime import configure_threads
+    from zerosearch.warmup import run_warmup
+
+    overrides = list(args.overrides)
+    config = args.config
+    if config and "=" in config and not Path(config).exists():
+        overrides.insert(0, config)
+        config = None
+    cfg = load_train_config(config or EMBEDDED_DEFAULT, overrides)
+    configure_threads(cfg.num_threads)
+    result = run_warmup(cfg, force=args.force, progress=not args.no_progress)
+    info = result.info
+    demos = info["demonstrations"]
+    curve = info["sft"].get("loss_curve") or []
+    loss = f"loss {curve[0][1]:.3f} -> {curve[-1][1]:.3f}, " if curve else ""
+    print(f"[zerosearch] warm-up {'taken from the cache' if result.cached else 'trained'}: "
+          f"{demos['one_search'] + demos['two_searches']} demonstrations ({demos['one_search']} with one search, "
+          f"{demos['two_searches']} with two) from {demos['rows']} training rows; {info['sft']['steps']} steps, "
+          f"{loss}{info['seconds']:.0f} s", file=sys.stderr)
+    print(f"  train from it: zerosearch train model={result.model_dir} warmup.enabled=false "
+          f"engine.simulator.model={cfg.model}", file=sys.stderr)
+    print(result.model_dir)
     return 0
 
 
@@ -100,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     train.set_defaults(func=_cmd_train)
+
+    warmup = sub.add_parser("warmup", help="teach the policy the search protocol by SFT before RL (cached)",
+                            epilog=WARMUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description="The format warm-up (cold start) of a train config: supervised training "
+                            "on demonstration trajectories built with a real search engine, for models too small "
+                            "to follow the protocol from the prompt. Prints the warmed-up model's directory.")
+    warmup.add_argument("config", nargs="?", help="a train YAML config (default: the embedded default)")
+    warmup.add_argument("overrides", nargs="*", help="key=value overrides, e.g. warmup.max_examples=32")
+    warmup.add_argument("--force", action="store_true", help="train again even if the cache holds this warm-up")
+    warmup.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    warmup.set_defaults(func=_cmd_warmup)
 
     from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
     from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser

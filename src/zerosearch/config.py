@@ -106,6 +106,42 @@ class EngineConfig:
         _check_choice("engine.kind", self.kind, ("simulated",))
 
 
+@dataclass
+class WarmupConfig:
+    """The format warm-up ("cold start"): supervised training on demonstrations in the policy protocol
+    before RL, for models too small to find the protocol by themselves (see :mod:`zerosearch.warmup`).
+
+    Demonstrations are built from the run's ``train_files`` (never the evaluation questions) with a real
+    ``engine``: the question as the first query, a sub-query from ``subquery_field`` (HotpotQA's
+    supporting titles) as the second where the first search did not show the answer, and the gold answer.
+    The result is cached by every setting that shapes it, so a second run skips it.
+    """
+
+    enabled: bool = False
+    engine: str = "example"  # any engine spec: example, bm25:FILE, dense:FILE, http://...
+    subquery_field: str = "metadata.supporting_titles"  # a row field listing sub-queries ("" = none)
+    max_examples: int = 0  # demonstrations to train on (a seeded sample of the rows); 0 = every row
+    max_doc_words: int = 40  # documents are cut to search-snippet length around the answer (0 = whole)
+    require_grounded: bool = True  # leave out rows whose shown documents never contain the answer
+    epochs: float = 2.0
+    lr: float = 1e-4
+    batch_size: int = 4
+    max_length: int = 1024
+    lora: bool = False  # LoRA adapters (merged when saved) instead of all weights
+    lora_r: int = 16
+    lora_alpha: int = 32
+
+    def __post_init__(self) -> None:
+        _check_range("warmup.max_examples", self.max_examples, 0)
+        _check_range("warmup.max_doc_words", self.max_doc_words, 0)
+        _check_range("warmup.epochs", self.epochs, 0.0)
+        _check_range("warmup.lr", self.lr, 0.0)
+        for name in ("batch_size", "max_length", "lora_r"):
+            _check_range(f"warmup.{name}", getattr(self, name), 1)
+        if self.epochs == 0 or self.lr == 0:
+            raise ConfigError("warmup.epochs and warmup.lr must be > 0")
+
+
 EVAL_METHODS = ("agent", "direct", "cot", "rag")  # the search agent and the paper's three baselines
 
 
@@ -119,6 +155,9 @@ class FinalEvalConfig:
     method: str = "agent"
     limit: int = 0  # 0 = every question
     batch_size: int = 16
+    # also evaluate, on the same questions, the model before training and (with warmup.enabled) after the
+    # warm-up: results in eval/untrained and eval/warmup, a before/after table in the report
+    baselines: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("final_eval.method", self.method, EVAL_METHODS)
@@ -139,6 +178,9 @@ class TrainConfig:
     # algorithm
     algorithm: str = "reinforce"
     reward: str = "f1"
+    # format bonus lambda_f (Jin et al. 2025, "An Empirical Study on RL for Reasoning-Search Interleaved LLM
+    # Agents"): reward = (1 - lambda_f) * score + lambda_f * well_formed; 0 = the paper's reward exactly
+    format_reward: float = 0.0
     baseline: str = "none"  # reinforce only: none (the paper) | mean
     total_steps: int = 200
     prompts_per_step: int = 64
@@ -165,6 +207,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"
+    # bf16 mixed precision (fp32 weights) for rollouts, log-probs and the update: auto = on CPUs with bf16
+    # instructions (avx512_bf16, AMX), off elsewhere; bf16 | off to force
+    autocast: str = "off"
+    num_threads: int = 0  # torch threads; 0 = $ZEROSEARCH_NUM_THREADS, else the CPUs this process may use
 
     # rollout
     max_turns: int = 2
@@ -174,8 +220,10 @@ class TrainConfig:
     max_obs_tokens: int = 2048
     max_context_tokens: int = 8192
     rollout_batch_size: int = 0  # sequences per generate call; 0 = all at once
+    kv_cache: str = "dynamic"  # static: a preallocated KV cache per generate call (faster decoding on CPU)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     # run directory and logging
     seed: int = 0
@@ -198,6 +246,10 @@ class TrainConfig:
         _check_choice("kl_estimator", self.kl_estimator, ("kl", "abs", "mse", "low_var_kl"))
         _check_choice("critic", self.critic, ("model", "value_head"))
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _check_choice("autocast", self.autocast, ("auto", "bf16", "off"))
+        _check_choice("kv_cache", self.kv_cache, ("dynamic", "static"))
+        _check_range("format_reward", self.format_reward, 0.0, 1.0)
+        _check_range("num_threads", self.num_threads, 0)
         for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "topk",
                      "max_turn_tokens", "max_obs_tokens", "max_context_tokens", "micro_batch_tokens",
                      "save_every", "keep_checkpoints"):

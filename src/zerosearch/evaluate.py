@@ -118,6 +118,8 @@ class EvalSettings:
     batch_size: int = 16
     prompt_template: str | None = None  # None: "policy" for the agent, "eval_<method>" for baselines
     prompt_style: str = "auto"  # auto | chat | raw
+    autocast: str = "off"  # auto | bf16 | off: bf16 mixed precision (see zerosearch.runtime)
+    kv_cache: str = "dynamic"  # dynamic | static (a preallocated cache: faster decoding on CPU)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -131,6 +133,10 @@ class EvalSettings:
             raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
         if self.prompt_style not in ("auto", "chat", "raw"):
             raise ValueError(f"prompt_style must be auto, chat or raw, got {self.prompt_style!r}")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ValueError(f"autocast must be auto, bf16 or off, got {self.autocast!r}")
+        if self.kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"kv_cache must be dynamic or static, got {self.kv_cache!r}")
 
     @property
     def template_name(self) -> str:
@@ -185,6 +191,7 @@ class Answerer:
     def __init__(self, model: str, engine: SearchEngine | None, settings: EvalSettings,
                  device: str = "auto", dtype: str = "auto") -> None:
         from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
+        from zerosearch.runtime import resolve_autocast
 
         if settings.method in NEEDS_ENGINE and engine is None:
             raise ValueError(f"method {settings.method!r} needs a search engine (--engine SPEC)")
@@ -206,8 +213,9 @@ class Answerer:
             self.model, self.tokenizer, engine,
             RolloutSettings(max_turns=settings.max_turns if agent else 0, topk=settings.topk,
                             max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
-                            max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size),
-            self.device,
+                            max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size,
+                            kv_cache=settings.kv_cache),
+            self.device, autocast=resolve_autocast(settings.autocast, self.device),
         )
 
     def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:
@@ -424,11 +432,12 @@ def format_results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (at any depth of dicts) replaced by None, for JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -494,6 +503,8 @@ def evaluate(
     max_context_tokens: int | None = None,
     prompt_template: str | None = None,
     prompt_style: str = "auto",
+    autocast: str = "off",
+    kv_cache: str = "dynamic",
     names: Sequence[str] | None = None,
     engine: SearchEngine | None = None,
     device: str = "auto",
@@ -511,6 +522,8 @@ def evaluate(
         output_dir: where to write; default :func:`default_output_dir`. An existing one is resumed.
         limit, sample, seed: per dataset, a seeded sample of ``sample`` rows, then the first ``limit``.
         topk: documents per search; default :func:`default_topk` of the spec.
+        autocast, kv_cache: see :class:`EvalSettings` (both change the numerics slightly, so they are part
+            of the settings a resumed evaluation must match).
         names: one dataset name per file instead of the file stems.
         progress: show a tqdm progress bar.
 
@@ -521,7 +534,8 @@ def evaluate(
     settings = EvalSettings(method=method, max_turns=max_turns, topk=topk or default_topk(engine_spec),
                             max_turn_tokens=max_turn_tokens, max_obs_tokens=max_obs_tokens,
                             max_context_tokens=max_context_tokens, batch_size=batch_size,
-                            prompt_template=prompt_template, prompt_style=prompt_style)
+                            prompt_template=prompt_template, prompt_style=prompt_style, autocast=autocast,
+                            kv_cache=kv_cache)
     if method in NEEDS_ENGINE and engine is None and not engine_spec:
         raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
     engine_label = engine_spec or (engine.name if engine is not None else None)
@@ -564,7 +578,7 @@ def evaluate(
         "wall_seconds": time.perf_counter() - started,
         "output_dir": str(out),
     }
-    (out / RESULTS_JSON).write_text(json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n",
+    (out / RESULTS_JSON).write_text(json.dumps(json_safe(results), indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
     (out / RESULTS_MD).write_text(format_results_table(results), encoding="utf-8")
     return results

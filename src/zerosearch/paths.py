@@ -36,3 +36,14 @@ def publish_dir(tmp: Path, final: Path) -> Path:
 def private_tmp(final: Path) -> Path:
     """A temporary sibling of ``final`` unique to this process."""
     return final.with_name(f"{final.name}.tmp-{os.getpid()}")
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes (hex): what a cache key holds for an input file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -61,7 +61,7 @@ PLOTS: tuple[Plot, ...] = (
     Plot("search", "Searches and turns", (
         Panel("per rollout", (("searches_per_rollout", "searches"), ("turns_mean", "turns"))),
         Panel("rate", (("invalid_action_rate", "invalid actions / turn"), ("answered_rate", "answered"),
-                       ("context_exhausted_rate", "context exhausted"))),
+                       ("well_formed_rate", "well formed"), ("context_exhausted_rate", "context exhausted"))),
     )),
     Plot("length", "Response length", (
         Panel("tokens", (("response_tokens_mean", "response (all)"),
@@ -404,6 +404,43 @@ def _trajectory_section(run_dir: Path, per_step: int) -> str:
     return "\n".join(parts)
 
 
+WARMUP_PLOT = Plot("warmup", "Format warm-up (before RL)", (
+    Panel("NLL per policy token", (("warmup_loss", "training loss"),)),))
+
+
+def _comparison_section(run_dir: Path) -> str:
+    """The before/after table (untrained, warmed-up, RL-trained on the same questions), when evaluated."""
+    from zerosearch.compare import COMPARISON_MD
+
+    path = run_dir / "eval" / COMPARISON_MD
+    if not path.exists():
+        return ""
+    return f"<h2>Before and after</h2><div id='comparison'>{markdown_tables_to_html(path.read_text(encoding='utf-8'))}</div>"
+
+
+def _warmup_section(run_dir: Path, out_dir: Path) -> str:
+    """Where the policy started: the warm-up's demonstrations and its loss curve (``warmup.json``)."""
+    path = run_dir / "warmup.json"
+    if not path.exists():
+        return ""
+    info = json.loads(path.read_text(encoding="utf-8"))
+    demos = info.get("demonstrations") or {}
+    sft = info.get("sft") or {}
+    facts = (f"{demos.get('one_search', 0) + demos.get('two_searches', 0)} demonstrations "
+             f"({demos.get('one_search', 0)} with one search, {demos.get('two_searches', 0)} with two) from "
+             f"{demos.get('rows', 0)} training rows, {sft.get('steps', '?')} steps"
+             + (" (taken from the cache)" if info.get("cached") else ""))
+    parts = [f"<h2>Format warm-up</h2><p class='sub'>{_e(facts)}; model <code>{_e(info.get('model_dir'))}</code></p>"]
+    rows = [{"step": step, "warmup_loss": loss} for step, loss in sft.get("loss_curve") or []]
+    png = render_plot(rows, WARMUP_PLOT) if rows else None
+    if png is not None:
+        (out_dir / f"{WARMUP_PLOT.name}.png").write_bytes(png)
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure id='plot-warmup'><img src='data:image/png;base64,{data}' "
+                     f"alt='{_e(WARMUP_PLOT.title)}'></figure>")
+    return "\n".join(parts)
+
+
 def _eval_section(run_dir: Path) -> str:
     tables = _eval_tables(run_dir)
     if not tables:
@@ -450,7 +487,9 @@ def write_report(run_dir: str | Path, trajectories_per_step: int = 3) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = [
         _header(run_dir, config, rows),
+        _comparison_section(run_dir),
         _summary_section(rows),
+        _warmup_section(run_dir, out_dir),
         _plot_section(rows, out_dir) if rows else "",
         _eval_section(run_dir),
         _trajectory_section(run_dir, trajectories_per_step),

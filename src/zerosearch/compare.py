@@ -1,0 +1,129 @@
+"""Before and after: the run's evaluation questions answered by the untrained model, the warmed-up model
+and the RL-trained policy, with the same real engine and the same generation settings.
+
+``finish_run`` calls :func:`final_evaluation` when ``final_eval.enabled``. The trained policy's results go
+to ``<run>/eval`` (as before this module existed); with ``final_eval.baselines`` the untrained model's go
+to ``<run>/eval/untrained`` and, when the run warmed up, the warmed-up model's to ``<run>/eval/warmup``,
+and ``<run>/eval/comparison.{md,json}`` put the three side by side (the report and the end-of-run summary
+show that table).
+
+Evaluation is greedy and deterministic, so a baseline is a function of the model and the settings: it is
+evaluated once into ``$ZEROSEARCH_CACHE/evals/<key>`` and copied into every run that asks for it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from zerosearch.config import TrainConfig
+from zerosearch.llm.models import model_fingerprint, resolve_model_path
+from zerosearch.paths import cache_dir, file_digest
+
+__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "STAGES", "comparison_table", "final_evaluation"]
+
+COMPARISON_MD = "comparison.md"
+COMPARISON_JSON = "comparison.json"
+# (key, column label): the order of the before/after table
+STAGES = (("untrained", "untrained"), ("warmup", "after warm-up"), ("trained", "after RL"))
+# (metric, row label, scale, decimals)
+_ROWS = (
+    ("em", "EM (%)", 100.0, 1),
+    ("cover_em", "cover-EM (%)", 100.0, 1),
+    ("f1", "F1 (%)", 100.0, 1),
+    ("answered_rate", "answered (%)", 100.0, 1),
+    ("searches_per_question", "searches / question", 1.0, 2),
+    ("invalid_action_rate", "invalid actions (% of turns)", 100.0, 1),
+    ("response_tokens", "response tokens", 1.0, 0),
+    ("n", "questions", 1.0, 0),
+)
+
+
+def _eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The evaluation settings of a run: its rollout budgets, greedy, on the final-eval questions."""
+    from zerosearch.datasets import default_dev_files
+
+    fe = cfg.final_eval
+    return dict(
+        data_files=list(fe.files) or default_dev_files(), engine_spec=fe.engine, method=fe.method,
+        limit=fe.limit or None, batch_size=fe.batch_size, max_turns=cfg.max_turns, topk=cfg.topk,
+        max_turn_tokens=cfg.max_turn_tokens, max_obs_tokens=cfg.max_obs_tokens,
+        max_context_tokens=cfg.max_context_tokens,
+        # the policy's template is the agent's prompt; the baselines keep their own templates
+        prompt_template=cfg.prompt_template if fe.method == "agent" else None,
+        prompt_style=cfg.prompt_style, autocast=cfg.autocast, kv_cache=cfg.kv_cache, device=cfg.device,
+        dtype=cfg.dtype,
+    )
+
+
+def _cache_key(model: str, kwargs: dict[str, Any]) -> str:
+    payload = {
+        "model": model_fingerprint(resolve_model_path(model)),
+        "data": [file_digest(f) for f in kwargs["data_files"]],
+        "settings": {k: v for k, v in kwargs.items() if k not in ("data_files", "batch_size")},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+    """Evaluate ``model`` into the evaluation cache (resumed if partly there) and copy it to ``out``."""
+    from zerosearch.evaluate import evaluate
+
+    cached = cache_dir() / "evals" / _cache_key(model, kwargs)
+    results = evaluate(model, output_dir=cached, progress=progress, **kwargs)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(cached, out)
+    return {**results, "output_dir": str(out)}
+
+
+def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_model: str,
+                     progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Evaluate the trained policy (and the baselines, with ``final_eval.baselines``); write the comparison.
+
+    Returns ``{stage: results}`` for the stages evaluated (see :data:`STAGES`); ``results`` is what
+    :func:`zerosearch.evaluate.evaluate` returns.
+    """
+    from zerosearch.evaluate import evaluate, json_safe
+
+    kwargs = _eval_kwargs(cfg)
+    eval_dir = run_dir / "eval"
+    results: dict[str, dict[str, Any]] = {}
+    if cfg.final_eval.baselines:
+        results["untrained"] = _evaluate_cached(cfg.model, kwargs, eval_dir / "untrained", progress)
+        if init_model != cfg.model:
+            results["warmup"] = _evaluate_cached(init_model, kwargs, eval_dir / "warmup", progress)
+    results["trained"] = evaluate(str(policy_dir), output_dir=eval_dir, progress=progress, **kwargs)
+    if len(results) > 1:
+        (eval_dir / COMPARISON_MD).write_text(comparison_table(results), encoding="utf-8")
+        summary = {stage: {"model": r["model"], **r["average"]} for stage, r in results.items()}
+        (eval_dir / COMPARISON_JSON).write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def _cell(value: Any, scale: float, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * scale:.{decimals}f}"
+
+
+def comparison_table(results: dict[str, dict[str, Any]]) -> str:
+    """A markdown table: a row per metric, a column per stage present (averages over datasets)."""
+    stages = [(key, label) for key, label in STAGES if key in results]
+    first = next(iter(results.values()))
+    lines = [
+        f"On the same {first['average'].get('n', 0):.0f} questions with engine "
+        f"`{first['engine']}` (greedy):",
+        "",
+        "| metric | " + " | ".join(label for _, label in stages) + " |",
+        "|---|" + "---:|" * len(stages),
+    ]
+    for metric, label, scale, decimals in _ROWS:
+        cells = [_cell(results[key]["average"].get(metric), scale, decimals) for key, _ in stages]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
