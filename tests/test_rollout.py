@@ -115,6 +115,35 @@ def test_long_observation_drops_whole_documents(tok):
     assert DOCS[1] not in traj.response_text and traj.status == ANSWERED
 
 
+@pytest.mark.parametrize("topk", [1, 2])
+def test_document_longer_than_the_budget_is_cut_not_dropped(tok, topk):
+    """One document of ~2,000 tokens, max_obs_tokens=64: the block holds the start of it, fits the budget,
+    and the turn logs the text the policy saw, not the whole document."""
+    long_doc = " ".join(f"word{i}" for i in range(1000))
+    s = "<search> q </search>"
+    runner = ScriptedRunner(tok, FixedDocumentsEngine([long_doc, DOCS[1]]),
+                            RolloutSettings(max_turns=1, topk=topk, max_obs_tokens=64), [[s, "<answer> x </answer>"]])
+    traj = make(tok)
+    runner.run([traj], 0.0, np.random.default_rng(0))
+    block_ids = [i for i, m in zip(traj.response_ids, traj.loss_mask) if m == 0]
+    assert 48 <= len(block_ids) <= 64  # filled, within the budget
+    (shown,) = traj.turns[0].documents
+    assert long_doc.startswith(shown) and 10 < len(shown) < len(long_doc)
+    assert information_block([Document(shown)]) in traj.response_text
+    assert DOCS[1] not in traj.response_text
+    assert traj.turns[0].error is None and traj.status == ANSWERED
+
+
+def test_fit_observation_keeps_what_fits(tok):
+    from zerosearch.rollout import fit_observation
+
+    docs = [Document(d) for d in DOCS]
+    text, ids_, shown = fit_observation(docs, tok, 10_000)
+    assert shown == docs and text == information_block(docs) and ids_ == ids(tok, text)
+    tags_only = len(ids(tok, information_block([])))
+    assert fit_observation(docs, tok, tags_only)[2] == []  # no room for any text: nothing shown
+
+
 def test_per_turn_token_budget(tok):
     long_text = "blah " * 100
     runner = ScriptedRunner(tok, FixedDocumentsEngine(DOCS), RolloutSettings(max_turns=1, max_turn_tokens=7), [[long_text, long_text]])

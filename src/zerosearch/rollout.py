@@ -13,8 +13,9 @@ the per-turn token budget. Then every trajectory's action is parsed:
 - ``search`` (turns < max_turns): the query joins one batched engine call for the whole turn; the
   useful/noisy flag of each call is drawn from the curriculum probability with the passed generator.
   The documents come back as ``\\n\\n<information>…</information>\\n\\n`` (mask 0). Documents are dropped
-  from the end until the block fits ``max_obs_tokens``; if it does not fit the context, the trajectory
-  ends cleanly (``context_exhausted``) instead of being cut mid-block.
+  from the end until the block fits ``max_obs_tokens`` (a single document longer than that is cut at a
+  token boundary, :func:`fit_observation`), and the turn logs the documents as shown; if the block does
+  not fit the context, the trajectory ends cleanly (``context_exhausted``) instead of being cut mid-block.
 - anything else: the corrective message (mask 0) and the turn counts.
 - After ``max_turns`` turns, one final turn in which only an answer counts.
 
@@ -26,6 +27,7 @@ corrective message after the EOS); a search whose engine call failed ends the tr
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -101,18 +103,43 @@ class Trajectory:
         }
 
 
-def fit_observation(docs: Sequence[Document], encode: Callable[[str], list[int]],
-                    max_obs_tokens: int) -> tuple[str, list[int]]:
-    """The ``<information>`` block of ``docs`` and its token ids, dropping whole documents from the end
-    until it fits ``max_obs_tokens``. Shared by the rollout and the warm-up's demonstrations, so both
-    insert exactly the same tokens."""
+def fit_observation(docs: Sequence[Document], tokenizer: Any,
+                    max_obs_tokens: int) -> tuple[str, list[int], list[Document]]:
+    """The ``<information>`` block of ``docs`` fitted to ``max_obs_tokens``: its text, its token ids and
+    the documents it shows.
+
+    Whole documents are dropped from the end first; when the first document alone is longer than the
+    budget, its text is cut at a token boundary to the longest prefix that fits, so a search that returned
+    documents never shows an empty block (unless the budget cannot even hold the tags and the title). The
+    rollout and the warm-up's demonstrations both insert exactly this, and log the documents it shows.
+    """
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     docs = list(docs)
     while True:
         text = information_block(docs)
         ids = encode(text)
-        if len(ids) <= max_obs_tokens or not docs:
-            return text, ids
+        if len(ids) <= max_obs_tokens or len(docs) <= 1:
+            break
         docs = docs[:-1]
+    if len(ids) <= max_obs_tokens or not docs:
+        return text, ids, docs
+    body = encode(docs[0].text)
+
+    def shortened(n: int) -> Document:
+        return dataclasses.replace(docs[0], text=tokenizer.decode(body[:n], skip_special_tokens=True).strip())
+
+    lo, hi = 0, len(body)  # the longest prefix (in tokens) whose block fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(encode(information_block([shortened(mid)]))) <= max_obs_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    shown = [shortened(lo)] if lo > 0 else []
+    text = information_block(shown)
+    return text, encode(text), shown
 
 
 @dataclass
@@ -233,12 +260,9 @@ class RolloutRunner:
                 stats.search_failures += 1
                 continue
             docs = list(result.documents[: self.settings.topk])
-            text, ids = self._fit_observation(docs)
-            turn.documents = [d.text if not d.title else f"({d.title}) {d.text}" for d in docs]
+            text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens)
+            turn.documents = [d.text if not d.title else f"({d.title}) {d.text}" for d in shown]  # as shown
             self._insert(traj, ids, text)
-
-    def _fit_observation(self, docs: list[Document]) -> tuple[str, list[int]]:
-        return fit_observation(docs, self._encode, self.settings.max_obs_tokens)
 
     # ------------------------------------------------------------------------------------------
     def _generate(self, active: list[Trajectory]) -> list[tuple[list[int], str, bool]]:

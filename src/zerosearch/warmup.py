@@ -53,15 +53,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from zerosearch import __version__
 from zerosearch.config import TrainConfig
 from zerosearch.data import QARow, load_qa_files, policy_prompt
-from zerosearch.llm.models import model_fingerprint
+from zerosearch.datasets import default_dev_files, default_train_files
+from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paths import cache_dir, file_digest
+from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
+from zerosearch.prompts import load_template
 from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation
+from zerosearch.runtime import resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
+from zerosearch.search.factory import build_engine
 from zerosearch.search.snippets import contains_answer, snippet
-from zerosearch.sft import SFTExample
+from zerosearch.sft import SFTExample, SFTSettings, train_sft
 
 __all__ = [
     "WARMUP_VERSION",
@@ -189,23 +195,22 @@ def _plan_searches(rows: Sequence[QARow], engine: SearchEngine, settings: DemoSe
     return plans
 
 
-def _append(traj: Trajectory, text: str, mask: int, encode) -> None:
-    traj.append(encode(text), mask, text)
-
-
-def _trajectory(plan: _Plan, prompt_ids: list[int], encode, settings: DemoSettings) -> Trajectory:
+def _trajectory(plan: _Plan, prompt_ids: list[int], tokenizer: Any, settings: DemoSettings) -> Trajectory:
     """The demonstration as a trajectory, built through the rollout's own append path."""
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     row = plan.row
     traj = Trajectory(question=row.question, golden_answers=row.golden_answers, prompt_ids=list(prompt_ids))
     for i, (query, docs) in enumerate(plan.searches):
         text = (FIRST_SEARCH if i == 0 else NEXT_SEARCH).format(query=query)
-        _append(traj, text, 1, encode)
-        info_text, info_ids = fit_observation(docs, encode, settings.max_obs_tokens)
+        traj.append(encode(text), 1, text)
+        info_text, info_ids, shown = fit_observation(docs, tokenizer, settings.max_obs_tokens)
         traj.turns.append(Turn(action="search", text=text, n_tokens=len(encode(text)), query=query,
-                               documents=[d.text if not d.title else f"({d.title}) {d.text}" for d in docs]))
+                               documents=[d.text if not d.title else f"({d.title}) {d.text}" for d in shown]))
         traj.append(info_ids, 0, info_text)
     answer = ANSWER.format(answer=row.golden_answers[0])
-    _append(traj, answer, 1, encode)
+    traj.append(encode(answer), 1, answer)
     traj.turns.append(Turn(action="answer", text=answer, n_tokens=len(encode(answer))))
     traj.answer_text, traj.status = answer, "answered"
     return traj
@@ -219,10 +224,6 @@ def build_demonstrations(rows: Sequence[QARow], engine: SearchEngine, tokenizer:
     and the counts of what happened to every row.
     """
     stats = DemoStats(rows=len(rows))
-
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
     prompts = {id(row): ids for row, ids in zip(rows, prompt_ids)}
     demos = []
     for plan in _plan_searches(rows, engine, settings, stats):
@@ -230,7 +231,7 @@ def build_demonstrations(rows: Sequence[QARow], engine: SearchEngine, tokenizer:
         if grounded is False and settings.require_grounded:
             stats.ungrounded_dropped += 1
             continue
-        traj = _trajectory(plan, prompts[id(plan.row)], encode, settings)
+        traj = _trajectory(plan, prompts[id(plan.row)], tokenizer, settings)
         if len(traj.prompt_ids) + len(traj.response_ids) > settings.max_context_tokens:
             stats.too_long_dropped += 1
             continue
@@ -270,13 +271,13 @@ def warmup_key(cfg: TrainConfig, model_path: str, train_files: Sequence[str], ev
     template's text, the warm-up settings, the rollout budgets the demonstrations must fit, the seed, the
     precision, and :data:`WARMUP_VERSION`.
     """
-    from zerosearch import __version__
-
     payload = {
         "demo_version": WARMUP_VERSION, "zerosearch": __version__, "model": model_fingerprint(model_path),
         "train_files": [file_digest(f) for f in train_files],
         "eval_files": [file_digest(f) for f in eval_files],
-        "template": template, "prompt_style": cfg.prompt_style, "warmup": dataclasses.asdict(cfg.warmup),
+        "template": template, "prompt_style": cfg.prompt_style,
+        # whether the run turns the warm-up on does not shape it (`zerosearch warmup` runs it either way)
+        "warmup": {k: v for k, v in dataclasses.asdict(cfg.warmup).items() if k != "enabled"},
         "budgets": [cfg.topk, cfg.max_turns, cfg.max_obs_tokens, cfg.max_context_tokens],
         "seed": cfg.seed, "bf16": bf16,
     }
@@ -310,13 +311,6 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     building ``cfg.warmup.engine``. Raises ValueError when no demonstration could be built (the message
     gives the counts) and ConfigError-derived errors for bad settings.
     """
-    from zerosearch.datasets import default_dev_files, default_train_files
-    from zerosearch.llm.models import resolve_model_path
-    from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
-    from zerosearch.prompts import load_template
-    from zerosearch.runtime import resolve_autocast
-    from zerosearch.sft import SFTSettings, train_sft
-
     w = cfg.warmup
     train_files = list(cfg.train_files) or default_train_files()
     eval_files = list(cfg.final_eval.files) or default_dev_files()
@@ -335,8 +329,6 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     chat = use_chat_template(tokenizer, cfg.prompt_style)
     prompt_ids = [encode_prompt(tokenizer, policy_prompt(r.question, template), chat) for r in rows]
     if engine is None:
-        from zerosearch.search.factory import build_engine
-
         engine = build_engine(w.engine)
     settings = DemoSettings(topk=cfg.topk, max_searches=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,
                             max_context_tokens=cfg.max_context_tokens, max_doc_words=w.max_doc_words,
