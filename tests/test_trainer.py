@@ -293,6 +293,12 @@ def test_default_pipeline_at_tiny_scale(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "after warm-up" in err and "time:" in err and "warm-up " in err
 
+    # resumed to more steps and finished again: the trained column is the new checkpoint's
+    assert main(["train", "--resume", str(run), "total_steps=2", "--no-progress"]) == 0
+    assert json.loads((run / "eval" / "results.json").read_text())["model"].endswith("step_2/policy")
+    assert "| metric | untrained | after warm-up | after RL |" in (run / "eval" / "comparison.md").read_text()
+    capsys.readouterr()
+
     assert main(["train", *common, f"output_dir={tmp_path / 'run2'}", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warm-up cached" in err

@@ -196,6 +196,7 @@ def test_run_warmup_trains_once_then_reuses_the_cache(tmp_path, monkeypatch):
     assert info["demonstrations"]["rows"] == 4 and info["sft"]["steps"] >= 1
     again = run_warmup(cfg, progress=False)
     assert again.cached and again.model_dir == first.model_dir
+    assert run_warmup(_config(tmp_path, "warmup.enabled=false"), progress=False).cached  # `zerosearch warmup`
     changed = run_warmup(_config(tmp_path, "warmup.lr=2e-3"), progress=False)
     assert not changed.cached and changed.model_dir != first.model_dir
 

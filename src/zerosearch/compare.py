@@ -24,7 +24,8 @@ from zerosearch.config import TrainConfig
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paths import cache_dir, file_digest
 
-__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "STAGES", "comparison_table", "final_evaluation"]
+__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "STAGES", "comparison_table", "eval_kwargs", "evaluate_cached",
+           "final_evaluation"]
 
 COMPARISON_MD = "comparison.md"
 COMPARISON_JSON = "comparison.json"
@@ -43,7 +44,7 @@ _ROWS = (
 )
 
 
-def _eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The evaluation settings of a run: its rollout budgets, greedy, on the final-eval questions."""
     from zerosearch.datasets import default_dev_files
 
@@ -69,9 +70,9 @@ def _cache_key(model: str, kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+def evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
     """Evaluate ``model`` into the evaluation cache (resumed if partly there) and copy it to ``out``."""
-    from zerosearch.evaluate import evaluate
+    from zerosearch.evaluate import evaluate  # inside: the report imports this module without torch
 
     cached = cache_dir() / "evals" / _cache_key(model, kwargs)
     results = evaluate(model, output_dir=cached, progress=progress, **kwargs)
@@ -90,19 +91,33 @@ def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_mod
     """
     from zerosearch.evaluate import evaluate, json_safe
 
-    kwargs = _eval_kwargs(cfg)
+    kwargs = eval_kwargs(cfg)
     eval_dir = run_dir / "eval"
     results: dict[str, dict[str, Any]] = {}
     if cfg.final_eval.baselines:
-        results["untrained"] = _evaluate_cached(cfg.model, kwargs, eval_dir / "untrained", progress)
+        results["untrained"] = evaluate_cached(cfg.model, kwargs, eval_dir / "untrained", progress)
         if init_model != cfg.model:
-            results["warmup"] = _evaluate_cached(init_model, kwargs, eval_dir / "warmup", progress)
+            results["warmup"] = evaluate_cached(init_model, kwargs, eval_dir / "warmup", progress)
+    _drop_stale(eval_dir, str(policy_dir))
     results["trained"] = evaluate(str(policy_dir), output_dir=eval_dir, progress=progress, **kwargs)
     if len(results) > 1:
         (eval_dir / COMPARISON_MD).write_text(comparison_table(results), encoding="utf-8")
         summary = {stage: {"model": r["model"], **r["average"]} for stage, r in results.items()}
         (eval_dir / COMPARISON_JSON).write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
     return results
+
+
+def _drop_stale(eval_dir: Path, model: str) -> None:
+    """Remove the trained policy's results of an earlier checkpoint (a run resumed to more steps and
+    finished again), keeping an interrupted evaluation of this same checkpoint to resume."""
+    from zerosearch.evaluate import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, RESULTS_MD
+
+    config = eval_dir / CONFIG_FILE
+    if not config.exists() or json.loads(config.read_text(encoding="utf-8")).get("model") == model:
+        return
+    for name in (CONFIG_FILE, RESULTS_JSON, RESULTS_MD, COMPARISON_MD, COMPARISON_JSON):
+        (eval_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(eval_dir / EXAMPLES_DIR, ignore_errors=True)
 
 
 def _cell(value: Any, scale: float, decimals: int) -> str:

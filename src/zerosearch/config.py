@@ -67,7 +67,9 @@ class SimulatorConfig:
 
     backend: ``transformers`` (in-process; all search calls of a turn batched into one generate) or
     ``openai`` (any OpenAI-compatible server: vLLM, SGLang, llama.cpp; needs ``base_url``).
-    model: path / hub id, or ``policy`` to reuse the policy's *initial* weights (a frozen copy).
+    model: path / hub id, or ``policy`` for the run's base ``model`` (a frozen copy; with the format
+    warm-up on, the model *before* the warm-up, since the warm-up trains the policy protocol, not the
+    simulator's).
     mode: ``finetuned`` (prompt of the published Simulation_LLM_* checkpoints) or ``prompt`` (few-shot
     prompt for an off-the-shelf instruct model).
     """

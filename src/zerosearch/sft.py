@@ -38,8 +38,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from tqdm.auto import tqdm
+
 from zerosearch import checkpoint as ckpt
-from zerosearch.policy import Window, build_window, right_align, selected_logprobs
+from zerosearch.config import LoraConfig
+from zerosearch.policy import (
+    Window, apply_lora, build_window, load_causal_lm, load_tokenizer, pick_device, pick_dtype, right_align,
+    selected_logprobs,
+)
 from zerosearch.runtime import autocast_context
 
 __all__ = ["SFTExample", "SFTRun", "SFTSettings", "chat_example", "end_of_turn_ids", "fitting", "load_for_sft",
@@ -309,9 +315,6 @@ def save_merged(model: torch.nn.Module, tokenizer: Any, out_dir: Path, lora: boo
 
 def load_for_sft(base_model: str, settings: SFTSettings, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """The model to train (fp32 weights on CPU, the device's default dtype elsewhere) and its tokenizer."""
-    from zerosearch.config import LoraConfig
-    from zerosearch.policy import apply_lora, load_causal_lm, load_tokenizer, pick_dtype
-
     tokenizer = load_tokenizer(base_model)
     model = load_causal_lm(base_model, device, pick_dtype("auto", device))
     if settings.gradient_checkpointing:
@@ -341,10 +344,6 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
 
     Raises ValueError when no training example fits ``max_length``.
     """
-    from tqdm.auto import tqdm
-
-    from zerosearch.policy import pick_device
-
     started = time.perf_counter()
     out = Path(out_dir)
     train_kept, too_long = fitting(train_examples, settings.max_length)

@@ -90,9 +90,6 @@ class Trainer:
         self.progress = progress
         self.step = 0
         configure_threads(cfg.num_threads)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.dtype = pick_dtype(cfg.dtype, self.device)
         self.autocast = resolve_autocast(cfg.autocast, self.device)
@@ -100,6 +97,11 @@ class Trainer:
         if init_model is None and cfg.warmup.enabled:
             init_model = self._warm_up()
         self.init_model = init_model or cfg.model
+        # seeded after the warm-up, which draws from the same generators only when it trains: a run whose
+        # warm-up came from the cache samples exactly what the run that trained it did
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
 
         self.rows = rows if rows is not None else self._load_rows()
         self.sampler = PromptSampler(len(self.rows), seed=cfg.seed)
