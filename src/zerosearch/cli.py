@@ -201,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse stops filling a ``nargs="*"`` positional at the first option, so the key=value
+        # overrides after one (`train cfg.yaml --no-progress seed=2`) arrive here: they are overrides too
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from zerosearch.config import ConfigError
     from zerosearch.data import DataError
 
