@@ -141,6 +141,37 @@ def test_grpo_equal_rewards_and_no_std_scaling() -> None:
     assert torch.allclose(adv[:, 0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("size", [2, 3, 5, 7, 8, 16, 64, 320])
+@pytest.mark.parametrize("value", [2 / 3, 1 / 3, 0.1, 0.7, 1.0, 1e-7, 123.456])
+def test_grpo_equal_group_is_exactly_zero(dtype, size, value) -> None:
+    """Issue 14.1: eight float32 copies of 2/3 averaged to 2/3 + 6e-8, the std was of the same size, and
+    every member got +0.056. Equal rewards carry no comparison: exactly 0, beside a group that does."""
+    rewards = torch.cat([torch.full((size,), value, dtype=dtype), torch.tensor([1.0, 0.0], dtype=dtype)])
+    ids = torch.tensor([0] * size + [1, 1])
+    for scale in (True, False):
+        adv = grpo_advantages(rewards, ids, torch.ones(size + 2, 3), scale_by_std=scale)
+        assert torch.equal(adv[:size], torch.zeros(size, 3, dtype=adv.dtype))
+        assert adv[size, 0] > 0 > adv[size + 1, 0]
+
+
+def test_float32_mean_of_equal_values_leaves_a_residue() -> None:
+    """Why the rule is needed: the arithmetic alone does not give 0 (if torch ever changes, the test above
+    still holds; this one documents the fault)."""
+    r = torch.full((8,), 2 / 3, dtype=torch.float32)
+    assert (r - r.mean()).abs().max() > 0
+
+
+@pytest.mark.parametrize("value", [2 / 3, 0.1, 1.0])
+def test_equal_values_whiten_and_center_to_exactly_zero(value) -> None:
+    x, mask = torch.full((4, 6), value), torch.ones(4, 6)
+    mask[:, -2:] = 0
+    assert torch.equal(whiten(x, mask), torch.zeros(4, 6))
+    assert torch.equal(whiten(x, mask, shift_mean=False)[:, :4], x[:, :4])  # scale only: unchanged
+    r = torch.full((8,), value)
+    assert torch.equal(reinforce_advantages(r, torch.ones(8, 2), baseline="mean"), torch.zeros(8, 2))
+
+
 def test_grpo_bad_inputs_raise() -> None:
     mask = torch.ones(2, 3)
     with pytest.raises(ValueError, match="integer"):

@@ -303,3 +303,58 @@ def test_default_pipeline_at_tiny_scale(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "warm-up cached" in err
     assert json.loads((tmp_path / "run2" / "warmup.json").read_text())["cached"] is True
+
+
+class _FailsForQuestion(FixedDocumentsEngine):
+    """Every search made while answering ``question`` fails, as a network engine reports an error."""
+
+    def __init__(self, documents, question):
+        super().__init__(documents)
+        self.question = question
+
+    def search(self, requests, topk):
+        from zerosearch.search.base import SearchResult
+
+        ok = super().search(requests, topk)
+        return [SearchResult(error="connection refused (test)", noisy=r.noisy) if r.question == self.question else res
+                for r, res in zip(requests, ok)]
+
+
+def test_failed_searches_are_left_out_of_the_update(tmp_path, searcher_model, monkeypatch):
+    """A trajectory whose search failed is scored, counted and logged, but never reaches the update."""
+    from zerosearch.rollout import SEARCH_FAILED
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}\n'
+                  '{"id": "2", "question": "what colour is grass", "golden_answers": ["green"]}\n')
+    tpl = tmp_path / "short.txt"
+    tpl.write_text(SHORT_TEMPLATE)
+    cfg = load_train_config(None, [f"model={searcher_model}", f"train_files={qa}", f"prompt_template={tpl}",
+                                   "prompts_per_step=2", "rollouts_per_prompt=2", "temperature=0.05",
+                                   "kl_coef=0", "total_steps=1", "log_rollouts=4"])
+    trainer = Trainer(cfg, tmp_path / "run", engine=_FailsForQuestion(["the colour is green"], "what colour is the sky"),
+                      progress=False)
+    seen = {}
+    run = trainer.runner.run
+    monkeypatch.setattr(trainer.runner, "run", lambda trajs, *a, **k: seen.setdefault("all", trajs) and run(trajs, *a, **k))
+    update = trainer._update
+    monkeypatch.setattr(trainer, "_update", lambda trajs, rewards: seen.setdefault("updated", list(trajs)) and update(trajs, rewards))
+    metrics, records = trainer.train_step()
+    failed = [t for t in seen["all"] if t.status == SEARCH_FAILED]
+    assert [t.question for t in failed] == ["what colour is the sky"] * 2  # the searcher always searches first
+    assert metrics["search_failures"] == 2 and metrics["trajectories_updated"] == 2
+    assert all(t.question == "what colour is grass" for t in seen["updated"])
+    assert len(records) == 4  # logged all the same
+
+
+@pytest.mark.parametrize("singleton, expected", [("verl", 1.0), ("zero", 0.0)])
+def test_grpo_singleton_rule_is_a_config_choice(tmp_path, searcher_model, singleton, expected):
+    """A prompt left with one rollout (its others failed) gets its raw reward (verl's rule) or 0."""
+    trainer = _trainer(tmp_path, searcher_model, algorithm="grpo", rollouts_per_prompt=2, grpo_singleton=singleton)
+    t = _traj(trainer, ["the sky is blue"])
+    adv, _ = trainer._advantages([t], [1.0], None)
+    policy = torch.tensor(t.loss_mask, dtype=torch.bool)
+    assert torch.allclose(adv[0][policy], torch.full((int(policy.sum()),), expected), atol=1e-5)
+    assert torch.equal(adv[0][~policy], torch.zeros(int((~policy).sum())))
+    with pytest.raises(Exception, match="grpo_singleton"):
+        load_train_config(None, ["grpo_singleton=raw"])

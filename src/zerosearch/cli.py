@@ -18,6 +18,7 @@ examples:
 config keys (key=value, dotted for sections; values are YAML):
   model                  path, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)
   algorithm              reinforce | grpo | ppo
+  grpo_singleton         grpo: a prompt left with one rollout gets its raw reward (verl) or 0 (zero)
   train_files            QA files (FlashRAG jsonl, Search-R1 parquet, ...), comma-separated or a list
   total_steps            training steps
   prompts_per_step       questions per step; rollouts_per_prompt trajectories each

@@ -184,6 +184,9 @@ class TrainConfig:
     # Agents"): reward = (1 - lambda_f) * score + lambda_f * well_formed; 0 = the paper's reward exactly
     format_reward: float = 0.0
     baseline: str = "none"  # reinforce only: none (the paper) | mean
+    # grpo only: the advantage of a prompt left with one rollout (its others failed to search, or
+    # rollouts_per_prompt=1): verl = its raw reward (verl's mean 0 / std 1 rule), zero = 0 (no comparison)
+    grpo_singleton: str = "verl"
     total_steps: int = 200
     prompts_per_step: int = 64
     rollouts_per_prompt: int = 5
@@ -244,6 +247,7 @@ class TrainConfig:
         _check_choice("algorithm", self.algorithm, ("reinforce", "grpo", "ppo"))
         _check_choice("reward", self.reward, ("f1", "em", "cover_em"))
         _check_choice("baseline", self.baseline, ("none", "mean"))
+        _check_choice("grpo_singleton", self.grpo_singleton, ("verl", "zero"))
         _check_choice("prompt_style", self.prompt_style, ("auto", "chat", "raw"))
         _check_choice("kl_estimator", self.kl_estimator, ("kl", "abs", "mse", "low_var_kl"))
         _check_choice("critic", self.critic, ("model", "value_head"))

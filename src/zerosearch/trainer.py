@@ -356,7 +356,7 @@ class Trainer:
             adv, ret = reinforce_advantages(r, mask, baseline=self.cfg.baseline), None
         elif algo == "grpo":
             groups = torch.tensor([t.group for t in trajs], dtype=torch.long)
-            adv, ret = grpo_advantages(r, groups, mask), None
+            adv, ret = grpo_advantages(r, groups, mask, singleton=self.cfg.grpo_singleton), None
         else:
             token_rewards = torch.zeros_like(mask)
             last = width - 1 - torch.argmax(mask.flip(-1), dim=-1)  # last policy token of each row

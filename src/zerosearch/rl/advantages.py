@@ -53,6 +53,16 @@ def _check_rewards(rewards: Tensor, loss_mask: Tensor) -> None:
         )
 
 
+def _centered(values: Tensor, mean: Tensor, equal: Tensor) -> Tensor:
+    """``values - mean``, exactly 0 where ``equal`` says every value of the set is the same.
+
+    A float mean of equal values is not always that value (eight float32 copies of 2/3 average to
+    2/3 + 6e-8), and a normaliser as small as the residue turns it into a full-size signal. Equal values
+    carry no comparison, so their centred value is 0 by definition, not by arithmetic.
+    """
+    return torch.where(equal, torch.zeros_like(values), values - mean)
+
+
 def _broadcast_over_policy_tokens(per_row: Tensor, loss_mask: Tensor) -> Tensor:
     """[B] -> [B, T]: the row's value on mask-1 positions, exactly 0 elsewhere."""
     per_row = per_row.unsqueeze(-1).expand(loss_mask.shape)
@@ -85,8 +95,8 @@ def reinforce_advantages(rewards: Tensor, loss_mask: Tensor, baseline: str = "no
     if baseline not in _BASELINES:
         raise ValueError(f"baseline must be one of {_BASELINES}; got {baseline!r}")
     r = rewards.to(_float_dtype(rewards))
-    if baseline == "mean":
-        r = r - r.mean()
+    if baseline == "mean" and r.numel():
+        r = _centered(r, r.mean(), r.max() == r.min())
     return _broadcast_over_policy_tokens(r, loss_mask)
 
 
@@ -106,8 +116,10 @@ def grpo_advantages(
     ``A_i = (r_i - mean_g) / (std_g + eps)`` with ``std_g`` the *unbiased* standard
     deviation (``torch.std``'s default, as verl uses), broadcast over the policy
     tokens. ``scale_by_std=False`` gives ``r_i - mean_g`` (Dr. GRPO; verl's
-    ``norm_adv_by_std_in_grpo=False``). A group whose rewards are all equal gets
-    advantage 0 (``0 / (0 + eps)``).
+    ``norm_adv_by_std_in_grpo=False``). A group of two or more whose rewards are all
+    equal gets advantage exactly 0, at any size and reward value (departure from verl,
+    whose float mean of equal values can leave a residue of ~1e-8 that ``/ (std + eps)``
+    with ``std`` of the same size turns into advantages of order 0.05-1).
 
     Groups of size 1 (an unbiased std is undefined):
 
@@ -151,7 +163,10 @@ def grpo_advantages(
 
     # Two-pass per-group mean and unbiased variance (the same numbers torch.std gives).
     mean = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, inverse, r) / n
-    dev = r - mean[inverse]
+    lo = torch.full((g,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inverse, r, "amin")
+    hi = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inverse, r, "amax")
+    equal = (lo == hi) & (counts > 1)
+    dev = _centered(r, mean[inverse], equal[inverse])
     sq = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, inverse, dev * dev)
     std = (sq / (n - 1).clamp(min=1)).sqrt()
 
@@ -160,7 +175,7 @@ def grpo_advantages(
     mean = torch.where(single, torch.zeros_like(mean), mean)
     std = torch.where(single, torch.ones_like(std), std)
 
-    adv = r - mean[inverse]
+    adv = _centered(r, mean[inverse], equal[inverse])
     if scale_by_std:
         adv = adv / (std[inverse] + eps)
     if singleton == "zero":
@@ -277,7 +292,8 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
 
     Returns:
         Tensor shaped like ``x``; exactly 0 on mask-0 positions (departure: verl
-        leaves whitened garbage there).
+        leaves whitened garbage there), and exactly 0 (``shift_mean``) or ``x``
+        (scale only) everywhere when all mask-1 entries are equal.
     """
     if x.shape != mask.shape:
         raise ValueError(f"x and mask must have the same shape; got {tuple(x.shape)} and {tuple(mask.shape)}")
@@ -292,7 +308,9 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
     vals = xf[keep]
     mean = vals.mean()
     var = vals.var(unbiased=True)
-    out = (xf - mean) * torch.rsqrt(var + eps)
+    # equal values whiten to exactly 0 (not residue / sqrt(eps)); see _centered
+    equal = vals.max() == vals.min()
+    out = _centered(xf, mean, equal) * torch.rsqrt(var + eps)
     if not shift_mean:
-        out = out + mean
+        out = torch.where(equal, xf, out + mean)
     return torch.where(keep, out, torch.zeros_like(out))
