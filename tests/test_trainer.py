@@ -110,11 +110,14 @@ def _traj(trainer, documents, answer="blue"):
 
 
 def _params_after_update(trainer, traj, reward):
-    """Policy parameters after one update from the trainer's current state, which is then restored."""
+    """Policy (and critic, prefixed ``critic.``) parameters after one update from the trainer's current
+    state, which is then restored."""
     modules = [m for m in (trainer.policy, trainer.optimizer, trainer.critic, trainer.critic_optimizer) if m is not None]
     saved = [copy.deepcopy(m.state_dict()) for m in modules]
     trainer._update([traj], [reward])
     after = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+    if trainer.critic is not None:
+        after |= {f"critic.{k}": v.detach().clone() for k, v in trainer.critic.state_dict().items()}
     for m, state in zip(modules, saved):
         m.load_state_dict(state)
     return after
@@ -137,7 +140,9 @@ def test_information_text_does_not_change_the_update_of_the_tokens_before_it(tmp
     b = _params_after_update(trainer, ending_in_information(["completely different words here, and more of them"]), 1.0)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    c = _params_after_update(trainer, ending_in_information(["the sky is blue"]), 0.3)  # control: reward matters
+    # control: the reward matters. For PPO it is the critic that moves: one trajectory's whitened advantages
+    # are all equal (the zero-initialised critic makes every token's advantage the reward), so exactly 0
+    c = _params_after_update(trainer, ending_in_information(["the sky is blue"]), 0.3)
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
