@@ -34,8 +34,11 @@ from zerosearch.rewards import (
         ("In 1984", "in 1984"),
         # accented letters are kept; "!" removed
         ("Beyoncé!", "beyoncé"),
-        # non-ASCII punctuation is NOT in string.punctuation, so it stays
-        ("“Paris”", "“paris”"),
+        # typographic quotes are folded to ASCII ones, then dropped (a departure from the reference,
+        # which kept them; see the Unicode tests below)
+        ("“Paris”", "paris"),
+        # other non-ASCII punctuation is not in string.punctuation, so it stays, as in the reference
+        ("¿Qué?", "¿qué"),
         # newlines and tabs are whitespace
         ("  New\n\tYork  ", "new york"),
         # only articles / punctuation -> empty
@@ -297,3 +300,46 @@ def test_format_shaped_reward(score, formed, weight, expected):
 def test_format_weight_out_of_range():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         format_shaped_reward(1.0, True, 1.5)
+
+
+# Issue 14.2: text that differs only in Unicode representation or typography scores as equal.
+_SAME = [
+    ("Beyonc\u00e9", "Beyonce\u0301"),  # composed (NFC) / decomposed (NFD)
+    ("Guns N' Roses", "Guns N\u2019 Roses"),  # right single quotation mark as apostrophe
+    ("Hawai\u02bci", "Hawai'i"),  # modifier letter apostrophe
+    ('"Hey Jude"', "\u201cHey Jude\u201d"),  # curly double quotes
+    ("1914-1918", "1914\u20131918"),  # en dash
+    ("Jean-Paul Sartre", "Jean\u2010Paul Sartre"),  # Unicode hyphen
+    ("Jean-Paul Sartre", "Jean\u2011Paul Sartre"),  # non-breaking hyphen
+    ("-40 degrees", "\u221240 degrees"),  # minus sign
+    ("New York City", "New\u00a0York\u202fCity"),  # no-break and narrow no-break spaces
+    ("USA", "\uff35\uff33\uff21"),  # full-width letters
+    ("file", "\ufb01le"),  # ligature
+    ("Krak\u00f3w", "Krako\u0301w"),
+    ("Nobel Prize", "Nobel\u00adPrize".replace("\u00ad", "\u00ad ")),  # soft hyphen before a space
+    ("Mississippi", "Missis\u200bsippi"),  # zero-width space
+    ("Wait...", "Wait\u2026"),  # ellipsis
+    ("\u0130stanbul", "\u0130stanbul".upper()),  # lowercasing İ decomposes; recomposed after
+]
+
+
+@pytest.mark.parametrize("gold, pred", _SAME)
+def test_unicode_equivalent_answers_score_1_in_every_metric(gold, pred):
+    assert answer_metrics(pred, [gold]) == {"f1": 1.0, "em": 1.0, "cover_em": 1.0}
+    assert answer_metrics(gold, [pred]) == {"f1": 1.0, "em": 1.0, "cover_em": 1.0}
+    assert normalize_answer(gold) == normalize_answer(pred)
+
+
+def test_unicode_folding_keeps_what_changes_meaning():
+    # accents and letters are kept, as in the reference normalisation
+    assert answer_metrics("Beyonce", ["Beyonc\u00e9"])["em"] == 0.0
+    assert normalize_answer("Stra\u00dfe") == "stra\u00dfe"
+    assert normalize_answer("Caf\u00e9 \u2014 The Movie") == "caf\u00e9 movie"
+
+
+def test_containment_folds_unicode_too():
+    from zerosearch.search.base import Document
+    from zerosearch.search.snippets import contains_answer
+
+    docs = [Document("Her real name is Beyonce\u0301 Knowles\u2010Carter.")]
+    assert contains_answer(docs, ["Beyonc\u00e9 Knowles-Carter"]) is True

@@ -5,6 +5,20 @@ ZeroSearch (``verl/utils/reward_score/qa_em.py``): lowercase, drop ASCII punctua
 (``string.punctuation``), drop the articles a/an/the as whole words, collapse whitespace.
 Non-ASCII letters are kept ("Beyoncé" -> "beyoncé").
 
+Departure: before that, text that differs only in Unicode representation or typography is folded to
+one form, so the answer a policy copies from a web document compares equal to the gold written
+otherwise (the reference scores "Beyoncé" composed against "Beyoncé" decomposed as 0):
+
+* Unicode compatibility normalisation (NFKC): composed and decomposed accents, full-width forms
+  ("ＵＳＡ"), ligatures ("ﬁ"), no-break and other spaces, "…" -> "...", superscript digits;
+* typographic quotes and apostrophes (‘ ’ ‚ ‛ ′ ʼ, “ ” „ ‟ ″ « ») become ``'`` / ``"``, and hyphens,
+  dashes and the minus sign (‐ ‑ ‒ – — ― −) become ``-``, which the SQuAD step then drops like the
+  ASCII ones;
+* invisible characters are removed: soft hyphen, zero-width space / joiners, word joiner, BOM;
+* after lowercasing, text is recomposed (NFC), since lowercasing can decompose ("İ").
+
+Accents themselves are kept ("Beyonce" still differs from "Beyoncé"): they can change the meaning.
+
 Names say what is measured:
 
 * ``em`` -- exact match: the normalised prediction equals a normalised gold answer. This is the
@@ -23,12 +37,20 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 REWARD_KINDS: tuple[str, ...] = ("f1", "em", "cover_em")
 
 _PUNCTUATION = frozenset(string.punctuation)
+# typography folded to the ASCII character the SQuAD step then treats (None: removed); see the module doc
+_TYPOGRAPHY = str.maketrans(
+    {c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u02bc"}
+    | {c: '"' for c in "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb"}
+    | {c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"}
+    | {c: None for c in "\u00ad\u200b\u200c\u200d\u2060\ufeff"}
+)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # The last closing tag together with the nearest opening tag before it: the lookahead forbids a
 # second "<answer>" inside the captured text, so "<answer> x <answer> y </answer>" yields "y".
@@ -39,16 +61,29 @@ _CLOSED_ANSWERS = frozenset({"yes", "no", "noanswer"})
 Golds = Iterable[str] | str
 
 
+def fold_unicode(s: str) -> str:
+    """``s`` in one Unicode form: NFKC, typographic quotes and dashes as ASCII, invisible characters
+    removed (see the module docstring for the exact list). Case and accents are left alone.
+
+    >>> fold_unicode("Guns N\u2019 Roses \u2013 \uff35\uff33\uff21")
+    "Guns N' Roses - USA"
+    """
+    return unicodedata.normalize("NFKC", s).translate(_TYPOGRAPHY)
+
+
 def normalize_answer(s: str) -> str:
-    """Normalise an answer the SQuAD / HotpotQA / Search-R1 way.
+    """Normalise an answer the SQuAD / HotpotQA / Search-R1 way, after :func:`fold_unicode`.
 
     Order, as in the reference: lowercase, remove ``string.punctuation`` characters, replace the
     whole words a/an/the by a space, collapse runs of whitespace and strip.
 
     >>> normalize_answer("The  Eiffel-Tower!")
     'eiffeltower'
+    >>> normalize_answer("Beyonce\u0301") == normalize_answer("Beyonc\u00e9") == "beyonc\u00e9"
+    True
     """
-    text = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    text = unicodedata.normalize("NFC", fold_unicode(s).lower())
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
