@@ -216,29 +216,40 @@ def test_parse_never_raises_on_random_strings():
         assert parse_simulated_documents(text, topk) == docs
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "<" + " " * 20000 + "x",
-        "< /" + " " * 20000 + "x",
-        "Doc" + " " * 20000 + "x",
-        "Doc 1" + "*" * 20000 + "x",
-        "Document #" + " " * 20000,
-        "<|" + " " * 20000,
-        "(" * 20000,
-        "<" * 20000,
-        "Doc 1: x\n" * 5000,
-        "</answer>" * 5000,
-    ],
-)
-def test_adversarial_inputs_are_linear_time(text):
+def _min_seconds(fn, repeats: int = 5) -> float:
     import time
 
-    start = time.perf_counter()
-    sanitize(text)
-    _parse(text, 5)
-    render_documents([Document(text=text, title=text)])
-    assert time.perf_counter() - start < 1.0  # quadratic regex backtracking took ~20 s here
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: "<" + " " * n + "x",
+        lambda n: "< /" + " " * n + "x",
+        lambda n: "Doc" + " " * n + "x",
+        lambda n: "Doc 1" + "*" * n + "x",
+        lambda n: "Document #" + " " * n,
+        lambda n: "<|" + " " * n,
+        lambda n: "(" * n,
+        lambda n: "<" * n,
+        lambda n: "Doc 1: x\n" * (n // 4),
+        lambda n: "</answer>" * (n // 4),
+    ],
+)
+def test_adversarial_inputs_are_linear_time(make):
+    """Quadratic regex backtracking once took ~20 s on 20,000 characters. Growth, not speed, is tested (a
+    machine's speed does not change it): 4x the input must take well under the 16x of quadratic time."""
+    def work(text):
+        return lambda: (sanitize(text), _parse(text, 5), render_documents([Document(text=text, title=text)]))
+
+    small, large = _min_seconds(work(make(20000))), _min_seconds(work(make(80000)))
+    assert large < 8 * small + 0.02, f"{small * 1e3:.1f} ms -> {large * 1e3:.1f} ms for 4x the input"
 
 
 def test_parse_skips_an_echo_of_the_prompt():

@@ -5,9 +5,13 @@ message, so that concurrent conversations each get their own behaviour:
 
 * ``ok``               answer at once;
 * ``fail:N:STATUS``    answer HTTP STATUS for this conversation's first N requests, then succeed;
-* ``slow:N``           sleep past the client's timeout for the first N requests, then succeed;
+* ``slow:N``           sleep far past the client's timeout for the first N requests, then succeed;
 * ``status:STATUS``    always answer HTTP STATUS;
-* ``hold:ID``          take a while (to measure how many requests are in flight at once).
+* ``hold:ID``          wait until ``hold_target`` requests are in flight at once (or ``HOLD_MAX_SECONDS``),
+                       then answer: how many the client sends at once, whatever the machine's speed.
+
+No test depends on how fast the machine is: timeouts are generous beside loopback round trips, a slow
+answer is far slower than any timeout, and concurrency is measured by a barrier, not by a sleep.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from zerosearch.llm.openai_backend import OpenAIChatModel  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-CLIENT_TIMEOUT = 0.5
-SLOW_SECONDS = 1.5  # > CLIENT_TIMEOUT
-HOLD_SECONDS = 0.1
+CLIENT_TIMEOUT = 3.0  # a loopback answer takes milliseconds; generous for a loaded machine
+SLOW_SECONDS = 120.0  # "never" beside CLIENT_TIMEOUT: a client that waited would be caught
+HOLD_MAX_SECONDS = 30.0  # the barrier gives up after this (a client sending fewer at once than expected)
+HOLD_AFTER_SECONDS = 0.05  # held a little past the barrier, so a client over its limit shows up
 
 
 class ScriptedServer:
@@ -41,6 +46,8 @@ class ScriptedServer:
         self.seen: Counter[str] = Counter()  # requests per script
         self.in_flight = 0
         self.max_in_flight = 0
+        self.hold_target = 1
+        self.held = asyncio.Event()
         self.bodies: list[dict] = []
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self.chat)
@@ -48,6 +55,8 @@ class ScriptedServer:
     def reset(self) -> None:
         self.seen.clear()
         self.in_flight = self.max_in_flight = 0
+        self.hold_target = 1
+        self.held = asyncio.Event()
         self.bodies.clear()
 
     async def chat(self, request: Request):
@@ -70,7 +79,13 @@ class ScriptedServer:
             elif kind == "status":
                 return JSONResponse({"error": {"message": "scripted"}}, status_code=int(rest))
             elif kind == "hold":
-                await asyncio.sleep(HOLD_SECONDS)
+                if self.in_flight >= self.hold_target:
+                    self.held.set()
+                try:
+                    await asyncio.wait_for(self.held.wait(), HOLD_MAX_SECONDS)
+                except asyncio.TimeoutError:
+                    pass  # fewer arrived at once than expected: max_in_flight will say so
+                await asyncio.sleep(HOLD_AFTER_SECONDS)
             return {
                 "id": f"chatcmpl-{n}",
                 "object": "chat.completion",
@@ -176,31 +191,41 @@ def test_no_retry_on_400(server, make_model):
 
 
 def test_timeout_is_retried(server, make_model):
-    model = make_model(max_retries=2)
+    model = make_model(max_retries=2, timeout=2.0)  # the retry is answered at once
     start = time.monotonic()
     (out,) = model.complete([conv("slow:1")], max_tokens=8, temperature=0)
     assert out.ok and out.attempts == 2
-    assert time.monotonic() - start < CLIENT_TIMEOUT + 1.0  # the slow request was abandoned
-    model = make_model(max_retries=1)
+    assert time.monotonic() - start < SLOW_SECONDS / 2  # the slow request was abandoned, not waited for
+    model = make_model(max_retries=1, timeout=0.5)
     (out,) = model.complete([conv("slow:5")], max_tokens=8, temperature=0)
     assert not out.ok and out.attempts == 2 and "Timeout" in out.error
 
 
-def test_backoff_is_bounded(server, make_model):
+def test_backoff_is_bounded(server, make_model, monkeypatch):
     model = make_model(max_retries=4, backoff=0.02, backoff_max=0.05)
     delays = [model.backoff_delay(r) for r in range(1, 9) for _ in range(50)]
     assert all(0.01 <= d <= 0.05 for d in delays)
     assert max(model.backoff_delay(1) for _ in range(50)) <= 0.02  # the first retry waits <= backoff
+    import zerosearch.retry
+
+    waits = []
+    draw = zerosearch.retry.backoff_delay
+    monkeypatch.setattr(zerosearch.retry, "backoff_delay", lambda *a: waits.append(draw(*a)) or waits[-1])
     start = time.monotonic()
     (out,) = model.complete([conv("status:502")], max_tokens=8, temperature=0)
     elapsed = time.monotonic() - start
-    assert out.attempts == 5
-    # Four waits: at least the sum of the lower bounds, at most 4 x backoff_max plus request time.
-    assert 0.01 + 0.02 + 0.025 + 0.025 <= elapsed < 4 * 0.05 + 1.0
+    assert out.attempts == 5 and len(waits) == 4
+    # Four waits, each in [d/2, d] for d = 0.02 doubling, capped at 0.05, and really slept. The upper
+    # bound is on the waits drawn, not on wall time, which a loaded machine stretches.
+    caps = [0.02, 0.04, 0.05, 0.05]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, caps)), waits
+    assert elapsed >= sum(waits)
 
 
 def test_concurrency_limit_is_respected(server, make_model):
-    model = make_model(max_concurrency=3)
+    # each request is held until 3 are in flight at once: exactly 3 whatever the machine's speed
+    server.hold_target = 3
+    model = make_model(max_concurrency=3, timeout=HOLD_MAX_SECONDS * 2)
     outs = model.complete([conv(f"hold:{i}") for i in range(12)], max_tokens=8, temperature=0)
     assert all(o.ok for o in outs)
     assert server.max_in_flight == 3  # bounded, and actually concurrent
