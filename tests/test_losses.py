@@ -271,3 +271,56 @@ def test_value_loss_unclipped_mask_and_normalizer() -> None:
     assert stats["vf_clipfrac"] == 0.0
     loss, _ = value_loss(values, old, returns, mask, clip_range=None, normalizer=4)
     assert loss.item() == pytest.approx(0.25)
+
+
+# Issue 14.6: nothing at a mask-0 position can change any loss or gradient, NaN and inf included.
+_B, _T, _V = 2, 5, 7
+_MASK = torch.tensor([[1, 1, 0, 0, 1], [0, 1, 1, 1, 0]])
+
+
+def _poisoned(x: torch.Tensor, value: float) -> torch.Tensor:
+    """``x`` with ``value`` at every mask-0 position (extra trailing dims poisoned whole)."""
+    keep = _MASK.bool().reshape(_MASK.shape + (1,) * (x.dim() - 2))
+    return torch.where(keep, x, torch.full_like(x, value))
+
+
+def _inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "logp": -torch.rand(_B, _T, generator=gen) * 3, "old": -torch.rand(_B, _T, generator=gen) * 3,
+        "ref": -torch.rand(_B, _T, generator=gen) * 3, "adv": torch.randn(_B, _T, generator=gen),
+        "values": torch.randn(_B, _T, generator=gen), "old_values": torch.randn(_B, _T, generator=gen),
+        "returns": torch.randn(_B, _T, generator=gen), "logits": torch.randn(_B, _T, _V, generator=gen),
+    }
+
+
+_LOSSES = {
+    "ppo_clip": lambda x: ppo_clip_loss(x["logp"], x["old"], x["adv"], _MASK)[0],
+    "ppo_dual_clip": lambda x: ppo_clip_loss(x["logp"], x["old"], x["adv"], _MASK, clip_ratio_c=3.0)[0],
+    **{f"kl_{kind}": (lambda kind: lambda x: aggregate_token_loss(
+        kl_estimate(x["logp"], x["ref"], kind, loss_mask=_MASK), _MASK))(kind)
+       for kind in ("kl", "abs", "mse", "low_var_kl")},
+    "value": lambda x: value_loss(x["values"], x["old_values"], x["returns"], _MASK)[0],
+    "value_unclipped": lambda x: value_loss(x["values"], x["old_values"], x["returns"], _MASK, clip_range=None)[0],
+    "entropy": lambda x: aggregate_token_loss(entropy_from_logits(x["logits"], loss_mask=_MASK), _MASK),
+}
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), float("-inf"), 1e30])
+@pytest.mark.parametrize("name", sorted(_LOSSES))
+def test_nothing_at_a_masked_position_reaches_a_loss_or_a_gradient(name, poison):
+    def loss_and_grads(poisoned: bool):
+        x = {k: (_poisoned(v, poison) if poisoned else v).clone().requires_grad_(True) for k, v in _inputs().items()}
+        loss = _LOSSES[name](x)
+        loss.backward()
+        return loss.detach(), {k: v.grad for k, v in x.items() if v.grad is not None}
+
+    clean_loss, clean = loss_and_grads(False)
+    loss, grads = loss_and_grads(True)
+    assert grads, "the loss must depend on something"
+    assert torch.equal(loss, clean_loss)
+    for k, g in grads.items():
+        assert torch.isfinite(g).all(), k
+        assert torch.equal(g, clean[k]), k
+        keep = _MASK.bool().reshape(_MASK.shape + (1,) * (g.dim() - 2)).expand_as(g)
+        assert (g[~keep] == 0).all(), k  # and exactly 0 where the mask is 0

@@ -427,7 +427,7 @@ class Trainer:
             stats = {"policy_loss": loss.item() * normalizer / max(1.0, float(mask.sum())), **pg_stats}
             if cfg.kl_coef > 0:
                 ref = right_align([scored["ref"][i] for i in idx], width, dev)
-                kl = aggregate_token_loss(kl_estimate(logp, ref, cfg.kl_estimator), mask, normalizer)
+                kl = aggregate_token_loss(kl_estimate(logp, ref, cfg.kl_estimator, loss_mask=mask), mask, normalizer)
                 loss = loss + cfg.kl_coef * kl
                 stats["kl"] = kl.item() * normalizer / max(1.0, float(mask.sum()))
             else:

@@ -2,8 +2,12 @@
 
 Pure functions of tensors. Shapes: ``B`` trajectories, ``T`` padded response length,
 ``V`` vocabulary size. ``loss_mask`` is ``[B, T]`` with 1 on policy-sampled tokens
-and 0 on environment-inserted tokens and padding; every loss skips mask-0 positions
-(with ``torch.where``, so even NaN/inf sitting there cannot reach the forward value).
+and 0 on environment-inserted tokens and padding. Nothing at a mask-0 position can
+change a loss or a gradient, even NaN or inf: every loss first *selects* its inputs
+(:func:`select_policy_tokens`: ``torch.where`` to 0 before any arithmetic), because
+masking a result afterwards is not enough for the gradient (the backward pass of
+``(v - r)^2`` at a NaN ``r`` computes ``0 * NaN = NaN``, however the forward value
+was masked).
 
 Aggregation. Losses are *token-sum / normalizer*. ``normalizer`` defaults to the
 number of mask-1 tokens in the tensors passed in, i.e. a token mean. When the
@@ -26,6 +30,7 @@ from torch import Tensor
 __all__ = [
     "masked_sum",
     "masked_mean",
+    "select_policy_tokens",
     "aggregate_token_loss",
     "token_logprobs",
     "entropy_from_logits",
@@ -43,6 +48,21 @@ _K3_CLAMP = 10.0
 
 
 # --------------------------------------------------------------------------- masking
+
+
+def select_policy_tokens(loss_mask: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Each tensor with its mask-0 entries replaced by 0, by selection (``torch.where``), not multiplication.
+
+    The gradient that flows back to a replaced entry is exactly 0 and never touches its value, so NaN or
+    inf there cannot reach any gradient. ``loss_mask`` is ``[B, T]``; a tensor may have extra trailing
+    dims (``[B, T, V]`` logits), which are selected whole.
+    """
+    keep = loss_mask.to(tensors[0].device).bool() if tensors else loss_mask.bool()
+    out = []
+    for x in tensors:
+        k = keep.reshape(keep.shape + (1,) * (x.dim() - keep.dim()))
+        out.append(torch.where(k, x, torch.zeros((), dtype=x.dtype, device=x.device)))
+    return tuple(out)
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
@@ -145,7 +165,7 @@ def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
     return picked - lse
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
+def entropy_from_logits(logits: Tensor, loss_mask: Tensor | None = None) -> Tensor:
     """Entropy of ``softmax(logits)`` over the last dim, in float32.
 
     ``H = logsumexp(z) - sum(softmax(z) * z)`` (verl's formula), one batch row at a
@@ -153,10 +173,15 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
     Args:
         logits: ``[B, T, V]`` (or any ``[..., V]``).
+        loss_mask: optional ``[B, T]``: positions where it is 0 are selected away
+            first (their entropy is that of all-zero logits, ``log V``, and no
+            gradient reaches them), so NaN logits there cannot reach a gradient.
 
     Returns:
         ``[B, T]`` (``logits.shape[:-1]``) float32 entropies.
     """
+    if loss_mask is not None:
+        (logits,) = select_policy_tokens(loss_mask, logits)
 
     def _one(z: Tensor) -> Tensor:
         z = z.float()
@@ -221,6 +246,7 @@ def ppo_clip_loss(
     if clip_ratio_c is not None and clip_ratio_c <= 1.0:
         raise ValueError(f"clip_ratio_c (dual clip) must be > 1; got {clip_ratio_c}")
 
+    logprobs, old_logprobs, advantages = select_policy_tokens(loss_mask, logprobs, old_logprobs, advantages)
     log_ratio = torch.clamp(logprobs - old_logprobs, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -244,7 +270,8 @@ def ppo_clip_loss(
 # --------------------------------------------------------------------------- KL
 
 
-def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "low_var_kl") -> Tensor:
+def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "low_var_kl",
+                loss_mask: Tensor | None = None) -> Tensor:
     """Per-token estimate of KL(policy || reference) from sampled-token log-probs.
 
     Kinds (Schulman, "Approximating KL divergence"), matching verl's ``kl_penalty``:
@@ -260,16 +287,21 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "low_var_kl"
         logprobs: ``[B, T]`` current-policy log-probs.
         ref_logprobs: ``[B, T]`` reference-policy log-probs.
         kind: one of the names above.
+        loss_mask: optional ``[B, T]``; where it is 0 both inputs are selected away
+            first (the estimate there is 0 and no gradient reaches them). Pass it
+            whenever the result feeds a loss.
 
     Returns:
-        ``[B, T]`` per-token estimates (not masked: aggregate with
-        :func:`aggregate_token_loss` or :func:`masked_mean`).
+        ``[B, T]`` per-token estimates (aggregate with :func:`aggregate_token_loss`
+        or :func:`masked_mean`).
     """
     if logprobs.shape != ref_logprobs.shape:
         raise ValueError(
             f"logprobs and ref_logprobs must have the same shape; got "
             f"{tuple(logprobs.shape)} and {tuple(ref_logprobs.shape)}"
         )
+    if loss_mask is not None:
+        logprobs, ref_logprobs = select_policy_tokens(loss_mask, logprobs, ref_logprobs)
     if kind in ("kl", "k1"):
         return logprobs - ref_logprobs
     if kind == "abs":
@@ -320,6 +352,7 @@ def value_loss(
             f"{tuple(values.shape)}, {tuple(old_values.shape)}, {tuple(returns.shape)}, "
             f"{tuple(loss_mask.shape)}"
         )
+    values, old_values, returns = select_policy_tokens(loss_mask, values, old_values, returns)
     unclipped = (values - returns).square()
     if clip_range is None:
         per_token = unclipped
