@@ -210,3 +210,59 @@ def test_static_kv_cache_gives_the_same_greedy_rollouts(searcher_model, autocast
     assert runs["static"] == runs["dynamic"]
     with pytest.raises(ValueError, match="kv_cache"):
         RolloutSettings(kv_cache="paged")
+
+
+# Issue 14.4: a checkpoint's own generation settings must not change what the rollout samples.
+ADVERSARIAL_GENERATION_CONFIG = {
+    "repetition_penalty": 1.8, "top_k": 3, "top_p": 0.5, "min_p": 0.3, "typical_p": 0.6,
+    "no_repeat_ngram_size": 2, "temperature": 0.2, "do_sample": True, "suppress_tokens": [5, 6, 7],
+    "min_new_tokens": 4, "epsilon_cutoff": 3e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def opinionated_model(searcher_model, tmp_path_factory):
+    """The searcher's weights, with a generation_config.json like Qwen2.5-Instruct's and worse."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("opinionated") / "model"
+    shutil.copytree(searcher_model, out)
+    path = out / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**config, **ADVERSARIAL_GENERATION_CONFIG}))
+    loaded = AutoModelForCausalLM.from_pretrained(out).generation_config
+    assert loaded.repetition_penalty == 1.8 and loaded.top_k == 3  # the checkpoint really says so
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_rollouts_ignore_the_checkpoints_generation_config(searcher_model, opinionated_model, temperature):
+    """Same weights, one checkpoint with sampling settings: token for token the same rollouts (sampled with
+    the same seed, or greedy), so rollouts sample exactly the softmax(logits / T) the trainer scores."""
+    tok = AutoTokenizer.from_pretrained(searcher_model)
+    questions = ["what colour is the sky", "what colour is grass", "what colour is a banana"] * 2
+    runs = {}
+    for name, path in (("plain", searcher_model), ("opinionated", opinionated_model)):
+        model = AutoModelForCausalLM.from_pretrained(path)
+        settings = RolloutSettings(max_turns=2, topk=2, max_turn_tokens=24, temperature=temperature)
+        runner = RolloutRunner(model, tok, FixedDocumentsEngine(DOCS), settings, torch.device("cpu"))
+        trajs = [make(tok, q, g) for g, q in enumerate(questions)]
+        torch.manual_seed(0)
+        runner.run(trajs, 0.0, np.random.default_rng(0))
+        runs[name] = [t.response_ids for t in trajs]
+        if name == "opinionated":
+            assert model.generation_config.repetition_penalty == 1.8  # restored after the call
+    assert runs["opinionated"] == runs["plain"]
+
+
+def test_in_process_chat_model_ignores_the_checkpoints_generation_config(searcher_model, opinionated_model):
+    from zerosearch.llm.transformers_backend import TransformersChatModel
+
+    conversations = [[{"role": "user", "content": "what colour is the sky"}]] * 3
+    texts = {}
+    for name, path in (("plain", searcher_model), ("opinionated", opinionated_model)):
+        chat = TransformersChatModel(str(path))
+        texts[name] = [o.text for o in chat.complete(conversations, max_tokens=16, temperature=0.9, seed=3)]
+        texts[name] += [o.text for o in chat.complete(conversations, max_tokens=16, temperature=0.0)]
+    assert texts["opinionated"] == texts["plain"]

@@ -37,6 +37,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from zerosearch.curriculum import draw_noisy
+from zerosearch.llm.sampling import plain_generation
 from zerosearch.llm.stopping import StopOnStrings
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
 from zerosearch.runtime import autocast_context
@@ -290,7 +291,9 @@ class RolloutRunner:
         was_training = self.model.training
         self.model.eval()
         cache = {"cache_implementation": "static"} if self.settings.kv_cache == "static" else {}
-        with autocast_context(self.device, self.autocast):
+        # plain_generation: the checkpoint's generation_config (repetition_penalty, top_k, ...) must not
+        # reshape the distribution the trainer scores as softmax(logits / T)
+        with autocast_context(self.device, self.autocast), plain_generation(self.model):
             out = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention.to(self.device),

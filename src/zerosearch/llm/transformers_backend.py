@@ -114,9 +114,9 @@ class TransformersChatModel:
         it (what an OpenAI-compatible server does with ``stop``); the batch ends when every row has
         stopped, so the saving is real only when all rows reach a stop string early.
 
-        Sampling uses the full distribution at ``temperature`` (``top_k``/``top_p`` off, whatever
-        the checkpoint's generation config says), like an OpenAI-style request that only sets the
-        temperature. Errors in ``generate`` (out of memory, a prompt longer than the model's
+        Sampling uses the full distribution at ``temperature``: none of the checkpoint's generation
+        config settings apply (``top_k``, ``top_p``, ``repetition_penalty``, ``min_p``, ...; see
+        :mod:`zerosearch.llm.sampling`), like an OpenAI-style request that only sets the temperature. Errors in ``generate`` (out of memory, a prompt longer than the model's
         context) are programming or capacity errors and are raised, not returned.
         """
         if max_tokens < 1:
@@ -151,6 +151,7 @@ class TransformersChatModel:
         import torch
         from transformers import StoppingCriteriaList
 
+        from zerosearch.llm.sampling import plain_generation
         from zerosearch.llm.stopping import StopOnStrings, cut_at_stop
 
         device = next(self.model.parameters()).device
@@ -171,7 +172,7 @@ class TransformersChatModel:
             sampling["cache_implementation"] = "static"
         if stop:
             sampling["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(self.tokenizer, width, stop)])
-        with torch.inference_mode(), self._autocast(device):
+        with torch.inference_mode(), self._autocast(device), plain_generation(self.model):
             out = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
