@@ -137,7 +137,8 @@ def test_health_reports_the_index(server_url):
     assert health["index"] == "bm25"
     assert health["num_docs"] == CORPUS_ROWS
     assert health["default_topk"] == 3
-    assert health["limits"] == {"max_topk": 50, "max_batch": 256, "max_query_chars": 2000}
+    assert health["limits"] == {"max_topk": 50, "max_batch": 4096, "max_query_chars": 2000}
+    assert health["chunk_size"] == 256
 
 
 def test_response_shape_with_scores_is_search_r1s(server_url, corpus):
@@ -178,7 +179,7 @@ def test_without_scores_items_are_bare_documents_and_topk_defaults_to_3(server_u
         ({"queries": "who wrote Hamlet"}, "queries"),
         ({"queries": ["ok", 7]}, "queries.1"),
         ({"queries": ["x" * 2001]}, "queries.0"),
-        ({"queries": ["q"] * 257}, "queries"),
+        ({"queries": ["q"] * 4097}, "queries"),
         ({"queries": ["q"], "topk": 0}, "topk"),
         ({"queries": ["q"], "topk": 51}, "topk"),
         ({"queries": ["q"], "topk": "3"}, "topk"),
@@ -261,6 +262,78 @@ def test_retriever_failures_are_http_500_with_the_reason():
                                (Short(), "returned 0 result lists for 1 queries")]:
         response = TestClient(create_app(retriever)).post("/retrieve", json={"queries": ["q"]})
         assert response.status_code == 500 and message in response.json()["error"]
+
+
+class _Recording:
+    """A retriever that answers instantly and records the size of every batch it is handed."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def retrieve(self, queries, topk):
+        from zerosearch.search.base import Document
+
+        self.batches.append(len(queries))
+        return [[Document(text=f"about {q}", title=q, id=q)] for q in queries]
+
+
+def test_large_requests_are_served_in_bounded_chunks_in_order():
+    """Issue 14.5: Search-R1's client sends a whole rollout batch at once (often over 2,000 queries)."""
+    from fastapi.testclient import TestClient
+
+    from zerosearch.search.retrieval_server import create_app
+
+    retriever = _Recording()
+    client = TestClient(create_app(retriever))
+    queries = [f"q{i}" for i in range(4096)]
+    response = client.post("/retrieve", json={"queries": queries, "topk": 1})
+    assert response.status_code == 200
+    assert [items[0]["id"] for items in response.json()["result"]] == queries
+    assert retriever.batches == [256] * 16  # the index never sees more than chunk_size at once
+    retriever.batches.clear()
+    small = TestClient(create_app(retriever, max_batch=10, chunk_size=3))
+    assert small.post("/retrieve", json={"queries": queries[:10]}).status_code == 200
+    assert retriever.batches == [3, 3, 3, 1]
+    over = small.post("/retrieve", json={"queries": queries[:11]})
+    assert over.status_code == 422 and "at most 10 strings" in over.json()["error"]
+
+
+def test_engine_splits_its_batches_to_the_servers_limit():
+    from zerosearch.search.retrieval_server import create_app
+
+    retriever = _Recording()
+    with serve_in_thread(create_app(retriever, max_batch=5)) as url:
+        with RetrievalHTTPEngine(url + "/retrieve", batch_size=64) as engine:
+            results = engine.search([SearchRequest(query=f"q{i}") for i in range(12)], topk=1)
+            assert engine.server_max_batch == 5 and engine.chunk_size() == 5
+            assert (engine.calls, engine.failures) == (3, 0)
+    assert all(r.ok for r in results) and [r.documents[0].id for r in results] == [f"q{i}" for i in range(12)]
+    assert retriever.batches == [5, 5, 2]
+
+
+@pytest.mark.integration
+def test_load_eight_clients_of_2000_queries_each(server_url):
+    """8 concurrent clients each POST 2,000 queries in one request (as Search-R1's client does) to the
+    real server over BM25: every one is answered, complete and in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = ["Russia", "engine", "festival", "party", "music", "river", "film", "war", "city", "football"]
+
+    def client(c: int) -> tuple[int, list, float]:
+        queries = [f"{words[(c + i) % len(words)]} {words[(i * 7) % len(words)]} {i}" for i in range(2000)]
+        start = time.perf_counter()
+        response = httpx.post(server_url + "/retrieve", json={"queries": queries, "topk": 3}, timeout=600)
+        return response.status_code, response.json().get("result", []), time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(client, range(8)))
+    wall = time.perf_counter() - start
+    for status, result, _ in answers:
+        assert status == 200
+        assert len(result) == 2000 and all(1 <= len(items) <= 3 for items in result)
+    print(f"8 clients x 2,000 queries (top-3, BM25 over {CORPUS_ROWS} paragraphs): {wall:.1f} s wall, "
+          f"{16000 / wall:.0f} queries/s; slowest client {max(a[2] for a in answers):.1f} s")
 
 
 # --- failure handling against a scripted server ---------------------------------------------------

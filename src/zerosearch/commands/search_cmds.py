@@ -184,7 +184,12 @@ def add_serve_retriever_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--topk", type=int, default=3,
                         help="documents per query when a request gives no topk (default: 3, as Search-R1)")
     parser.add_argument("--max-topk", type=int, default=50, help="largest topk a request may ask for (default: 50)")
-    parser.add_argument("--max-batch", type=int, default=256, help="most queries per request (default: 256)")
+    parser.add_argument("--max-batch", type=int, default=4096,
+                        help="most queries per request (default: 4096; Search-R1's client sends a whole rollout "
+                             "batch, often over 2,000, in one request)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="most queries the index retrieves at once; larger requests are retrieved in chunks "
+                             "so memory stays flat (default: 256)")
     parser.set_defaults(func=run_serve_retriever)
     return parser
 
@@ -200,7 +205,7 @@ def run_serve_retriever(args: argparse.Namespace) -> int:
         print(f"zerosearch: serving the {args.index} index of {args.corpus} ({len(index.docs)} documents) at "
               f"http://{args.host}:{args.port}/retrieve", file=sys.stderr)
         serve(index, args.host, args.port, default_topk=args.topk, max_topk=args.max_topk,
-              max_batch=args.max_batch, info=info)
+              max_batch=args.max_batch, chunk_size=args.chunk_size, info=info)
     except _usage_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

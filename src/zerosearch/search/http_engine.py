@@ -7,7 +7,9 @@ The API (Search-R1 ``search_r1/search/retrieval_server.py``, also served by
 one list per query, in order. Each document's ``contents`` is the wiki-18 layout: the title in
 double quotes on the first line, the text after it.
 
-One POST per chunk of ``batch_size`` queries. A chunk is retried (see :mod:`zerosearch.retry`) on
+One POST per chunk of ``batch_size`` queries, or of the server's own limit when it is smaller: a
+server that reports ``limits.max_batch`` at ``GET /health`` (``zerosearch serve-retriever`` does;
+Search-R1's server has no limit and no ``/health``) is asked once, before the first search. A chunk is retried (see :mod:`zerosearch.retry`) on
 timeouts, connection errors, HTTP 5xx and 429/408/409; any other 4xx (e.g. a topk above the server's
 limit) fails at once. A chunk that still fails comes back as ``SearchResult(error=..., attempts=n)``
 for each of its requests: never raised, never replaced by placeholder documents.
@@ -78,7 +80,8 @@ class RetrievalHTTPEngine(CountedRetries):
         timeout: seconds per POST (connect, read, write, pool).
         max_retries: retries after the first attempt, so at most ``max_retries + 1`` POSTs per chunk.
         backoff, backoff_max: first retry delay and its cap, in seconds (see :mod:`zerosearch.retry`).
-        batch_size: most queries per POST; a larger batch is split into chunks sent in order.
+        batch_size: most queries per POST; a larger batch is split into chunks sent in order. Lowered to
+            the server's ``limits.max_batch`` when its ``/health`` reports one.
 
     Counters (cumulative, thread-safe): ``calls`` (chunks sent, ok or not), ``failures`` (chunks
     that still failed after retries), ``retries`` (extra POSTs). POSTs sent = ``calls + retries``.
@@ -104,6 +107,8 @@ class RetrievalHTTPEngine(CountedRetries):
         self.url = url
         self.timeout = timeout
         self.batch_size = batch_size
+        self.server_max_batch: int | None = None  # from /health, asked once (None: no limit reported)
+        self._asked_limits = False
         self._client = httpx.Client(timeout=timeout)
 
     def __repr__(self) -> str:
@@ -113,10 +118,32 @@ class RetrievalHTTPEngine(CountedRetries):
         """One result per request, in order; a chunk that fails gives an error for each request."""
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
+        size = self.chunk_size()
         results: list[SearchResult] = []
-        for start in range(0, len(requests), self.batch_size):
-            results.extend(self._search_chunk(requests[start : start + self.batch_size], topk))
+        for start in range(0, len(requests), size):
+            results.extend(self._search_chunk(requests[start : start + size], topk))
         return results
+
+    def chunk_size(self) -> int:
+        """Queries per POST: ``batch_size``, or the server's ``limits.max_batch`` if that is smaller."""
+        if not self._asked_limits:
+            self._asked_limits = True
+            self.server_max_batch = self._server_limit()
+        return min(self.batch_size, self.server_max_batch or self.batch_size)
+
+    def _server_limit(self) -> int | None:
+        """``limits.max_batch`` from ``GET {base}/health``, or None where the server reports none.
+
+        Best effort, one attempt: a server without ``/health`` (Search-R1's) or one that is down says
+        nothing here; the searches themselves then report what is wrong, with retries.
+        """
+        base = self.url[: -len("/retrieve")] if self.url.endswith("/retrieve") else self.url.rsplit("/", 1)[0]
+        try:
+            response = self._client.get(base + "/health", timeout=min(self.timeout, 10.0))
+            limit = response.json().get("limits", {}).get("max_batch") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else None
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -18,6 +18,12 @@ list of strings of at most ``max_batch`` items, each at most ``max_query_chars``
 ``topk`` an integer in ``[1, max_topk]``; no unknown fields (a typo such as ``"top_k"`` would
 otherwise silently fall back to the default). A retriever failure gives HTTP 500 with ``{"error"}``.
 
+Batch size: Search-R1's client sends every active query of a rollout batch in one request (batch size
+x rollouts, often over 2,000), so ``max_batch`` defaults to 4,096. The retriever sees at most
+``chunk_size`` queries at a time (256 by default), so its working memory (a BM25 score matrix, a dense
+encoder's batch) stays the same however large the request; concurrent requests take turns chunk by
+chunk.
+
 ``GET /health`` answers ``{"status": "ok", "retriever": ..., "limits": ..., ...info}``.
 """
 
@@ -94,8 +100,9 @@ def create_app(
     retriever: Retriever,
     *,
     max_topk: int = 50,
-    max_batch: int = 256,
+    max_batch: int = 4096,
     max_query_chars: int = 2000,
+    chunk_size: int = 256,
     default_topk: int = 3,
     info: Mapping[str, Any] | None = None,
 ) -> FastAPI:
@@ -105,14 +112,18 @@ def create_app(
         retriever: anything with ``retrieve(queries, topk) -> list[list[Document]]``; calls are
             serialised (one batch at a time), so it need not be thread-safe.
         max_topk, max_batch, max_query_chars: request limits (see the module docstring).
+        chunk_size: most queries handed to the retriever at once; a larger request is retrieved in
+            chunks, in order.
         default_topk: documents per query when a request gives no ``topk``.
         info: extra facts for ``GET /health`` (e.g. index kind, corpus path, document count).
     """
     if not 1 <= default_topk <= max_topk:
         raise ValueError(f"need 1 <= default_topk <= max_topk, got {default_topk} and {max_topk}")
-    if max_batch < 1 or max_query_chars < 1:
-        raise ValueError(f"max_batch and max_query_chars must be >= 1, got {max_batch}, {max_query_chars}")
+    if max_batch < 1 or max_query_chars < 1 or chunk_size < 1:
+        raise ValueError(f"max_batch, max_query_chars and chunk_size must be >= 1, got {max_batch}, "
+                         f"{max_query_chars}, {chunk_size}")
     limits = {"max_topk": max_topk, "max_batch": max_batch, "max_query_chars": max_query_chars}
+    # chunk_size is how the server works, not a limit a client must respect: reported beside the limits
     RetrieveRequest = _request_model(max_topk, max_batch, max_query_chars)
     lock = threading.Lock()
     app = FastAPI(title="zerosearch retrieval server", description="Search-R1 compatible /retrieve")
@@ -125,15 +136,21 @@ def create_app(
     @app.post("/retrieve")
     def retrieve(request: RetrieveRequest) -> JSONResponse:  # type: ignore[valid-type]
         topk = default_topk if request.topk is None else request.topk
-        try:
-            with lock:
-                ranked = retriever.retrieve(list(request.queries), topk)
-        except Exception as exc:  # reported to the client, which may retry (HTTP 500)
-            _log.exception("retrieval failed for a batch of %d queries", len(request.queries))
-            return JSONResponse(status_code=500, content={"error": f"retrieval failed: {type(exc).__name__}: {exc}"})
-        if len(ranked) != len(request.queries):
-            message = f"the retriever returned {len(ranked)} result lists for {len(request.queries)} queries"
-            return JSONResponse(status_code=500, content={"error": message})
+        queries = list(request.queries)
+        ranked: list[list[Document]] = []
+        for start in range(0, len(queries), chunk_size):
+            chunk = queries[start : start + chunk_size]
+            try:
+                with lock:  # per chunk: concurrent large requests take turns
+                    found = retriever.retrieve(chunk, topk)
+            except Exception as exc:  # reported to the client, which may retry (HTTP 500)
+                _log.exception("retrieval failed for a chunk of %d queries", len(chunk))
+                return JSONResponse(status_code=500,
+                                    content={"error": f"retrieval failed: {type(exc).__name__}: {exc}"})
+            if len(found) != len(chunk):
+                message = f"the retriever returned {len(found)} result lists for {len(chunk)} queries"
+                return JSONResponse(status_code=500, content={"error": message})
+            ranked.extend(found)
         if request.return_scores:
             result = [[{"document": document_json(d), "score": d.score} for d in docs[:topk]] for docs in ranked]
         else:
@@ -147,6 +164,7 @@ def create_app(
             "retriever": type(retriever).__name__,
             "default_topk": default_topk,
             "limits": limits,
+            "chunk_size": chunk_size,
             **dict(info or {}),
         }
 
