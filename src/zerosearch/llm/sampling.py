@@ -9,8 +9,9 @@ turn them off. The trainer scores ``softmax(logits / T)`` (:func:`zerosearch.pol
 a rollout sampled through any of those processors is silently off-policy, and greedy evaluation changes
 too. :func:`plain_generation` swaps in a neutral config for the call, keeping only the special token ids.
 
-Departure: Search-R1 and ZeroSearch sample with vLLM, which by default also applies a checkpoint's
-generation config; the paper's Qwen2.5 base models ship none that changes sampling.
+Not covered: a simulator behind an OpenAI-compatible server samples as that server decides (recent vLLM
+versions apply the checkpoint's generation config unless started with ``--generation-config vllm``);
+its documents are not scored by the trainer, so this does not make training off-policy.
 """
 
 from __future__ import annotations

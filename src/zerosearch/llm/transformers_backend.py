@@ -116,8 +116,9 @@ class TransformersChatModel:
 
         Sampling uses the full distribution at ``temperature``: none of the checkpoint's generation
         config settings apply (``top_k``, ``top_p``, ``repetition_penalty``, ``min_p``, ...; see
-        :mod:`zerosearch.llm.sampling`), like an OpenAI-style request that only sets the temperature. Errors in ``generate`` (out of memory, a prompt longer than the model's
-        context) are programming or capacity errors and are raised, not returned.
+        :mod:`zerosearch.llm.sampling`), like an OpenAI-style request that only sets the temperature.
+        Errors in ``generate`` (out of memory, a prompt longer than the model's context) are
+        programming or capacity errors and are raised, not returned.
         """
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")

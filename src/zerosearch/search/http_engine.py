@@ -9,10 +9,11 @@ double quotes on the first line, the text after it.
 
 One POST per chunk of ``batch_size`` queries, or of the server's own limit when it is smaller: a
 server that reports ``limits.max_batch`` at ``GET /health`` (``zerosearch serve-retriever`` does;
-Search-R1's server has no limit and no ``/health``) is asked once, before the first search. A chunk is retried (see :mod:`zerosearch.retry`) on
-timeouts, connection errors, HTTP 5xx and 429/408/409; any other 4xx (e.g. a topk above the server's
-limit) fails at once. A chunk that still fails comes back as ``SearchResult(error=..., attempts=n)``
-for each of its requests: never raised, never replaced by placeholder documents.
+Search-R1's server has no limit and no ``/health``) is asked once, before the first search. A chunk
+is retried (see :mod:`zerosearch.retry`) on timeouts, connection errors, HTTP 5xx and 429/408/409;
+any other 4xx (e.g. a topk above the server's limit) fails at once. A chunk that still fails comes
+back as ``SearchResult(error=..., attempts=n)`` for each of its requests: never raised, never
+replaced by placeholder documents.
 """
 
 from __future__ import annotations

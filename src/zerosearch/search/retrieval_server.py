@@ -24,7 +24,8 @@ x rollouts, often over 2,000), so ``max_batch`` defaults to 4,096. The retriever
 encoder's batch) stays the same however large the request; concurrent requests take turns chunk by
 chunk.
 
-``GET /health`` answers ``{"status": "ok", "retriever": ..., "limits": ..., ...info}``.
+``GET /health`` answers ``{"status": "ok", "retriever": ..., "limits": ..., "chunk_size": ...,
+...info}``.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the request model defined inside
