@@ -17,7 +17,7 @@ from zerosearch.config import load_train_config
 from zerosearch.protocol import information_block
 from zerosearch.rollout import ANSWERED, Trajectory
 from zerosearch.search.base import Document
-from zerosearch.trainer import Trainer
+from zerosearch.trainer import Trainer, start_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -363,3 +363,42 @@ def test_grpo_singleton_rule_is_a_config_choice(tmp_path, searcher_model, single
     assert torch.equal(adv[0][~policy], torch.zeros(int((~policy).sum())))
     with pytest.raises(Exception, match="grpo_singleton"):
         load_train_config(None, ["grpo_singleton=raw"])
+
+
+def test_engine_kind_real_needs_a_spec_and_only_real_takes_one():
+    from zerosearch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="engine.kind=real needs engine.spec"):
+        load_train_config(None, ["engine.kind=real"])
+    with pytest.raises(ConfigError, match="applies to engine.kind=real"):
+        load_train_config(None, ["engine.spec=example"])
+    with pytest.raises(ConfigError, match="use engine.kind=simulated"):
+        load_train_config(None, ["engine.kind=real", "engine.spec=simulated:zerosearch:tiny"])
+    with pytest.raises(ConfigError, match="engine.kind"):
+        load_train_config(None, ["engine.kind=google"])
+    assert load_train_config(None, ["engine.kind=real", "engine.spec=example"]).engine.spec == "example"
+
+
+@pytest.mark.integration
+def test_training_against_a_real_engine_has_no_curriculum(tmp_path, searcher_model):
+    """engine.kind=real, as Search-R1 trains: BM25 over the bundled paragraphs answers every search; no
+    noise is scheduled or drawn, and the metrics say so with null rather than a made-up number."""
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}\n')
+    tpl = tmp_path / "short.txt"
+    tpl.write_text(SHORT_TEMPLATE)
+    cfg = load_train_config(None, [f"model={searcher_model}", f"train_files={qa}", f"prompt_template={tpl}",
+                                   "prompts_per_step=1", "rollouts_per_prompt=2", "total_steps=2", "topk=2",
+                                   "temperature=0.05", "engine.kind=real", "engine.spec=example",
+                                   f"output_dir={tmp_path / 'run'}"])
+    trainer = start_run(cfg, progress=False)
+    assert trainer.engine.name == "bm25"
+    state = trainer.noise_rng.bit_generator.state
+    trainer.train()
+    assert trainer.noise_rng.bit_generator.state == state  # nothing drawn
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["noise_probability"] for r in rows] == [None, None]
+    assert [r["noisy_share"] for r in rows] == [None, None]
+    searches = [turn for line in (tmp_path / "run" / "rollouts" / "step_1.jsonl").read_text().splitlines()
+                for turn in json.loads(line)["turns"] if turn["action"] == "search"]
+    assert searches and all(t["noisy"] is None and t["error"] is None and len(t["documents"]) == 2 for t in searches)

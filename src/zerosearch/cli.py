@@ -26,6 +26,9 @@ config keys (key=value, dotted for sections; values are YAML):
   lr, kl_coef            policy learning rate; weight of the KL-to-reference loss (0: no reference)
   curriculum.start/end/base   noise probability ramp p(step) (base 4 as in the paper)
   engine.simulator.*     the document-writing LLM: backend (transformers|openai), model, mode, base_url
+  engine.kind, engine.spec   simulated (default, the curriculum applies) | real: train against engine.spec,
+                         any engine (example, bm25:FILE, dense:FILE, http://HOST:PORT, google), as Search-R1
+                         does; the curriculum does not apply (noise_probability is null in the metrics)
   lora.enabled, lora.r   LoRA instead of full fine-tuning
   warmup.enabled         a supervised format warm-up before RL (cached; see `zerosearch warmup --help`)
   format_reward          weight of a bonus for a well-formed trajectory (0 = the paper's reward)
@@ -69,8 +72,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     lines = [f"[zerosearch] finished {trainer.run_dir} at step {trainer.step}/{trainer.cfg.total_steps}"]
     if history:
         last = history[-1]
+        p = last["noise_probability"]
         lines.append(f"  last step: reward {last['reward_mean']:.3f}, F1 {last['f1_mean']:.3f}, "
-                     f"searches/rollout {last['searches_per_rollout']:.2f}, noise p {last['noise_probability']:.2f}")
+                     f"searches/rollout {last['searches_per_rollout']:.2f}, "
+                     + ("real engine (no curriculum)" if p is None else f"noise p {p:.2f}"))
     comparison = trainer.run_dir / "eval" / "comparison.md"
     if "eval" in written and comparison.exists():
         lines += ["", comparison.read_text(encoding="utf-8").rstrip(), ""]

@@ -99,13 +99,32 @@ class SimulatorConfig:
 
 @dataclass
 class EngineConfig:
-    """The search engine used during training (``simulated``: the ZeroSearch way)."""
+    """The search engine used during training.
+
+    kind: ``simulated`` (the ZeroSearch way: an LLM writes the documents, ``simulator`` below, with the
+    noise curriculum) or ``real`` (Search-R1's way, the paper's baseline: the engine ``spec`` answers,
+    any spec the other commands take: ``example``, ``bm25:FILE``, ``dense:FILE``, ``http://HOST:PORT``,
+    ``google``). With ``real`` the curriculum does not apply (the engine decides what comes back): the
+    metrics log ``noise_probability`` and ``noisy_share`` as null. Failed searches are counted and left
+    out of the update either way.
+    """
 
     kind: str = "simulated"
+    spec: str = ""  # kind=real only
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("engine.kind", self.kind, ("simulated",))
+        _check_choice("engine.kind", self.kind, ("simulated", "real"))
+        if self.kind == "real" and not self.spec:
+            raise ConfigError("engine.kind=real needs engine.spec, the engine to train against, e.g. "
+                              "engine.spec=example (BM25 over the bundled paragraphs), engine.spec=bm25:FILE, "
+                              "engine.spec=http://127.0.0.1:8000 or engine.spec=google")
+        if self.kind == "simulated" and self.spec:
+            raise ConfigError(f"engine.spec={self.spec!r} applies to engine.kind=real; the simulated engine is "
+                              "set by engine.simulator.* (or set engine.kind=real)")
+        if self.kind == "real" and self.spec.startswith("simulated:"):
+            raise ConfigError(f"engine.spec={self.spec!r} is a simulated engine: use engine.kind=simulated and "
+                              "engine.simulator.model=... (with the noise curriculum)")
 
 
 @dataclass

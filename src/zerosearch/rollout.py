@@ -193,8 +193,13 @@ class RolloutRunner:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # ------------------------------------------------------------------------------------------
-    def run(self, trajectories: list[Trajectory], noise_probability: float, rng: np.random.Generator) -> RolloutStats:
-        """Roll every trajectory to completion in place; returns timing and search counts."""
+    def run(self, trajectories: list[Trajectory], noise_probability: float | None,
+            rng: np.random.Generator) -> RolloutStats:
+        """Roll every trajectory to completion in place; returns timing and search counts.
+
+        ``noise_probability``: the curriculum's p for this step, or None for an engine with no curriculum
+        (a real one): then nothing is drawn from ``rng`` and each search turn's ``noisy`` stays None.
+        """
         stats = RolloutStats()
         s = self.settings
         for turn_index in range(s.max_turns + 1):
@@ -240,9 +245,9 @@ class RolloutRunner:
             return
         traj.append(ids, 0, text)
 
-    def _search(self, pending: list[tuple[Trajectory, Turn]], p: float, rng: np.random.Generator,
+    def _search(self, pending: list[tuple[Trajectory, Turn]], p: float | None, rng: np.random.Generator,
                 stats: RolloutStats) -> None:
-        noisy_flags = draw_noisy(rng, p, len(pending))
+        noisy_flags = [False] * len(pending) if p is None else draw_noisy(rng, p, len(pending))
         requests = [
             SearchRequest(query=turn.query or "", question=traj.question,
                           golden_answers=tuple(traj.golden_answers), noisy=noisy)
@@ -254,7 +259,7 @@ class RolloutRunner:
         stats.search_calls += len(requests)
         stats.noisy_calls += sum(noisy_flags)
         for (traj, turn), result, noisy in zip(pending, results, noisy_flags):
-            turn.noisy = noisy
+            turn.noisy = None if p is None else noisy
             if not result.ok:
                 turn.error = result.error
                 traj.status = SEARCH_FAILED

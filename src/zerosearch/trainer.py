@@ -53,7 +53,13 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> SearchEngine:
-    """The training-time search engine: the LLM-simulated one."""
+    """The training-time search engine: the LLM-simulated one, or with ``engine.kind=real`` the engine
+    ``engine.spec`` names (:func:`zerosearch.search.factory.build_engine`)."""
+    if cfg.engine.kind == "real":
+        from zerosearch.search.factory import build_engine as engine_from_spec
+
+        return engine_from_spec(cfg.engine.spec)
+
     from zerosearch.search.simulated import SimulatedSearchEngine
 
     sim = cfg.engine.simulator
@@ -203,7 +209,8 @@ class Trainer:
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.total_steps:
                     self.save()
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", p_noisy=f"{metrics['noise_probability']:.2f}",
+                p = metrics["noise_probability"]
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", p_noisy="-" if p is None else f"{p:.2f}",
                                 searches=f"{metrics['searches_per_rollout']:.2f}")
         finally:
             bar.close()
@@ -221,8 +228,9 @@ class Trainer:
         self.step += 1
         t_step = time.perf_counter()
         # The original computed p from the 1-based global step: step 1 of m already moved by 1/m.
-        p = noise_probability(self.step, cfg.total_steps, cfg.curriculum.start, cfg.curriculum.end,
-                              cfg.curriculum.base)
+        # a real engine decides what comes back: no curriculum, no noisy flags (null in the metrics)
+        p = None if cfg.engine.kind == "real" else noise_probability(
+            self.step, cfg.total_steps, cfg.curriculum.start, cfg.curriculum.end, cfg.curriculum.base)
         indices = self.sampler.next_batch(cfg.prompts_per_step)
         trajectories = [
             Trajectory(question=self.rows[i].question, golden_answers=self.rows[i].golden_answers,
@@ -262,7 +270,7 @@ class Trainer:
             "loss_mask_fraction": sum(sum(t.loss_mask) for t in trajectories) / max(1, total_tokens),
             "search_calls": stats.search_calls,
             "search_failures": stats.search_failures,
-            "noisy_share": stats.noisy_calls / max(1, stats.search_calls),
+            "noisy_share": None if p is None else stats.noisy_calls / max(1, stats.search_calls),
             "trajectories_updated": len(kept),
             "policy_loss": update.get("policy_loss", float("nan")),
             "kl": update.get("kl", float("nan")),
