@@ -9,7 +9,7 @@ import pytest
 
 from conftest import COLOR_TASK
 from support import SHORT_TEMPLATE, FixedDocumentsEngine
-from zerosearch.data import load_qa_file
+from zerosearch.data import DataError, load_qa_file
 from zerosearch.evaluate import (
     RESULTS_JSON, RESULTS_MD, average_over_datasets, evaluate, format_results_table, read_examples, score_response,
     select_rows, summarize,
@@ -235,3 +235,70 @@ def test_bad_arguments_say_what_to_fix(searcher_model, tmp_path):
     simulated.name = "simulated"
     with pytest.raises(ValueError, match="must not reveal; evaluate with a real engine"):
         run(searcher_model, data, tmp_path / "e", simulated, method="rag")
+
+
+# --- benchmark tables by source (issue 15 item 3) ---------------------------------------------------------
+
+
+def mixed_parquet(tmp_path: Path, counts: dict[str, int]) -> Path:
+    """A published-style test parquet: several datasets in one file, told apart by ``data_source``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = list(COLOR_TASK.items())
+    rows, i = [], 0
+    for source, n in counts.items():
+        for _ in range(n):
+            question, answer = items[i % 4]
+            rows.append({"data_source": source, "question": question,
+                         "prompt": [{"role": "user", "content": question}], "ability": "fact-reasoning",
+                         "reward_model": {"style": "rule", "ground_truth": {"target": [answer]}},
+                         "extra_info": {"split": "test", "index": i}})
+            i += 1
+    path = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_paper_source_names():
+    from zerosearch.evaluate import paper_source_name
+
+    for raw, name in [("nq", "nq"), ("natural_questions", "nq"), ("TriviaQA", "triviaqa"), ("popqa", "popqa"),
+                      ("hotpot_qa", "hotpotqa"), ("2wikimultihopqa", "2wikimultihopqa"), ("2wiki", "2wikimultihopqa"),
+                      ("musique", "musique"), ("Bamboogle", "bamboogle"), ("my_set", "my_set")]:
+        assert paper_source_name(raw) == name
+
+
+def test_a_file_of_several_sources_is_one_dataset_per_source(tmp_path):
+    from zerosearch.evaluate import split_datasets
+
+    mixed = mixed_parquet(tmp_path, {"natural_questions": 3, "triviaqa": 2, "bamboogle": 1})
+    plain = qa_file(tmp_path, 2)
+    split = split_datasets([str(mixed), str(plain)])
+    assert [(name, len(rows)) for name, _, rows in split] == [("nq", 3), ("triviaqa", 2), ("bamboogle", 1),
+                                                              ("colours", 2)]
+    assert [name for name, _, _ in split_datasets([str(mixed)], group_by=None)] == ["test"]
+    assert [name for name, _, _ in split_datasets([str(plain)], names=["C"])] == ["C"]
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text("".join(json.dumps({"id": str(i), "question": "q", "golden_answers": ["a"],
+                                         "metadata": {"type": t}}) + "\n"
+                             for i, t in enumerate(["bridge", "comparison", "bridge"])))
+    by_type = split_datasets([str(typed)], group_by="metadata.type")
+    assert [(name, len(rows)) for name, _, rows in by_type] == [("bridge", 2), ("comparison", 1)]
+    with pytest.raises(DataError, match="metadata.kind"):  # names the file, the row and the field
+        split_datasets([str(plain)], group_by="metadata.kind")
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ValueError, match="repeat"):
+        split_datasets([str(mixed), str(mixed_parquet(other, {"nq": 1}))])
+
+
+def test_eval_reports_a_row_per_source_averaged_over_sources(searcher_model, tmp_path):
+    mixed = mixed_parquet(tmp_path, {"nq": 4, "popqa": 2})
+    results = run(searcher_model, [mixed], tmp_path / "direct", method="direct", sample=3, seed=1)
+    assert list(results["datasets"]) == ["nq", "popqa"]
+    assert [results["datasets"][s]["n"] for s in ("nq", "popqa")] == [3, 2]  # --sample is per source
+    em = [results["datasets"][s]["em"] for s in ("nq", "popqa")]
+    assert results["average"]["em"] == pytest.approx(sum(em) / 2)  # over sources, not over questions
+    assert "| metric | nq | popqa | average |" in (tmp_path / "direct" / RESULTS_MD).read_text()
+    assert (tmp_path / "direct" / "examples" / "popqa.jsonl").exists()

@@ -71,9 +71,11 @@ __all__ = [
     "default_topk",
     "evaluate",
     "format_results_table",
+    "paper_source_name",
     "read_examples",
     "score_response",
     "select_rows",
+    "split_datasets",
     "summarize",
 ]
 
@@ -473,16 +475,71 @@ def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
         path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def _datasets(data_files: Sequence[str], names: Sequence[str] | None) -> list[tuple[str, str]]:
+# The names the papers' tables use (Search-R1, ZeroSearch), keyed by spellings found in the wild
+# (lowercase, without "_", "-", " "); any other source keeps its own name.
+PAPER_SOURCE_NAMES = {
+    "nq": "nq", "naturalquestions": "nq", "naturalquestion": "nq",
+    "triviaqa": "triviaqa", "tqa": "triviaqa",
+    "popqa": "popqa",
+    "hotpotqa": "hotpotqa", "hotpot": "hotpotqa",
+    "2wikimultihopqa": "2wikimultihopqa", "2wiki": "2wikimultihopqa", "2wikimqa": "2wikimultihopqa",
+    "wikimultihopqa": "2wikimultihopqa",
+    "musique": "musique",
+    "bamboogle": "bamboogle",
+}
+
+
+def paper_source_name(source: str) -> str:
+    """The papers' name for a dataset source (``natural_questions`` -> ``nq``), else the source as given."""
+    key = re.sub(r"[\s_\-]+", "", source.strip().lower())
+    return PAPER_SOURCE_NAMES.get(key, source.strip())
+
+
+def _group_value(row: QARow, group_by: str) -> str:
+    if group_by == "data_source":
+        return row.data_source
+    value = row.get(group_by)
+    if value is None or isinstance(value, (dict, list)) or (isinstance(value, str) and not value.strip()):
+        raise row.error(group_by, "a value to group the rows by (--group-by)", value)
+    return str(value).strip()
+
+
+def split_datasets(data_files: Sequence[str], names: Sequence[str] | None = None,
+                   group_by: str | None = "data_source") -> list[tuple[str, str, list[QARow]]]:
+    """``(name, file, rows)`` per dataset: each file split by ``group_by``, as the papers' tables list them.
+
+    The published test files (Search-R1 / ZeroSearch parquet) hold several datasets in one file with a
+    ``data_source`` column, so by default (``group_by="data_source"``) a file whose rows name their source
+    is split into one dataset per source, named as the papers name them (:func:`paper_source_name`); a
+    file without that column (its rows' source is the file stem) is one dataset. ``group_by=FIELD``
+    splits by any (dotted) field of the rows; None keeps every file whole. ``names``, one per file, name
+    files that are not split. Raises ValueError for repeated dataset names and DataError (file, row,
+    field) for a row without the field.
+    """
     if not data_files:
         raise ValueError("no data files given: pass at least one QA file (--data FILE[,FILE...])")
     if names is not None and len(names) != len(data_files):
         raise ValueError(f"{len(names)} name(s) for {len(data_files)} data file(s); give one name per file")
-    labels = list(names) if names is not None else [Path(f).stem for f in data_files]
+    out: list[tuple[str, str, list[QARow]]] = []
+    for i, path in enumerate(data_files):
+        label = names[i] if names is not None else Path(path).stem
+        rows = load_qa_file(path)
+        groups: dict[str, list[QARow]] = {}
+        for row in rows if group_by is not None else ():
+            groups.setdefault(_group_value(row, group_by), []).append(row)
+        # rows without a data_source of their own carry the file stem: such a file is one dataset, as is
+        # a file of a single group that --names names
+        unsplit = group_by == "data_source" and set(groups) == {Path(path).stem}
+        if not groups or unsplit or (len(groups) == 1 and names is not None):
+            out.append((label, str(path), rows))
+        else:
+            out.extend((paper_source_name(value), str(path), group) for value, group in groups.items())
+    labels = [name for name, _, _ in out]
     repeated = sorted({n for n in labels if labels.count(n) > 1})
     if repeated:
-        raise ValueError(f"dataset name(s) {repeated} repeat; name the files apart with --names")
-    return list(zip(labels, [str(f) for f in data_files]))
+        raise ValueError(f"dataset name(s) {repeated} repeat; name the files apart with --names "
+                         f"(or split them differently with --group-by)")
+    return out
 
 
 def evaluate(
@@ -506,6 +563,7 @@ def evaluate(
     autocast: str = "off",
     kv_cache: str = "dynamic",
     names: Sequence[str] | None = None,
+    group_by: str | None = "data_source",
     engine: SearchEngine | None = None,
     device: str = "auto",
     dtype: str = "auto",
@@ -515,16 +573,20 @@ def evaluate(
 
     Args:
         model: a model path, hub id or built-in name.
-        data_files: QA files (jsonl / json / parquet); each is one dataset named after its file stem.
+        data_files: QA files (jsonl / json / parquet); each is one dataset named after its file stem, or
+            several, one per source (see :func:`split_datasets` and ``group_by``).
         engine_spec: the engine (``example``, ``bm25:FILE``, ``http://...``, ``google``...), needed by
             ``agent`` and ``rag``; ``engine`` (an engine object) takes precedence when given.
         method: ``agent`` | ``direct`` | ``cot`` | ``rag``.
         output_dir: where to write; default :func:`default_output_dir`. An existing one is resumed.
-        limit, sample, seed: per dataset, a seeded sample of ``sample`` rows, then the first ``limit``.
+        limit, sample, seed: per dataset (per source), a seeded sample of ``sample`` rows, then the first
+            ``limit``.
         topk: documents per search; default :func:`default_topk` of the spec.
         autocast, kv_cache: see :class:`EvalSettings` (both change the numerics slightly, so they are part
             of the settings a resumed evaluation must match).
-        names: one dataset name per file instead of the file stems.
+        names: one dataset name per file instead of the file stems (for files that are not split).
+        group_by: split each file by this row field: ``data_source`` (default; files without it stay
+            whole), any dotted field, or None (never split). The average is over datasets.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -541,8 +603,8 @@ def evaluate(
     engine_label = engine_spec or (engine.name if engine is not None else None)
     if method not in NEEDS_ENGINE:
         engine, engine_label = None, None
-    datasets = [(name, path, select_rows(load_qa_file(path), limit, sample, seed))
-                for name, path in _datasets(data_files, names)]
+    datasets = [(name, path, select_rows(rows, limit, sample, seed))
+                for name, path, rows in split_datasets(data_files, names, group_by)]
     out = Path(output_dir) if output_dir is not None else default_output_dir(model, method)
     _check_config(out, {"model": model, "method": method, "engine": engine_label,
                         "settings": settings.generation_key()})
@@ -571,7 +633,7 @@ def evaluate(
         "method": method,
         "engine": engine_label,
         "settings": asdict(settings),
-        "selection": {"limit": limit, "sample": sample, "seed": seed},
+        "selection": {"limit": limit, "sample": sample, "seed": seed, "group_by": group_by},
         "datasets": per_dataset,
         "average": average_over_datasets(per_dataset),
         "search_failures": sum(d["search_failures"] for d in per_dataset.values()),

@@ -147,14 +147,20 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", required=True, action="append", metavar="FILE[,FILE...]",
                         help="QA files (FlashRAG jsonl, Search-R1 parquet...); each is one dataset named after "
-                             "its file stem; repeat or comma-separate")
+                             "its file stem, or, for a file whose rows name their data_source (the published "
+                             "test parquet), one dataset per source; repeat or comma-separate")
     parser.add_argument("--engine", metavar="SPEC", help="search engine for agent and rag (forms below)")
     _add_generation_options(parser, batch=True)
     parser.add_argument("--names", type=_split, metavar="NAME[,NAME...]",
                         help="dataset names, one per file (default: the file stems)")
+    parser.add_argument("--group-by", default="data_source", metavar="FIELD",
+                        help="split each file into datasets by this row field (default: data_source, as the "
+                             "papers' tables list nq, triviaqa, popqa, hotpotqa, 2wikimultihopqa, musique, "
+                             "bamboogle; files without it stay whole); a dotted field such as metadata.type; "
+                             "none: never split. The average is over datasets, not questions")
     parser.add_argument("--limit", type=_positive, metavar="N", help="only the first N questions of each dataset")
     parser.add_argument("--sample", type=_positive, metavar="N",
-                        help="a seeded random sample of N questions per dataset (all if fewer)")
+                        help="a seeded random sample of N questions per dataset, so per source (all if fewer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
     parser.add_argument("--output-dir", metavar="DIR",
                         help="where to write (default: runs/eval-<model>-<method>-<time>); resumed if it exists")
@@ -175,6 +181,7 @@ def run_eval(args: argparse.Namespace) -> int:
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
             prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache, names=args.names,
+            group_by=None if args.group_by.lower() == "none" else args.group_by,
             device=args.device, dtype=args.dtype,
             progress=not args.no_progress,
         )
