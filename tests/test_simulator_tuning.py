@@ -109,6 +109,35 @@ def test_format_stats_hand_worked():
     assert stats["no_repeats"] == 2 / 3  # over the 3 parsed sets
 
 
+def test_containment_meter_counts_only_format_valid_sets():
+    """Issue 15.4: one sentence restating the question and answer is not a useful set of documents."""
+    from zerosearch.search.base import SearchResult
+    from zerosearch.simulator_tuning import containment
+    from zerosearch.simulator_tuning.evaluate import EvalItem, results_table
+
+    w = lambda n, word="w": " ".join([word] * n)  # noqa: E731
+    items = [EvalItem("what colour is the sky", ("blue",), "sky")] * 4 + [EvalItem("is it?", ("yes",), "q")]
+    results = [
+        SearchResult([Document(w(20) + " blue"), Document(w(20, "x")), Document(w(20, "y"))]),  # valid, has it
+        SearchResult([Document("The sky is blue.")]),  # a restatement: has it, not a valid set
+        SearchResult([Document(w(20)), Document(w(20, "x")), Document(w(20, "y"))]),  # valid, clean
+        SearchResult(error="timeout"),
+        SearchResult([Document(w(20) + " yes")] * 3),  # yes/no: not judged
+    ]
+    meter = containment(items, results, topk=3, word_range=(15, 60))
+    assert meter["judged"] == 4
+    assert meter["contains_share"] == 2 / 4  # raw: the restatement counts
+    assert meter["valid_contains_share"] == 1 / 4  # headline: it does not
+    assert meter["contains_among_valid"] == 1 / 2
+    assert meter["valid_clean_share"] == 1 / 4 and meter["parsed_clean_share"] == 1 / 4
+    row = {"name": "sim", "useful": {**meter, "parsed": 0.75, "exact_topk": 0.5, "words_per_doc": 20.0,
+                                     "docs_in_range": 1.0, "valid": 0.5, "no_repeats": 1.0, "reader": {}},
+           "noisy": meter}
+    table = results_table({"items": 5, "topk": 3, "word_range": [15, 60], "reader": "r", "engines": [row]})
+    assert "| useful: valid, has answer | has answer (raw) | has answer among valid |" in table
+    assert "| sim | 25.0 | 50.0 | 50.0 | 25.0 | 25.0 |" in table
+
+
 # --- dedupe, balance, split --------------------------------------------------------------------------
 
 

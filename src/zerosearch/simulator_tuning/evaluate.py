@@ -109,6 +109,13 @@ def _share(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def valid_set(result: SearchResult, topk: int, word_range: tuple[int, int]) -> bool:
+    """A format-valid document set: parsed, exactly ``topk`` documents, each within ``word_range`` words."""
+    low, high = word_range
+    return (result.ok and len(result.documents) == topk
+            and all(low <= len(d.text.split()) <= high for d in result.documents))
+
+
 def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[int, int]) -> dict[str, Any]:
     """Format of document sets: parsed at all, exactly ``topk`` documents, words per document, repeats.
 
@@ -126,24 +133,34 @@ def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[i
         "exact_topk": _share([len(c) == topk for c in counts]),
         "words_per_doc": sum(all_counts) / len(all_counts) if all_counts else None,
         "docs_in_range": _share([low <= n <= high for n in all_counts]),
-        "valid": _share([len(c) == topk and all(low <= n <= high for n in c) for c in counts]),
+        "valid": _share([valid_set(r, topk, word_range) for r in results]),
         "no_repeats": _share([len(set(t)) == len(t) for t in texts]),
     }
 
 
-def containment(items: Sequence[EvalItem], results: Sequence[SearchResult]) -> dict[str, Any]:
+def containment(items: Sequence[EvalItem], results: Sequence[SearchResult], topk: int,
+                word_range: tuple[int, int]) -> dict[str, Any]:
     """Share of document sets containing a gold answer, over the items containment can judge.
 
-    A failed or empty result counts as not containing; ``contains_share`` is over judged items only
-    (yes/no questions are left out), ``parsed_clean_share`` is the share of judged items whose result
-    parsed *and* holds no gold answer (the noisy-mode figure: a failure is not a clean noisy set).
+    A failed or empty result counts as not containing. Over judged items (yes/no questions are left out):
+
+    * ``valid_contains_share`` (the headline): the set is format-valid (:func:`valid_set`) *and* holds a
+      gold answer. A simulator that writes one sentence restating the question and the answer instead of
+      ``topk`` documents does not count: the raw figure below rewarded exactly that.
+    * ``contains_share``: the raw figure, any parsed set holding a gold answer (kept for comparison).
+    * ``contains_among_valid``: among format-valid sets only, the share holding a gold answer.
+    * ``valid_clean_share`` / ``parsed_clean_share``: the noisy-mode figures: a format-valid (or merely
+      parsed) set that holds no gold answer. A failure is not a clean noisy set.
     """
     judged = [(contains_answer(r.documents, item.golden_answers), r) for item, r in zip(items, results)]
-    judged = [(c, r) for c, r in judged if c is not None]
+    judged = [(bool(c), r, valid_set(r, topk, word_range)) for c, r in judged if c is not None]
     return {
         "judged": len(judged),
-        "contains_share": _share([bool(c) and r.ok for c, r in judged]),
-        "parsed_clean_share": _share([not c and r.ok and bool(r.documents) for c, r in judged]),
+        "valid_contains_share": _share([c and v for c, r, v in judged]),
+        "contains_share": _share([c and r.ok for c, r, _ in judged]),
+        "contains_among_valid": _share([c for c, _, v in judged if v]),
+        "valid_clean_share": _share([not c and v for c, r, v in judged]),
+        "parsed_clean_share": _share([not c and r.ok and bool(r.documents) for c, r, _ in judged]),
     }
 
 
@@ -304,7 +321,7 @@ def _evaluate_real(engine: str | SearchEngine, items: Sequence[EvalItem], reader
     reader_scores, predictions = reader.scores(items, results)
     samples.extend(_sample_rows(f"real: {spec}", "real", items, results, predictions))
     return {"name": f"real: {spec}", "kind": "real", "spec": spec,
-            "useful": {**containment(items, results), **format_stats(results, topk, word_range),
+            "useful": {**containment(items, results, topk, word_range), **format_stats(results, topk, word_range),
                        "reader": reader_scores},
             "noisy": None}
 
@@ -315,7 +332,7 @@ def _evaluate_simulator(sim: SimulatorSpec, engine: SearchEngine, items: Sequenc
     row: dict[str, Any] = {"name": sim.name, "kind": "simulated", "spec": sim.spec, "mode": sim.mode}
     for label, noisy in ((USEFUL, False), (NOISY, True)):
         results = _search_all(engine, items, noisy, topk, batch_size, f"{sim.name} {label}", progress)
-        row[label] = {**containment(items, results), **format_stats(results, topk, word_range)}
+        row[label] = {**containment(items, results, topk, word_range), **format_stats(results, topk, word_range)}
         predictions = [""] * len(items)
         if not noisy:  # the reader reads what the policy is meant to learn from: useful documents
             row[label]["reader"], predictions = reader.scores(items, results)
@@ -330,15 +347,18 @@ def _pct(value: float | None) -> str:
 def results_table(results: dict[str, Any]) -> str:
     """The evaluation as a markdown table (percentages; the real engine has no noisy mode)."""
     low, high = results["word_range"]
-    header = ("| engine | useful: has answer | noisy: parsed, no answer | parsed | exactly "
+    header = ("| engine | useful: valid, has answer | has answer (raw) | has answer among valid "
+              "| noisy: valid, no answer | noisy: parsed, no answer (raw) | parsed | exactly "
               f"{results['topk']} docs | words/doc | docs {low}-{high} words | valid sets | sets without repeats "
               "| reader EM | reader F1 | reader cover EM |")
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 15]
     for row in results["engines"]:
         useful, noisy = row["useful"], row["noisy"]
         words = useful["words_per_doc"]
         lines.append(
-            f"| {row['name']} | {_pct(useful['contains_share'])} | "
+            f"| {row['name']} | {_pct(useful.get('valid_contains_share'))} | {_pct(useful['contains_share'])} | "
+            f"{_pct(useful.get('contains_among_valid'))} | "
+            f"{_pct(noisy.get('valid_clean_share')) if noisy else 'n/a'} | "
             f"{_pct(noisy['parsed_clean_share']) if noisy else 'n/a'} | {_pct(useful['parsed'])} | "
             f"{_pct(useful['exact_topk'])} | {'n/a' if words is None else f'{words:.1f}'} | "
             f"{_pct(useful['docs_in_range'])} | {_pct(useful['valid'])} | {_pct(useful.get('no_repeats'))} | "
@@ -348,5 +368,7 @@ def results_table(results: dict[str, Any]) -> str:
     judged = results["engines"][0]["useful"]["judged"] if results["engines"] else 0
     lines.append("")
     lines.append(f"{results['items']} items ({judged} judged by answer containment; yes/no answers are not), "
-                 f"top-{results['topk']}, reader {results['reader']}; format columns are useful mode.")
+                 f"top-{results['topk']}, reader {results['reader']}; format columns are useful mode. A valid set "
+                 f"has exactly {results['topk']} documents of {low}-{high} words each; the headline columns count "
+                 "only valid sets, the raw ones any parsed set.")
     return "\n".join(lines)
