@@ -9,6 +9,7 @@ show that table).
 
 Evaluation is greedy and deterministic, so a baseline is a function of the model and the settings: it is
 evaluated once into ``$ZEROSEARCH_CACHE/evals/<key>`` and copied into every run that asks for it again.
+The key covers the model's files, the questions, the settings and the scoring code (``rewards.py``).
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ def eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _cache_key(model: str, kwargs: dict[str, Any]) -> str:
+    from zerosearch import rewards
+
     payload = {
         "model": model_fingerprint(resolve_model_path(model)),
         "data": [file_digest(f) for f in kwargs["data_files"]],
         "settings": {k: v for k, v in kwargs.items() if k not in ("data_files", "batch_size")},
+        # cached results hold scores: a change to how answers are normalised and scored invalidates them
+        "scoring": file_digest(rewards.__file__),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
