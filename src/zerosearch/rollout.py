@@ -104,6 +104,11 @@ class Trajectory:
         }
 
 
+def logged_documents(docs: Sequence[Document]) -> list[str]:
+    """The documents as a turn logs them (``rollouts/``, eval ``examples/``): ``(title) text`` or ``text``."""
+    return [d.text if not d.title else f"({d.title}) {d.text}" for d in docs]
+
+
 def fit_observation(docs: Sequence[Document], tokenizer: Any,
                     max_obs_tokens: int) -> tuple[str, list[int], list[Document]]:
     """The ``<information>`` block of ``docs`` fitted to ``max_obs_tokens``: its text, its token ids and
@@ -267,7 +272,7 @@ class RolloutRunner:
                 continue
             docs = list(result.documents[: self.settings.topk])
             text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens)
-            turn.documents = [d.text if not d.title else f"({d.title}) {d.text}" for d in shown]  # as shown
+            turn.documents = logged_documents(shown)  # as shown, not as returned
             self._insert(traj, ids, text)
 
     # ------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from zerosearch.paths import cache_dir, file_digest
 from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
 from zerosearch.prompts import load_template
 from zerosearch.rewards import normalize_answer
-from zerosearch.rollout import Trajectory, Turn, fit_observation
+from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
 from zerosearch.runtime import resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.factory import build_engine
@@ -207,7 +207,7 @@ def _trajectory(plan: _Plan, prompt_ids: list[int], tokenizer: Any, settings: De
         traj.append(encode(text), 1, text)
         info_text, info_ids, shown = fit_observation(docs, tokenizer, settings.max_obs_tokens)
         traj.turns.append(Turn(action="search", text=text, n_tokens=len(encode(text)), query=query,
-                               documents=[d.text if not d.title else f"({d.title}) {d.text}" for d in shown]))
+                               documents=logged_documents(shown)))
         traj.append(info_ids, 0, info_text)
     answer = ANSWER.format(answer=row.golden_answers[0])
     traj.append(encode(answer), 1, answer)
