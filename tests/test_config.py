@@ -52,3 +52,15 @@ def test_config_file_errors_name_the_file(tmp_path):
 def test_every_shipped_config_loads(path):
     cfg = load_train_config(path)
     assert cfg.total_steps >= 1
+
+
+def test_engine_kind_real_needs_a_spec_and_only_real_takes_one():
+    with pytest.raises(ConfigError, match="engine.kind=real needs engine.spec"):
+        load_train_config(None, ["engine.kind=real"])
+    with pytest.raises(ConfigError, match="applies to engine.kind=real"):
+        load_train_config(None, ["engine.spec=example"])
+    with pytest.raises(ConfigError, match="use engine.kind=simulated"):
+        load_train_config(None, ["engine.kind=real", "engine.spec=simulated:zerosearch:tiny"])
+    with pytest.raises(ConfigError, match="engine.kind"):
+        load_train_config(None, ["engine.kind=google"])
+    assert load_train_config(None, ["engine.kind=real", "engine.spec=example"]).engine.spec == "example"

@@ -365,20 +365,6 @@ def test_grpo_singleton_rule_is_a_config_choice(tmp_path, searcher_model, single
         load_train_config(None, ["grpo_singleton=raw"])
 
 
-def test_engine_kind_real_needs_a_spec_and_only_real_takes_one():
-    from zerosearch.config import ConfigError
-
-    with pytest.raises(ConfigError, match="engine.kind=real needs engine.spec"):
-        load_train_config(None, ["engine.kind=real"])
-    with pytest.raises(ConfigError, match="applies to engine.kind=real"):
-        load_train_config(None, ["engine.spec=example"])
-    with pytest.raises(ConfigError, match="use engine.kind=simulated"):
-        load_train_config(None, ["engine.kind=real", "engine.spec=simulated:zerosearch:tiny"])
-    with pytest.raises(ConfigError, match="engine.kind"):
-        load_train_config(None, ["engine.kind=google"])
-    assert load_train_config(None, ["engine.kind=real", "engine.spec=example"]).engine.spec == "example"
-
-
 @pytest.mark.integration
 def test_training_against_a_real_engine_has_no_curriculum(tmp_path, searcher_model):
     """engine.kind=real, as Search-R1 trains: BM25 over the bundled paragraphs answers every search; no
