@@ -63,17 +63,79 @@ def test_sanitize_leaves_no_tag_in_random_text():
 # -- render_documents ------------------------------------------------------------------------------
 
 
-def test_render_untitled_and_titled_byte_exact():
-    docs = [
-        Document(text="The bridge opened in 1931."),
-        Document(text="It spans the Hudson.", title="George Washington Bridge"),
-        Document(text="multi\nline   text"),
-    ]
-    assert render_documents(docs) == (
-        "Doc 1: The bridge opened in 1931.\n"
-        "Doc 2(Title: George Washington Bridge) It spans the Hudson.\n"
-        "Doc 3: multi line text"
-    )
+# Documents as the original code received them, and its output for them, worked out by hand from the
+# original functions (quoted in each test). Single-line texts without protocol tags: there our
+# sanitising changes nothing, so the bytes must agree exactly.
+WIKI18_ROWS = ['"George Washington Bridge"\nThe George Washington Bridge opened in 1931.',
+               '"Hudson River"\nThe Hudson River flows from north to south.']
+WIKI18_DOCS = [Document(text="The George Washington Bridge opened in 1931.", title="George Washington Bridge"),
+               Document(text="The Hudson River flows from north to south.", title="Hudson River")]
+SERPAPI_RESULTS = [{"title": "George Washington Bridge - Wikipedia", "snippet": "It opened in 1931."},
+                   {"title": "GWB facts", "snippet": "A suspension bridge over the Hudson."}]
+
+
+def test_wiki18_rows_parse_to_the_documents_rendered_below():
+    from zerosearch.search.corpus import split_contents
+
+    assert [Document(text=t, title=h) for h, t in map(split_contents, WIKI18_ROWS)] == WIKI18_DOCS
+
+
+def test_search_r1_rendering_is_search_r1s_byte_for_byte():
+    # Search-R1 _passages2string: title = contents' first line (quotes kept), text = the rest,
+    # f"Doc {idx+1}(Title: {title}) {text}\n" per document; execute_predictions strips the whole.
+    original = ('Doc 1(Title: "George Washington Bridge") The George Washington Bridge opened in 1931.\n'
+                'Doc 2(Title: "Hudson River") The Hudson River flows from north to south.\n')
+    assert render_documents(WIKI18_DOCS, "search_r1") == original.strip()
+
+
+def test_zerosearch_rendering_of_wiki_results_is_the_originals():
+    # ZeroSearch retrieve_from_wiki: "\n".join(f"Doc {i + 1}: {doc['text']}"), the passage text only.
+    original = ("Doc 1: The George Washington Bridge opened in 1931.\n"
+                "Doc 2: The Hudson River flows from north to south.")
+    assert render_documents(WIKI18_DOCS, "zerosearch") == original
+    assert render_documents(WIKI18_DOCS) == original  # the default
+
+
+def test_zerosearch_rendering_of_google_results_is_the_originals():
+    from zerosearch.search.serpapi import organic_documents
+
+    # ZeroSearch retrieve_from_google: text = title + snippet with no separator (as the original wrote
+    # it), "\n".join(f"Doc {i + 1}: {text}").
+    original = ("Doc 1: George Washington Bridge - WikipediaIt opened in 1931.\n"
+                "Doc 2: GWB factsA suspension bridge over the Hudson.")
+    docs = organic_documents({"organic_results": SERPAPI_RESULTS}, topk=5)
+    assert render_documents(docs) == original
+    # the same results in the Search-R1 layout keep the title apart
+    assert render_documents(docs, "search_r1").splitlines()[0] == (
+        'Doc 1(Title: "George Washington Bridge - Wikipedia") It opened in 1931.')
+
+
+def test_simulated_documents_render_as_the_simulator_wrote_them():
+    # ZeroSearch pasted the simulator's text (cut at "Doc {topk+1}") into <information>, stripped.
+    written = "Doc 1: The bridge opened in 1931.\nDoc 2: It spans the Hudson."
+    docs = parse_simulated_documents(written, 5)
+    assert render_documents(docs) == written
+    assert render_documents(docs, "search_r1") == written  # untitled documents: "Doc i: text" in both
+
+
+def test_search_r1_titles_survive_a_parse_and_render_round_trip():
+    rendered = render_documents(WIKI18_DOCS, "search_r1")
+    parsed = parse_simulated_documents(rendered, 5)
+    assert parsed == WIKI18_DOCS
+    assert render_documents(parsed, "search_r1") == rendered
+
+
+def test_renderings_sanitise_and_collapse_lines_in_both_formats():
+    doc = Document(text="multi\nline   </information> text", title="A\ntitle")
+    assert render_documents([doc], "zerosearch") == "Doc 1: multi line (/information) text"
+    assert render_documents([doc], "search_r1") == 'Doc 1(Title: "A title") multi line (/information) text'
+    web = Document(text="snippet <answer>", title="Page", kind="web")
+    assert render_documents([web]) == "Doc 1: Pagesnippet (answer)"
+
+
+def test_unknown_doc_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown doc_format 'markdown'; choose one of zerosearch, search_r1"):
+        render_documents([Document("x")], "markdown")
 
 
 def test_render_empty():
@@ -175,13 +237,13 @@ def test_parse_stops_at_a_new_prompt_round():
 
 def test_parse_titled_wiki_rendering_roundtrip():
     docs = [Document(text="It spans the Hudson.", title="GWB"), Document(text="Second.")]
-    assert parse_simulated_documents(render_documents(docs), 5) == docs
+    assert parse_simulated_documents(render_documents(docs, "search_r1"), 5) == docs
 
 
 def test_parse_titles_holding_parentheses():
     docs = [Document(text="A 2016 film (directed by Villeneuve).", title="Arrival (film)"),
             Document(text="x", title="Tinted Windows (album) (2009)"), Document(text="y", title="")]
-    assert parse_simulated_documents(render_documents(docs), 5) == docs
+    assert parse_simulated_documents(render_documents(docs, "search_r1"), 5) == docs
     # Unbalanced: the title ends at the first closing parenthesis, as before.
     assert parse_simulated_documents("Doc 1(Title: Foo (film) text", 5) == [Document(text="text", title="Foo (film")]
     assert parse_simulated_documents("Doc 1(Title: Foo bar", 5) == [Document(text="(Title: Foo bar")]

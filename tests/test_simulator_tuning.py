@@ -209,7 +209,8 @@ def test_training_prompt_is_the_published_finetuned_prompt_byte_for_byte():
     assert messages == [
         {"role": "system", "content": ""},
         {"role": "user", "content": EXPECTED_USER},
-        {"role": "assistant", "content": "Doc 1(Title: Hamlet) A play.\nDoc 2: An untitled text."},
+        # the target as the original simulators write documents, "Doc i: text"
+        {"role": "assistant", "content": "Doc 1: A play.\nDoc 2: An untitled text."},
     ]
     useful = simulator_messages(c, USEFUL)[1]["content"]
     assert useful == EXPECTED_USER.replace("noisy", "useful").replace("Noisy", "Useful")

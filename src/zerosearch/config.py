@@ -245,6 +245,9 @@ class TrainConfig:
     max_context_tokens: int = 8192
     rollout_batch_size: int = 0  # sequences per generate call; 0 = all at once
     kv_cache: str = "dynamic"  # static: a preallocated KV cache per generate call (faster decoding on CPU)
+    # how documents are shown in <information>: zerosearch (the original's "Doc i: text") | search_r1
+    # ("Doc i(Title: \"t\") text"); recorded with every saved policy, and eval uses it by default
+    doc_format: str = "zerosearch"
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
@@ -273,6 +276,7 @@ class TrainConfig:
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("autocast", self.autocast, ("auto", "bf16", "off"))
         _check_choice("kv_cache", self.kv_cache, ("dynamic", "static"))
+        _check_choice("doc_format", self.doc_format, ("zerosearch", "search_r1"))
         _check_range("format_reward", self.format_reward, 0.0, 1.0)
         _check_range("num_threads", self.num_threads, 0)
         for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "topk",

@@ -60,7 +60,8 @@ from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
 from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory, Turn
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
-from zerosearch.search.documents import render_documents
+from zerosearch.policy_info import resolve_doc_format
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents
 
 __all__ = [
     "METHODS",
@@ -122,8 +123,10 @@ class EvalSettings:
     prompt_style: str = "auto"  # auto | chat | raw
     autocast: str = "off"  # auto | bf16 | off: bf16 mixed precision (see zerosearch.runtime)
     kv_cache: str = "dynamic"  # dynamic | static (a preallocated cache: faster decoding on CPU)
+    doc_format: str = DEFAULT_DOC_FORMAT  # zerosearch | search_r1: how documents are shown (agent and rag)
 
     def __post_init__(self) -> None:
+        check_doc_format(self.doc_format)
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         for name in ("topk", "max_turn_tokens", "max_obs_tokens", "batch_size"):
@@ -216,7 +219,7 @@ class Answerer:
             RolloutSettings(max_turns=settings.max_turns if agent else 0, topk=settings.topk,
                             max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
                             max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size,
-                            kv_cache=settings.kv_cache),
+                            kv_cache=settings.kv_cache, doc_format=settings.doc_format),
             self.device, autocast=resolve_autocast(settings.autocast, self.device),
         )
 
@@ -258,7 +261,7 @@ class Answerer:
             turn = Turn(action="retrieve", text="", n_tokens=0, query=request.query,
                         documents=[_document_text(d) for d in docs], error=result.error)
             prompt_ids = [] if not result.ok else self._encode(
-                render(self.template, question=text, documents=render_documents(docs)))
+                render(self.template, question=text, documents=render_documents(docs, self.settings.doc_format)))
             traj = Trajectory(question, (), prompt_ids)
             if not result.ok:
                 traj.status = SEARCH_FAILED
@@ -562,6 +565,7 @@ def evaluate(
     prompt_style: str = "auto",
     autocast: str = "off",
     kv_cache: str = "dynamic",
+    doc_format: str | None = None,
     names: Sequence[str] | None = None,
     group_by: str | None = "data_source",
     engine: SearchEngine | None = None,
@@ -584,6 +588,9 @@ def evaluate(
         topk: documents per search; default :func:`default_topk` of the spec.
         autocast, kv_cache: see :class:`EvalSettings` (both change the numerics slightly, so they are part
             of the settings a resumed evaluation must match).
+        doc_format: how documents are shown to the model, ``zerosearch`` or ``search_r1`` (see
+            :mod:`zerosearch.search.documents`); None: the format ``model`` was trained with when it
+            records one (:mod:`zerosearch.policy_info`), else ``zerosearch``.
         names: one dataset name per file instead of the file stems (for files that are not split).
         group_by: split each file by this row field: ``data_source`` (default; files without it stay
             whole), any dotted field, or None (never split). The average is over datasets.
@@ -597,7 +604,7 @@ def evaluate(
                             max_turn_tokens=max_turn_tokens, max_obs_tokens=max_obs_tokens,
                             max_context_tokens=max_context_tokens, batch_size=batch_size,
                             prompt_template=prompt_template, prompt_style=prompt_style, autocast=autocast,
-                            kv_cache=kv_cache)
+                            kv_cache=kv_cache, doc_format=resolve_doc_format(doc_format, model))
     if method in NEEDS_ENGINE and engine is None and not engine_spec:
         raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
     engine_label = engine_spec or (engine.name if engine is not None else None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from zerosearch.search.base import Document
-from zerosearch.search.documents import render_documents
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, render_documents
 
 STOP_STRINGS = ("</search>", "</answer>")
 
@@ -75,6 +75,8 @@ def well_formed(turn_texts: Sequence[str]) -> bool:
     return bool(actions) and actions[-1] == "answer" and all(a == "search" for a in actions[:-1])
 
 
-def information_block(documents: Sequence[Document]) -> str:
-    """``\\n\\n<information>Doc 1: …\\nDoc 2: …</information>\\n\\n`` (documents sanitised)."""
-    return f"\n\n<information>{render_documents(documents).strip()}</information>\n\n"
+def information_block(documents: Sequence[Document], doc_format: str = DEFAULT_DOC_FORMAT) -> str:
+    """``\\n\\n<information>Doc 1: …\\nDoc 2: …</information>\\n\\n``: the documents sanitised and
+    rendered in ``doc_format`` (``zerosearch`` | ``search_r1``, see :mod:`zerosearch.search.documents`),
+    stripped, as both originals' ``execute_predictions`` do."""
+    return f"\n\n<information>{render_documents(documents, doc_format).strip()}</information>\n\n"

@@ -42,6 +42,7 @@ from zerosearch.llm.stopping import StopOnStrings
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
 
 # Trajectory statuses.
 ANSWERED = "answered"
@@ -109,8 +110,8 @@ def logged_documents(docs: Sequence[Document]) -> list[str]:
     return [d.text if not d.title else f"({d.title}) {d.text}" for d in docs]
 
 
-def fit_observation(docs: Sequence[Document], tokenizer: Any,
-                    max_obs_tokens: int) -> tuple[str, list[int], list[Document]]:
+def fit_observation(docs: Sequence[Document], tokenizer: Any, max_obs_tokens: int,
+                    doc_format: str = DEFAULT_DOC_FORMAT) -> tuple[str, list[int], list[Document]]:
     """The ``<information>`` block of ``docs`` fitted to ``max_obs_tokens``: its text, its token ids and
     the documents it shows.
 
@@ -124,7 +125,7 @@ def fit_observation(docs: Sequence[Document], tokenizer: Any,
 
     docs = list(docs)
     while True:
-        text = information_block(docs)
+        text = information_block(docs, doc_format)
         ids = encode(text)
         if len(ids) <= max_obs_tokens or len(docs) <= 1:
             break
@@ -139,12 +140,12 @@ def fit_observation(docs: Sequence[Document], tokenizer: Any,
     lo, hi = 0, len(body)  # the longest prefix (in tokens) whose block fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(encode(information_block([shortened(mid)]))) <= max_obs_tokens:
+        if len(encode(information_block([shortened(mid)], doc_format))) <= max_obs_tokens:
             lo = mid
         else:
             hi = mid - 1
     shown = [shortened(lo)] if lo > 0 else []
-    text = information_block(shown)
+    text = information_block(shown, doc_format)
     return text, encode(text), shown
 
 
@@ -160,10 +161,13 @@ class RolloutSettings:
     # "static": a preallocated KV cache per generate call. The default grows the cache by concatenation
     # at every token, which was a third of a decode step's time on a 2-core CPU (SmolLM2-135M).
     kv_cache: str = "dynamic"
+    # how documents are rendered in the <information> block: zerosearch | search_r1
+    doc_format: str = DEFAULT_DOC_FORMAT
 
     def __post_init__(self) -> None:
         if self.kv_cache not in ("dynamic", "static"):
             raise ValueError(f"kv_cache must be dynamic or static, got {self.kv_cache!r}")
+        check_doc_format(self.doc_format)
 
 
 @dataclass
@@ -271,7 +275,8 @@ class RolloutRunner:
                 stats.search_failures += 1
                 continue
             docs = list(result.documents[: self.settings.topk])
-            text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens)
+            text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens,
+                                             self.settings.doc_format)
             turn.documents = logged_documents(shown)  # as shown, not as returned
             self._insert(traj, ids, text)
 

@@ -35,6 +35,7 @@ from zerosearch.policy import (
     ValueModel, Window, apply_lora, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
     micro_batches, pick_device, pick_dtype, right_align, selected_logprobs, unalign, use_chat_template,
 )
+from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
 from zerosearch.protocol import well_formed
 from zerosearch.rewards import answer_metrics, extract_answer, format_shaped_reward
@@ -133,7 +134,8 @@ class Trainer:
         self.runner = RolloutRunner(
             self.policy, self.tokenizer, self.engine,
             RolloutSettings(cfg.max_turns, cfg.topk, cfg.max_turn_tokens, cfg.max_obs_tokens,
-                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size, cfg.kv_cache),
+                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size, cfg.kv_cache,
+                            cfg.doc_format),
             self.device, autocast=self.autocast,
         )
         self._prompt_cache: dict[int, list[int]] = {}
@@ -464,6 +466,7 @@ class Trainer:
         tmp = ckpt.begin(self.run_dir, self.step)
         self.policy.save_pretrained(tmp / "policy")
         self.tokenizer.save_pretrained(tmp / "policy")
+        write_policy_info(tmp / "policy", doc_format=self.cfg.doc_format)
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         if self.critic is not None:

@@ -60,6 +60,7 @@ from zerosearch.datasets import default_dev_files, default_train_files
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paths import cache_dir, file_digest
 from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
+from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
 from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
@@ -101,6 +102,7 @@ class DemoSettings:
     max_doc_words: int = 40
     require_grounded: bool = True
     subquery_field: str = "metadata.supporting_titles"
+    doc_format: str = "zerosearch"  # the run's: demonstrations show documents as RL will
 
 
 @dataclass
@@ -205,7 +207,7 @@ def _trajectory(plan: _Plan, prompt_ids: list[int], tokenizer: Any, settings: De
     for i, (query, docs) in enumerate(plan.searches):
         text = (FIRST_SEARCH if i == 0 else NEXT_SEARCH).format(query=query)
         traj.append(encode(text), 1, text)
-        info_text, info_ids, shown = fit_observation(docs, tokenizer, settings.max_obs_tokens)
+        info_text, info_ids, shown = fit_observation(docs, tokenizer, settings.max_obs_tokens, settings.doc_format)
         traj.turns.append(Turn(action="search", text=text, n_tokens=len(encode(text)), query=query,
                                documents=logged_documents(shown)))
         traj.append(info_ids, 0, info_text)
@@ -279,6 +281,7 @@ def warmup_key(cfg: TrainConfig, model_path: str, train_files: Sequence[str], ev
         # whether the run turns the warm-up on does not shape it (`zerosearch warmup` runs it either way)
         "warmup": {k: v for k, v in dataclasses.asdict(cfg.warmup).items() if k != "enabled"},
         "budgets": [cfg.topk, cfg.max_turns, cfg.max_obs_tokens, cfg.max_context_tokens],
+        "doc_format": cfg.doc_format,
         "seed": cfg.seed, "bf16": bf16,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -332,7 +335,8 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
         engine = build_engine(w.engine)
     settings = DemoSettings(topk=cfg.topk, max_searches=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,
                             max_context_tokens=cfg.max_context_tokens, max_doc_words=w.max_doc_words,
-                            require_grounded=w.require_grounded, subquery_field=w.subquery_field)
+                            require_grounded=w.require_grounded, subquery_field=w.subquery_field,
+                            doc_format=cfg.doc_format)
     if cfg.max_turns < 1:
         raise ValueError("the warm-up demonstrates searching, but max_turns=0 allows no search; "
                          "set max_turns >= 1 or warmup.enabled=false")
@@ -360,6 +364,7 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
         "sft": trained, "seconds": time.perf_counter() - started,
     }
     (work / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_policy_info(work, doc_format=cfg.doc_format)
     if final.exists():  # --force, or a concurrent run finished first
         shutil.rmtree(final)
     os.replace(work, final)

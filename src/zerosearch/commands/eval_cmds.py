@@ -116,6 +116,10 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
                              "(avx512_bf16, AMX), ~1.5x faster generation there (default: off)")
     parser.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
                         help="static: a preallocated KV cache, faster decoding on CPU (default: dynamic)")
+    parser.add_argument("--doc-format", choices=["zerosearch", "search_r1"],
+                        help="how documents are shown: zerosearch 'Doc 1: text' (web results: title then "
+                             "snippet), or search_r1 'Doc 1(Title: \"t\") text' (default: the format the "
+                             "model was trained with, recorded in its zerosearch.json; else zerosearch)")
     if batch:
         parser.add_argument("--batch-size", type=_positive, default=16, metavar="N",
                             help="questions per generation batch (default: 16)")
@@ -123,11 +127,13 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
 
 def _settings(args: argparse.Namespace, engine: str | None) -> Any:
     from zerosearch.evaluate import EvalSettings, default_topk
+    from zerosearch.policy_info import resolve_doc_format
 
     return EvalSettings(method=args.method, max_turns=args.max_turns, topk=args.topk or default_topk(engine),
                         max_turn_tokens=args.max_turn_tokens, max_context_tokens=args.max_context_tokens,
                         batch_size=getattr(args, "batch_size", 1), prompt_template=args.prompt_template,
-                        prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache)
+                        prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
+                        doc_format=resolve_doc_format(args.doc_format, args.model))
 
 
 # --- zerosearch eval ---------------------------------------------------------------------------------
@@ -180,7 +186,8 @@ def run_eval(args: argparse.Namespace) -> int:
             limit=args.limit, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
-            prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache, names=args.names,
+            prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
+            doc_format=args.doc_format, names=args.names,
             group_by=None if args.group_by.lower() == "none" else args.group_by,
             device=args.device, dtype=args.dtype,
             progress=not args.no_progress,

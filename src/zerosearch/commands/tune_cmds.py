@@ -120,6 +120,12 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _add_doc_format(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--doc-format", choices=["zerosearch", "search_r1"], default="zerosearch",
+                        help=f"how {what}: zerosearch 'Doc 1: text' or search_r1 'Doc 1(Title: \"t\") text' "
+                             "(default: zerosearch)")
+
+
 # --- collect -------------------------------------------------------------------------------------------
 
 
@@ -135,7 +141,7 @@ def _run_collect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
         max_turn_tokens=args.max_turn_tokens,
         policy_template=load_template(args.prompt_template) if args.prompt_template else None,
-        seed=args.seed, device=args.device, progress=not args.no_progress,
+        seed=args.seed, device=args.device, doc_format=args.doc_format, progress=not args.no_progress,
     )
     _print_json(asdict(summary))
     return 0
@@ -169,6 +175,7 @@ def _add_collect(stages: Any) -> None:
                         help="the policy prompt template (default: the built-in Search-R1 prompt)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for a sampling policy (default: 0)")
     parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
+    _add_doc_format(parser, "the policy is shown documents")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_guarded(_run_collect))
 
@@ -278,7 +285,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         calls_file=args.calls, limit=args.limit, topk=args.topk, reader_model=args.reader,
         max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.batch_size,
         word_range=(args.word_range[0], args.word_range[1]), seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        doc_format=args.doc_format, progress=not args.no_progress,
     )
     print(results_table(results))
     return 0
@@ -298,6 +305,7 @@ def _add_evaluate(stages: Any) -> None:
     parser.add_argument("--calls", metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where results go")
     parser.add_argument("--limit", type=int, default=50, help="items to evaluate (default: 50)")
+    _add_doc_format(parser, "the reader is shown documents (as the policy you train will see them)")
     parser.add_argument("--topk", type=int, default=5, help="documents per search (default: 5)")
     parser.add_argument("--reader", metavar="MODEL",
                         help="the fixed reader (default: the first in-process simulator's base model)")

@@ -33,12 +33,18 @@ class SearchRequest:
 
 @dataclass(frozen=True)
 class Document:
-    """A retrieved or simulated document. ``title`` may be empty (simulated documents have none)."""
+    """A retrieved or simulated document. ``title`` may be empty (simulated documents have none).
+
+    ``kind`` is ``"passage"`` (a corpus passage or a simulated document) or ``"web"`` (a web search
+    result: ``title`` is the page title, ``text`` its snippet); the two render differently in the
+    original ZeroSearch format (see :func:`zerosearch.search.documents.render_documents`).
+    """
 
     text: str
     title: str = ""
     score: float | None = None
     id: str | None = None
+    kind: str = "passage"
 
 
 @dataclass

@@ -1,18 +1,28 @@
 """Documents as text: sanitise, render for the policy, and parse a simulator's output.
 
-Rendering follows Search-R1 / ZeroSearch: one document per line, ``Doc 1: {text}``, or
-``Doc 1(Title: {title}) {text}`` for titled (wiki) documents, joined by ``"\\n"``. The rollout wraps the
-result as ``\\n\\n<information>{documents}</information>\\n\\n``.
+Two renderings, one per line and joined by ``"\\n"`` (the rollout wraps the result as
+``\\n\\n<information>{documents}</information>\\n\\n``, stripped inside, as both originals do). The
+setting is ``doc_format``; a policy should be evaluated in the format it was trained on.
+
+``zerosearch`` (the default; ZeroSearch's ``search_r1/llm_agent/generation.py``):
+    ``Doc 1: {text}``: what its simulator writes, and what ``retrieve_from_wiki`` shows (the passage
+    text only; a wiki-18 passage restates its title in its first words). A web result
+    (``retrieve_from_google``) is ``Doc 1: {title}{snippet}``: the title and the snippet run together
+    with no separator, exactly as the original concatenated them.
+``search_r1`` (Search-R1's ``_passages2string``):
+    ``Doc 1(Title: "{title}") {text}``: the first line of the passage's wiki-18 ``contents``, quotes
+    kept, as Search-R1 shows it. An untitled document renders as ``Doc 1: {text}`` (Search-R1 would
+    take its first line for a title; no wiki-18 passage is untitled).
 
 Departures from the original code, on purpose:
 
 * The original pasted the simulator's raw text (chatter included) into ``<information>``. Here the
   output is parsed into :class:`Document` objects and re-rendered, so the policy always sees the same
-  ``Doc i:`` layout whichever engine answered, and a simulator's chatter ("Here are five documents:")
-  is dropped.
+  layout whichever engine answered, and a simulator's chatter ("Here are five documents:") is dropped.
 * Every document is sanitised: text that looks like a protocol tag (``</information>``, ``<answer>``,
-  ...) or a chat special token (``<|im_end|>``) is defused, so a document can never close the
-  information block, inject an action, or end the turn.
+  ...) or a chat special token (``<|im_end|>``) is defused, and line breaks inside a document become
+  spaces, so a document can never close the information block, inject an action, end the turn, or
+  look like two documents.
 """
 
 from __future__ import annotations
@@ -23,7 +33,12 @@ from typing import Sequence
 
 from zerosearch.search.base import Document
 
-__all__ = ["parse_simulated_documents", "render_documents", "sanitize"]
+__all__ = ["DOC_FORMATS", "DEFAULT_DOC_FORMAT", "check_doc_format", "parse_simulated_documents",
+           "render_documents", "sanitize"]
+
+# The document renderings a policy can be trained and evaluated with (see the module docstring).
+DOC_FORMATS = ("zerosearch", "search_r1")
+DEFAULT_DOC_FORMAT = "zerosearch"
 
 _log = logging.getLogger(__name__)
 
@@ -66,17 +81,32 @@ def sanitize(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def render_documents(docs: Sequence[Document]) -> str:
-    """Render documents one per line: ``Doc 1: {text}`` or ``Doc 1(Title: {title}) {text}``.
+def check_doc_format(doc_format: str) -> str:
+    """``doc_format`` if it is one of :data:`DOC_FORMATS`; ValueError naming the choices otherwise."""
+    if doc_format not in DOC_FORMATS:
+        raise ValueError(f"unknown doc_format {doc_format!r}; choose one of {', '.join(DOC_FORMATS)}")
+    return doc_format
 
-    Text and title are sanitised first. An empty sequence renders as ``""``.
+
+def render_document(index: int, doc: Document, doc_format: str = DEFAULT_DOC_FORMAT) -> str:
+    """One document's line, numbered ``index`` (1-based), in ``doc_format`` (see the module docstring)."""
+    text = sanitize(doc.text)
+    title = sanitize(doc.title)
+    if doc_format == "zerosearch":
+        return f"Doc {index}: {title}{text}" if doc.kind == "web" else f"Doc {index}: {text}"
+    if doc_format == "search_r1":
+        return f'Doc {index}(Title: "{title}") {text}' if title else f"Doc {index}: {text}"
+    raise ValueError(check_doc_format(doc_format))  # unreachable for a valid format: check raises
+
+
+def render_documents(docs: Sequence[Document], doc_format: str = DEFAULT_DOC_FORMAT) -> str:
+    """Render documents one per line in ``doc_format`` (``zerosearch`` | ``search_r1``).
+
+    Text and title are sanitised first. An empty sequence renders as ``""``. ValueError for an unknown
+    format.
     """
-    lines = []
-    for i, doc in enumerate(docs, start=1):
-        text = sanitize(doc.text)
-        title = sanitize(doc.title)
-        lines.append(f"Doc {i}(Title: {title}) {text}" if title else f"Doc {i}: {text}")
-    return "\n".join(lines)
+    check_doc_format(doc_format)
+    return "\n".join(render_document(i, doc, doc_format) for i, doc in enumerate(docs, start=1))
 
 
 # --- parsing a simulator's output ----------------------------------------------------------------
@@ -154,6 +184,8 @@ def _split_title(text: str) -> tuple[str, str]:
 def _make_doc(text: str) -> Document | None:
     text = _clean(text)
     title, text = _split_title(text)
+    if len(title) >= 2 and title[0] == title[-1] == '"':
+        title = title[1:-1]  # the search_r1 rendering quotes titles, as wiki-18's contents do
     if not text:
         return None
     return Document(text=text, title=title)

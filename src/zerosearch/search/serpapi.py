@@ -111,6 +111,7 @@ def organic_documents(payload: Any, topk: int) -> list[Document]:
             text=str(item.get("snippet") or ""),
             title=str(item.get("title") or ""),
             id=str(item["link"]) if item.get("link") else None,
+            kind="web",
         )
         for item in items[:topk]
     ]

@@ -208,10 +208,15 @@ def _finetuned_prompter() -> Any:
 
 
 def simulator_messages(call: SearchCall, label: str) -> list[dict[str, str]]:
-    """The training conversation: the finetuned-mode prompt the engine sends, then the real documents."""
+    """The training conversation: the finetuned-mode prompt the engine sends, then the real documents.
+
+    The target is written ``Doc 1: text`` (the ``zerosearch`` rendering), as the original simulators
+    write; whatever a simulator writes is parsed and re-rendered in the policy's ``doc_format``.
+    """
     request = SearchRequest(query=call.query, question=call.question, golden_answers=call.golden_answers,
                             noisy=label == NOISY)
-    return [*_finetuned_prompter().conversation_for(request), {"role": "assistant", "content": render_documents(call.documents)}]
+    target = render_documents(call.documents, "zerosearch")
+    return [*_finetuned_prompter().conversation_for(request), {"role": "assistant", "content": target}]
 
 
 def _call_record(call: SearchCall, label: str) -> dict[str, Any]:

@@ -178,7 +178,8 @@ class _PolicyRunner:
 
 
 def _policy_runner(policy_model: str, engine: SearchEngine, *, topk: int, max_turns: int, max_turn_tokens: int,
-                   temperature: float, batch_size: int, template: str | None, device: str) -> _PolicyRunner:
+                   temperature: float, batch_size: int, template: str | None, device: str,
+                   doc_format: str) -> _PolicyRunner:
     from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
     from zerosearch.rollout import RolloutRunner, RolloutSettings
 
@@ -187,7 +188,7 @@ def _policy_runner(policy_model: str, engine: SearchEngine, *, topk: int, max_tu
     model = load_causal_lm(policy_model, torch_device, pick_dtype("auto", torch_device))
     recording = _RecordingEngine(engine)
     settings = RolloutSettings(max_turns=max_turns, topk=topk, max_turn_tokens=max_turn_tokens,
-                               temperature=temperature, batch_size=batch_size)
+                               temperature=temperature, batch_size=batch_size, doc_format=doc_format)
     runner = RolloutRunner(model, tokenizer, recording, settings, torch_device)
     return _PolicyRunner(runner, recording, tokenizer, use_chat_template(tokenizer, "auto"), template)
 
@@ -209,6 +210,7 @@ def collect(
     policy_template: str | None = None,
     seed: int = 0,
     device: str = "auto",
+    doc_format: str = "zerosearch",
     progress: bool = True,
 ) -> CollectSummary:
     """Search a real engine for QA rows and append one JSON line per row to ``out_path``.
@@ -234,6 +236,7 @@ def collect(
         max_turns, topk, max_turn_tokens: rollout settings (paper: 2 turns, 5 documents, 500 tokens).
         temperature: policy sampling temperature; 0 is greedy.
         policy_template: the policy prompt template *text* (``{question}``); default the built-in one.
+        doc_format: how the policy is shown the documents (``zerosearch`` | ``search_r1``).
         seed: torch seed for a sampling policy.
     """
     if query_source not in QUERY_SOURCES:
@@ -265,7 +268,8 @@ def collect(
         torch.manual_seed(seed)
         policy = _policy_runner(policy_model, engine, topk=topk, max_turns=max_turns,  # type: ignore[arg-type]
                                 max_turn_tokens=max_turn_tokens, temperature=temperature,
-                                batch_size=batch_size, template=policy_template, device=device)
+                                batch_size=batch_size, template=policy_template, device=device,
+                                doc_format=doc_format)
     with out_path.open("a", encoding="utf-8") as handle, _progress(len(todo), "collect", progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]

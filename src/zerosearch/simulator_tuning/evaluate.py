@@ -18,7 +18,7 @@ from typing import Any
 from zerosearch.data import load_qa_files
 from zerosearch.rewards import answer_metrics, extract_answer, normalize_answer
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.documents import render_documents
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents
 from zerosearch.simulator_tuning.records import (
     NOISY,
     TUNING_INFO,
@@ -167,13 +167,14 @@ def containment(items: Sequence[EvalItem], results: Sequence[SearchResult], topk
 class Reader:
     """A fixed reader: answers a question from documents with a RAG prompt, greedy (the downstream figure)."""
 
-    def __init__(self, chat_model: Any, max_tokens: int = 24) -> None:
+    def __init__(self, chat_model: Any, max_tokens: int = 24, doc_format: str = DEFAULT_DOC_FORMAT) -> None:
         self.chat_model = chat_model
         self.max_tokens = max_tokens
+        self.doc_format = check_doc_format(doc_format)  # the documents as the policy would see them
 
-    @staticmethod
-    def conversation(question: str, documents: Sequence[Document]) -> list[dict[str, str]]:
-        return [{"role": "system", "content": READER_SYSTEM.format(documents=render_documents(documents))},
+    def conversation(self, question: str, documents: Sequence[Document]) -> list[dict[str, str]]:
+        documents_text = render_documents(documents, self.doc_format)
+        return [{"role": "system", "content": READER_SYSTEM.format(documents=documents_text)},
                 {"role": "user", "content": READER_USER.format(question=question)}]
 
     @staticmethod
@@ -254,6 +255,7 @@ def evaluate(
     word_range: tuple[int, int] = (15, 60),
     seed: int = 0,
     device: str = "cpu",
+    doc_format: str = DEFAULT_DOC_FORMAT,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compare simulators with each other and with a real engine on held-apart questions.
@@ -269,6 +271,8 @@ def evaluate(
         real_engine: the reference engine (spec or object), or None to leave that row out.
         qa_files / calls_file: the held-apart items (see :func:`eval_items`).
         reader_model: the reader (default: the first in-process simulator's base model).
+        doc_format: how the reader is shown the documents (``zerosearch`` | ``search_r1``): as the policy
+            being trained will see them.
         max_tokens, temperature: simulator generation (default greedy, for reproducible comparisons).
 
     Writes ``results.json``, ``results.md`` (the table) and ``samples.jsonl`` (every document set and reader
@@ -283,7 +287,8 @@ def evaluate(
     from zerosearch.llm.transformers_backend import TransformersChatModel
 
     reader_name = reader_model or _default_reader(sims)
-    reader = Reader(TransformersChatModel(resolve_model_path(reader_name), max_batch_size=batch_size, device=device))
+    reader = Reader(TransformersChatModel(resolve_model_path(reader_name), max_batch_size=batch_size, device=device),
+                    doc_format=doc_format)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -298,7 +303,7 @@ def evaluate(
         gc.collect()
     results = {
         "items": len(items), "topk": topk, "word_range": list(word_range), "reader": reader_name,
-        "simulator_max_tokens": max_tokens, "simulator_temperature": temperature,
+        "doc_format": doc_format, "simulator_max_tokens": max_tokens, "simulator_temperature": temperature,
         "source": str(calls_file) if calls_file is not None else "questions",
         "engines": rows, "seconds": time.perf_counter() - started,
     }
