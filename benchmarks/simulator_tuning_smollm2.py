@@ -60,6 +60,7 @@ CORPUS = DATA / "corpus" / "hotpotqa_distractor_paragraphs.jsonl"
 TRAIN_QA = DATA / "qa" / "hotpotqa_distractor_train.jsonl"
 DEV_QA = DATA / "qa" / "hotpotqa_distractor_dev.jsonl"
 SMOLLM2 = "zerosearch:smollm2-135m-instruct"
+WORD_RANGE = (15, 60)  # words per document of a format-valid set (tune-simulator evaluate's default)
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,29 +102,32 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     print(f"== {name}: {timings[name]:.0f} s", file=sys.stderr, flush=True)
 
 
-def containment_by_query_kind(samples_path: Path) -> dict[str, dict[str, dict[str, float | int]]]:
+def containment_by_query_kind(samples_path: Path, topk: int,
+                              word_range: tuple[int, int] = WORD_RANGE) -> dict[str, dict[str, dict[str, Any]]]:
     """Useful-mode answer containment per engine, split by whether the query is the question itself.
 
-    Read from evaluate's ``samples.jsonl``; a failed call counts as not containing (as in the table).
+    Read from evaluate's ``samples.jsonl`` and measured by the same meter as the table
+    (:func:`zerosearch.simulator_tuning.containment`): ``valid_contains_share`` (a format-valid set that
+    holds a gold answer; the headline) beside the raw ``contains_share``.
     """
-    from zerosearch.search.base import Document
-    from zerosearch.simulator_tuning import contains_answer
+    from zerosearch.search.base import Document, SearchResult
+    from zerosearch.simulator_tuning import EvalItem, containment
 
-    counts: dict[str, dict[str, list[int]]] = {}
+    groups: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
     for line in samples_path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["mode"] not in ("useful", "real"):
             continue
         docs = [Document(text=d["text"], title=d.get("title", "")) for d in row["documents"]]
-        holds = contains_answer(docs, row["golden_answers"])
-        if holds is None:
-            continue
         kind = "query=question" if row["query"] == row["question"] else "query=title"
-        tally = counts.setdefault(row["engine"], {}).setdefault(kind, [0, 0])
-        tally[0] += int(bool(holds) and row["error"] is None)
-        tally[1] += 1
-    return {engine: {kind: {"contains_share": hits / n, "judged": n} for kind, (hits, n) in sorted(kinds.items())}
-            for engine, kinds in counts.items()}
+        items, results = groups.setdefault((row["engine"], kind), ([], []))
+        items.append(EvalItem(row["question"], tuple(row["golden_answers"]), row["query"]))
+        results.append(SearchResult(documents=docs, error=row["error"]))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (engine, kind), (items, results) in sorted(groups.items()):
+        c = containment(items, results, topk, word_range)
+        out.setdefault(engine, {})[kind] = {k: c[k] for k in ("valid_contains_share", "contains_share", "judged")}
+    return out
 
 
 def main() -> int:
@@ -164,7 +168,7 @@ def main() -> int:
     def evaluate_on(out_name: str, **items: Any) -> dict[str, Any]:
         return evaluate(simulators, engine, work / f"{out_name}{suffix}", **items, topk=args.topk,
                         reader_model=SMOLLM2, max_tokens=args.max_tokens, temperature=args.temperature,
-                        batch_size=args.eval_batch_size, device=args.device)
+                        batch_size=args.eval_batch_size, word_range=WORD_RANGE, device=args.device)
 
     with stage("evaluate", timings):
         results = evaluate_on("eval", qa_files=DEV_QA, limit=args.eval_limit)
@@ -173,14 +177,15 @@ def main() -> int:
         # supporting titles (entity names, like a policy's sub-queries). The dev evaluation above only
         # ever searches the whole question.
         val_results = evaluate_on("eval_val", calls_file=work / "data" / "val_calls.jsonl", limit=None)
-    by_kind = containment_by_query_kind(work / f"eval_val{suffix}" / "samples.jsonl")
+    by_kind = containment_by_query_kind(work / f"eval_val{suffix}" / "samples.jsonl", args.topk)
     table = results_table(results)
     val_table = results_table(val_results)
     print("\n" + table)
     print("\nheld-apart val calls (build split; queries: questions and supporting titles):\n" + val_table)
-    print("\nuseful-mode sets holding a gold answer, by query kind (val calls):")
+    print("\nuseful-mode sets, by query kind (val calls): valid and holding a gold answer (raw: holding one)")
     for name, kinds in by_kind.items():
-        print(f"  {name}: " + ", ".join(f"{k} {v['contains_share']:.1%} of {v['judged']}" for k, v in kinds.items()))
+        print(f"  {name}: " + ", ".join(f"{k} {v['valid_contains_share']:.1%} (raw {v['contains_share']:.1%}) "
+                                        f"of {v['judged']}" for k, v in kinds.items()))
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
                     "torch": torch.__version__, "load_average_at_end": os.getloadavg()},

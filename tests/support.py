@@ -73,12 +73,14 @@ class FixedDocumentsEngine:
     """An in-memory engine returning canned documents (the test subject is the rollout, not search).
 
     ``fail_queries``: queries answered with an error, as a network engine reports a failed call.
+    ``titles``: titles of the documents, in order (default: untitled).
     """
 
     name = "fixed"
 
-    def __init__(self, documents: Sequence[str], fail_queries: Sequence[str] = ()):
+    def __init__(self, documents: Sequence[str], fail_queries: Sequence[str] = (), titles: Sequence[str] = ()):
         self.documents = list(documents)
+        self.titles = list(titles) + [""] * (len(self.documents) - len(titles))
         self.fail_queries = set(fail_queries)
         self.requests: list[SearchRequest] = []
 
@@ -89,7 +91,8 @@ class FixedDocumentsEngine:
             if r.query in self.fail_queries:
                 out.append(SearchResult(error="connection refused (test)", noisy=r.noisy))
             else:
-                out.append(SearchResult([Document(t) for t in self.documents[:topk]], noisy=r.noisy))
+                docs = [Document(t, title=h) for t, h in zip(self.documents, self.titles)][:topk]
+                out.append(SearchResult(docs, noisy=r.noisy))
         return out
 
 

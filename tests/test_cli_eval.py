@@ -112,3 +112,6 @@ def test_help_texts_have_examples(capsys):
         with pytest.raises(SystemExit):
             cli([command, "--help"])
         assert "example" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli(["eval", "--help"])
+    assert "--doc-format {zerosearch,search_r1}" in capsys.readouterr().out

@@ -39,6 +39,9 @@ def test_bad_values_say_what_to_fix():
         load_train_config(None, ["lr=fast"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["lr"])
+    with pytest.raises(ConfigError, match="doc_format='markdown' is not one of zerosearch, search_r1"):
+        load_train_config(None, ["doc_format=markdown"])
+    assert load_train_config(None, []).doc_format == "zerosearch"  # the original ZeroSearch rendering
 
 
 def test_config_file_errors_name_the_file(tmp_path):

@@ -302,3 +302,48 @@ def test_eval_reports_a_row_per_source_averaged_over_sources(searcher_model, tmp
     assert results["average"]["em"] == pytest.approx(sum(em) / 2)  # over sources, not over questions
     assert "| metric | nq | popqa | average |" in (tmp_path / "direct" / RESULTS_MD).read_text()
     assert (tmp_path / "direct" / "examples" / "popqa.jsonl").exists()
+
+
+def test_eval_shows_documents_in_the_format_the_model_was_trained_with(searcher_model, short_template, tmp_path):
+    import shutil
+
+    from zerosearch.policy_info import write_policy_info
+    from zerosearch.protocol import information_block
+    from zerosearch.search.base import Document
+
+    model = tmp_path / "policy"
+    shutil.copytree(searcher_model, model)
+    write_policy_info(model, doc_format="search_r1")  # as a run trained with doc_format=search_r1 saves it
+    engine = FixedDocumentsEngine(["the colour is blue"], titles=["Sky"])
+    titled = information_block([Document("the colour is blue", title="Sky")], "search_r1")
+    assert 'Doc 1(Title: "Sky") the colour is blue' in titled
+
+    recorded = run(model, [qa_file(tmp_path, 1)], tmp_path / "recorded", engine, template=short_template, topk=1)
+    assert recorded["settings"]["doc_format"] == "search_r1"
+    example = lines(tmp_path / "recorded" / "examples" / "colours.jsonl")[0]
+    assert titled in example["response"]
+
+    told = run(model, [qa_file(tmp_path, 1)], tmp_path / "told", engine, template=short_template, topk=1,
+               doc_format="zerosearch")  # told otherwise: the flag wins
+    assert told["settings"]["doc_format"] == "zerosearch"
+    assert information_block([Document("the colour is blue", title="Sky")]) in (
+        lines(tmp_path / "told" / "examples" / "colours.jsonl")[0]["response"])
+    plain = run(searcher_model, [qa_file(tmp_path, 1)], tmp_path / "plain", engine, template=short_template, topk=1)
+    assert plain["settings"]["doc_format"] == "zerosearch"  # nothing recorded: the default
+
+
+def test_a_bad_recorded_doc_format_names_the_file(searcher_model, tmp_path):
+    import shutil
+
+    from zerosearch.policy_info import POLICY_INFO_FILE, resolve_doc_format
+
+    model = tmp_path / "policy"
+    shutil.copytree(searcher_model, model)
+    (model / POLICY_INFO_FILE).write_text('{"doc_format": "markdown"}')
+    with pytest.raises(ValueError, match=r"zerosearch\.json: field 'doc_format': unknown doc_format 'markdown'"):
+        resolve_doc_format(None, model)
+    (model / POLICY_INFO_FILE).write_text("[1]")
+    with pytest.raises(ValueError, match=r"zerosearch\.json: expected a JSON object"):
+        resolve_doc_format(None, model)
+    assert resolve_doc_format("search_r1", model) == "search_r1"  # an explicit choice needs no file
+    assert resolve_doc_format(None, "zerosearch:tiny") == "zerosearch"  # a built-in name records nothing

@@ -48,6 +48,7 @@ def test_tiny_config_runs_two_steps(algorithm, tmp_path, monkeypatch):
     ckpt = out / "checkpoints" / "step_2"
     for name in ("policy/model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json"):
         assert (ckpt / name).exists(), name
+    assert json.loads((ckpt / "policy" / "zerosearch.json").read_text()) == {"doc_format": "zerosearch"}
     assert (ckpt / "critic.pt").exists() == (algorithm == "ppo")
     # the weights moved
     from zerosearch.llm.models import resolve_model_path

@@ -93,6 +93,14 @@ def test_demonstrations_in_the_exact_protocol(tmp_path, tok):
     assert [t.action for t in gondor.turns] == ["search", "search", "answer"]
 
 
+def test_demonstrations_show_documents_in_the_runs_doc_format(tmp_path, tok):
+    demos, _, _ = _demos(tmp_path, tok, doc_format="search_r1")
+    gondor = next(d for d in demos if d.question.startswith("Which river"))
+    docs1 = DOCS["Which river flows through the capital of Gondor"]
+    assert information_block(docs1, "search_r1") in gondor.response_text
+    assert information_block(docs1, "search_r1") != information_block(docs1)  # the formats differ here
+
+
 def test_loss_mask_token_by_token(tmp_path, tok):
     demos, _, _ = _demos(tmp_path, tok)
     gondor = next(d for d in demos if d.question.startswith("Which river"))
@@ -199,6 +207,13 @@ def test_run_warmup_trains_once_then_reuses_the_cache(tmp_path, monkeypatch):
     assert run_warmup(_config(tmp_path, "warmup.enabled=false"), progress=False).cached  # `zerosearch warmup`
     changed = run_warmup(_config(tmp_path, "warmup.lr=2e-3"), progress=False)
     assert not changed.cached and changed.model_dir != first.model_dir
+    # the warmed-up model records the document format it was shown (eval reads it)
+    assert json.loads((first.model_dir / "zerosearch.json").read_text()) == {"doc_format": "zerosearch"}
+    from zerosearch.warmup import warmup_key
+
+    keys = {fmt: warmup_key(_config(tmp_path, f"doc_format={fmt}"), "m", [], [], "t", False)
+            for fmt in ("zerosearch", "search_r1")}
+    assert keys["zerosearch"] != keys["search_r1"]  # demonstrations in another format: another model
 
 
 def test_trainer_starts_from_the_warmed_up_model(tmp_path, monkeypatch):

@@ -90,20 +90,19 @@ def check_doc_format(doc_format: str) -> str:
 
 def render_document(index: int, doc: Document, doc_format: str = DEFAULT_DOC_FORMAT) -> str:
     """One document's line, numbered ``index`` (1-based), in ``doc_format`` (see the module docstring)."""
+    check_doc_format(doc_format)
     text = sanitize(doc.text)
     title = sanitize(doc.title)
     if doc_format == "zerosearch":
         return f"Doc {index}: {title}{text}" if doc.kind == "web" else f"Doc {index}: {text}"
-    if doc_format == "search_r1":
-        return f'Doc {index}(Title: "{title}") {text}' if title else f"Doc {index}: {text}"
-    raise ValueError(check_doc_format(doc_format))  # unreachable for a valid format: check raises
+    return f'Doc {index}(Title: "{title}") {text}' if title else f"Doc {index}: {text}"  # search_r1
 
 
 def render_documents(docs: Sequence[Document], doc_format: str = DEFAULT_DOC_FORMAT) -> str:
     """Render documents one per line in ``doc_format`` (``zerosearch`` | ``search_r1``).
 
     Text and title are sanitised first. An empty sequence renders as ``""``. ValueError for an unknown
-    format.
+    format (also for no documents, so a bad setting fails at once).
     """
     check_doc_format(doc_format)
     return "\n".join(render_document(i, doc, doc_format) for i, doc in enumerate(docs, start=1))

@@ -1,0 +1,179 @@
+"""The paper's comparisons in miniature on SmolLM2-135M: simulated vs real search, curriculum vs fixed noise,
+and the trained agents against RAG and direct answering (not in CI).
+
+From the same warmed-up SmolLM2-135M-Instruct (the embedded default's format warm-up, real BM25
+demonstrations), the same questions, seed and number of REINFORCE steps, train:
+
+* ``simulated``: search simulated by the SmolLM2 prompt-mode simulator, noise curriculum 0 -> 0.5 (ZeroSearch);
+* ``real``: real BM25 search over the bundled HotpotQA paragraphs (``engine.kind=real engine.spec=example``;
+  the paper's Search-R1 baseline);
+* ``fixed``: simulated search at a fixed noise probability 0.5 (``curriculum.start=end=0.5``; the paper's
+  curriculum ablation);
+* ``warmup``: no RL (the warm-up alone).
+
+Then evaluate all four with real BM25 on ``--dev`` HotpotQA dev questions (greedy, ``agent``), and the
+warmed-up model as ``rag`` (top-3 BM25 documents for the question) and ``direct`` (no search). Documents are
+shown in the default ``doc_format`` (``zerosearch``: ``Doc i: text``) in training and evaluation alike.
+
+    python benchmarks/fidelity_smollm2.py                      # ~1 h 30 min on 2 CPU cores
+    python benchmarks/fidelity_smollm2.py --steps 2 --dev 10 --out /tmp/fidelity-smoke
+
+Writes ``<out>/results.json`` and ``<out>/results.md`` (one table: EM, F1, searches per question,
+invalid-action rate, training and evaluation wall time per run) and a run directory (metrics, rollouts,
+report) per trained arm. A rerun reuses the warm-up cache, arms already trained and evaluations already
+done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+# Overrides of each RL arm on top of the common settings (the embedded default's engine is the simulator).
+ARMS = {
+    "simulated": [],
+    "real": ["engine.kind=real", "engine.spec=example"],
+    "fixed": ["curriculum.start=0.5", "curriculum.end=0.5"],
+}
+RUNS = ("simulated", "real", "fixed", "warmup", "rag", "direct")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="RL steps per arm (default 10)")
+    parser.add_argument("--prompts", type=int, default=4, help="questions per step (default 4)")
+    parser.add_argument("--rollouts", type=int, default=2, help="rollouts per question (default 2)")
+    parser.add_argument("--lr", type=float, default=2e-5, help="RL learning rate (default 2e-5)")
+    parser.add_argument("--warmup-examples", type=int, default=128, help="warm-up demonstrations (default 128)")
+    parser.add_argument("--dev", type=int, default=200, help="HotpotQA dev questions evaluated (default 200)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated RL arms (default {','.join(ARMS)})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_fidelity")
+    return parser.parse_args(argv)
+
+
+def training_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the steps of ``metrics.jsonl``, and the reward in the first and last third."""
+    k = max(1, len(rows) // 3)
+    rewards = [r["reward_mean"] for r in rows]
+    return {
+        "reward_first_third": float(np.mean(rewards[:k])), "reward_last_third": float(np.mean(rewards[-k:])),
+        "invalid_action_rate": float(np.mean([r["invalid_action_rate"] for r in rows])),
+        "searches_per_rollout": float(np.mean([r["searches_per_rollout"] for r in rows])),
+        "search_failures": int(sum(r["search_failures"] for r in rows)),
+        "seconds_per_step": float(np.mean([r["step_seconds"] for r in rows])),
+        "rewards": rewards,
+    }
+
+
+def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float]]) -> str:
+    head = ("| run | EM (%) | F1 (%) | searches / q | invalid actions (%) | RL wall (s) | eval wall (s) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for name in RUNS:
+        if name not in results:
+            continue
+        a = results[name]["average"]
+        rl = seconds.get(name, {}).get("rl")
+        lines.append(f"| {name} | {100 * a['em']:.1f} | {100 * a['f1']:.1f} | {a['searches_per_question']:.2f} | "
+                     f"{100 * a['invalid_action_rate']:.1f} | {'-' if rl is None else f'{rl:.0f}'} | "
+                     f"{seconds.get(name, {}).get('eval', float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from zerosearch import checkpoint as ckpt
+    from zerosearch.compare import eval_kwargs
+    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config, save_config
+    from zerosearch.evaluate import evaluate
+    from zerosearch.metrics import read_metrics
+    from zerosearch.report import write_report
+    from zerosearch.runtime import configure_threads
+    from zerosearch.trainer import Trainer
+    from zerosearch.warmup import run_warmup
+
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    common = [f"total_steps={args.steps}", f"prompts_per_step={args.prompts}", f"rollouts_per_prompt={args.rollouts}",
+              f"lr={args.lr}", f"seed={args.seed}", f"warmup.max_examples={args.warmup_examples}",
+              f"final_eval.limit={args.dev}", "save_every=1000000", "report=true"]
+    base = load_train_config(EMBEDDED_DEFAULT, common)
+    configure_threads(base.num_threads)
+
+    t0 = time.perf_counter()
+    warm = run_warmup(base)
+    warmup_seconds = time.perf_counter() - t0
+    print(f"[bench] warm-up {'cached' if warm.cached else 'trained'} ({warmup_seconds:.0f} s): {warm.model_dir}",
+          file=sys.stderr)
+
+    results: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    training: dict[str, dict[str, Any]] = {}
+
+    def run_eval(name: str, model: str, out: Path, **overrides: Any) -> None:
+        kwargs = eval_kwargs(base) | overrides
+        t = time.perf_counter()
+        results[name] = evaluate(model, output_dir=out, progress=True, **kwargs)
+        # a resumed evaluation reports its own record of the time it took
+        seconds.setdefault(name, {})["eval"] = results[name].get("wall_seconds", time.perf_counter() - t)
+
+    run_eval("warmup", str(warm.model_dir), args.out / "eval_warmup")
+    for method in ("rag", "direct"):
+        run_eval(method, str(warm.model_dir), args.out / f"eval_{method}", method=method, prompt_template=None)
+
+    for arm in arms:
+        cfg = load_train_config(EMBEDDED_DEFAULT, common + ARMS[arm] + [f"output_dir={args.out / arm}"])
+        run_dir = args.out / arm
+        if (run_dir / "metrics.jsonl").exists() and len(read_metrics(run_dir)) >= args.steps:
+            print(f"[bench] {arm}: already trained in {run_dir}", file=sys.stderr)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            trainer = Trainer(cfg, run_dir, init_model=str(warm.model_dir))
+            save_config(cfg, run_dir / "config.yaml")
+            trainer.train()  # saves the last step's checkpoint
+        rows = read_metrics(run_dir)
+        training[arm] = training_summary(rows)
+        seconds.setdefault(arm, {})["rl"] = float(sum(r["step_seconds"] for r in rows))
+        run_eval(arm, str(ckpt.latest_checkpoint(run_dir) / "policy"), run_dir / "eval")
+        write_report(run_dir)
+
+    wall = time.perf_counter() - started
+    summary = {
+        "settings": vars(args) | {"out": str(args.out)}, "warmup": warm.info, "warmup_seconds": warmup_seconds,
+        "training": training, "dev": {name: r["average"] for name, r in results.items()}, "seconds": seconds,
+        "wall_seconds": wall, "machine": {"platform": platform.platform()},
+    }
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    lines = [f"# Fidelity benchmark: SmolLM2-135M, {args.steps} RL steps x {args.prompts * args.rollouts} rollouts "
+             f"per arm, lr {args.lr}; {args.dev} HotpotQA dev questions, real BM25, greedy", "",
+             table(results, seconds), ""]
+    for arm, t in training.items():
+        lines.append(f"- `{arm}` training: reward {t['reward_first_third']:.3f} (first third) -> "
+                     f"{t['reward_last_third']:.3f} (last third); invalid actions {t['invalid_action_rate']:.3f}; "
+                     f"searches / rollout {t['searches_per_rollout']:.2f}; search failures {t['search_failures']}; "
+                     f"{t['seconds_per_step']:.1f} s / step")
+    lines += ["", f"warm-up {warmup_seconds:.0f} s; wall {wall:.0f} s"]
+    text = "\n".join(lines) + "\n"
+    (args.out / "results.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
