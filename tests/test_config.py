@@ -67,3 +67,24 @@ def test_engine_kind_real_needs_a_spec_and_only_real_takes_one():
     with pytest.raises(ConfigError, match="engine.kind"):
         load_train_config(None, ["engine.kind=google"])
     assert load_train_config(None, ["engine.kind=real", "engine.spec=example"]).engine.spec == "example"
+
+
+def test_yaml_1_1_booleans_stay_words_where_a_word_is_expected(tmp_path):
+    # PyYAML reads off/on/yes/no as booleans (YAML 1.1): autocast=off, a documented choice, was refused
+    cfg = load_train_config(None, ["autocast=off", "kv_cache=static", "run_name=2024", "tensorboard=yes"])
+    assert (cfg.autocast, cfg.kv_cache, cfg.run_name, cfg.tensorboard) == ("off", "static", "2024", True)
+    # nor are base-60 numbers or digit groups numbers; plain decimals and exponents are
+    cfg = load_train_config(None, ["run_name=12:30", "output_dir=1_000", "lr=1e-6", "kl_coef=.5", "seed=7"])
+    assert (cfg.run_name, cfg.output_dir, cfg.lr, cfg.kl_coef, cfg.seed) == ("12:30", "1_000", 1e-6, 0.5, 7)
+    path = tmp_path / "c.yaml"
+    path.write_text("autocast: off\nreport: no\nwandb: on\nrun_name: 7\n")
+    cfg = load_train_config(path)
+    assert (cfg.autocast, cfg.report, cfg.wandb, cfg.run_name) == ("off", False, True, "7")
+    assert load_train_config(None, ["report=false", "wandb=True"]).wandb is True
+    with pytest.raises(ConfigError, match="autocast='maybe' is not one of auto, bf16, off"):
+        load_train_config(None, ["autocast=maybe"])
+    # a saved config reads back to the same settings
+    from zerosearch.config import save_config
+
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_train_config(tmp_path / "saved.yaml") == cfg

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,8 +333,43 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans and numbers.
+
+    PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes``, ``no``, ``y`` and ``n`` are booleans, ``12:30``
+    is the number 750 (base 60) and ``1_000`` is 1000, so ``autocast: off`` or ``autocast=off`` (a
+    documented choice) arrived as False and was refused, and ``run_name=12:30`` became "750". Here only
+    true / false are booleans and numbers are plain decimals (``1e-6`` included); the rest stay text. A
+    bool setting still accepts yes / no / on / off (see :func:`_coerce`).
+    """
+
+
+_REPLACED_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+_BOOL_WORDS = {"yes": True, "y": True, "on": True, "no": False, "n": False, "off": False}
+
+
+def yaml_load(text: str) -> Any:
+    """Parse config YAML (a file's text or an override's value) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _coerce(name: str, value: Any, ftype: Any) -> Any:
-    """Light type checking: ints for floats are fine, numbers in strings are parsed, else error."""
+    """Light type checking: ints for floats are fine, numbers in strings are parsed, a number given to a
+    text setting is its text (``run_name=2024``), yes/no/on/off given to a bool setting are booleans;
+    else error."""
     if typing.get_origin(ftype) is list:
         if isinstance(value, str):
             return [p for p in value.split(",") if p]
@@ -357,8 +393,12 @@ def _coerce(name: str, value: Any, ftype: Any) -> Any:
         return value
     if bool in allowed and isinstance(value, bool):
         return value
+    if bool in allowed and isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.lower()]
     if str in allowed and isinstance(value, str):
         return value
+    if str in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     if list[str] in allowed and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
     raise ConfigError(f"{name}={value!r} has the wrong type (expected {ftype})")
@@ -375,7 +415,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. lr=1e-6)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml_load(raw) if raw != "" else ""
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -399,7 +439,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -198,9 +198,11 @@ def _read_config(run_dir: Path) -> tuple[dict[str, Any], str]:
         return {}, ""
     import yaml
 
+    from zerosearch.config import yaml_load
+
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError:
         data = None
     return (data if isinstance(data, dict) else {}), text
