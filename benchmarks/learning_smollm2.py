@@ -20,7 +20,8 @@ steps, the wall time), and a full run directory (metrics, rollouts, report) per 
 warm-up, the arms already trained and the evaluations already done (all cached or resumed).
 
 Results (2026-11-30, 2 CPU cores, bf16 autocast, defaults above; 200 HotpotQA dev questions, real BM25,
-greedy). Warm-up: 127 demonstrations (79 with one search, 48 with two), 32 steps, 312 s.
+greedy; measured before ``doc_format`` existed, when BM25 passages were shown Search-R1's way,
+``Doc i(Title: t) text``: today's default shows them ``Doc i: text``, see benchmarks/fidelity_smollm2.py). Warm-up: 127 demonstrations (79 with one search, 48 with two), 32 steps, 312 s.
 
     metric                 after warm-up   plain: after RL   format: after RL
     EM (%)                      13.0             11.0              13.0

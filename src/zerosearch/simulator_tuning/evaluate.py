@@ -375,5 +375,6 @@ def results_table(results: dict[str, Any]) -> str:
     lines.append(f"{results['items']} items ({judged} judged by answer containment; yes/no answers are not), "
                  f"top-{results['topk']}, reader {results['reader']}; format columns are useful mode. A valid set "
                  f"has exactly {results['topk']} documents of {low}-{high} words each; the headline columns count "
-                 "only valid sets, the raw ones any parsed set.")
+                 "only valid sets, the raw ones any parsed set. A real engine's passages are not written to a "
+                 "length: its format columns describe its corpus, and its raw column is its containment.")
     return "\n".join(lines)
