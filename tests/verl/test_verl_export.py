@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("verl")
+pytest.importorskip("verl.protocol", reason="verl is not installed (bash scripts/setup.sh --with-verl)")
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402

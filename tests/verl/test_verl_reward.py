@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("verl")
+pytest.importorskip("verl.protocol", reason="verl is not installed (bash scripts/setup.sh --with-verl)")
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
