@@ -21,7 +21,7 @@ AGENT_NAME = "zerosearch_agent"
 # fields to the reward function inside ``extra_info``).
 ANSWER_TURN_KEY = "zerosearch_answer_turn"  # the text of the turn that answered, or None
 WELL_FORMED_KEY = "zerosearch_well_formed"  # the trajectory is in the protocol's exact format
-SEARCHES_KEY = "tool_call_counts"  # successful searches (verl logs this column as tool_call_counts/*)
+SEARCHES_KEY = "tool_call_counts"  # searches run and answered (verl logs this column as tool_call_counts/*)
 SEARCH_FAILURES_KEY = "zerosearch_search_failures"  # failed engine calls (0 or 1: a failure ends it)
 NOISY_SEARCHES_KEY = "zerosearch_noisy_searches"  # searches answered with noisy documents
 SEARCH_FAILED_KEY = "zerosearch_search_failed"  # True: response_mask is all 0, the trajectory does not train
