@@ -136,3 +136,21 @@ def test_the_same_keys_for_every_trajectory_and_clear_errors():
         compute_score("nq", "", ["Paris"], reward="bleu")
     with pytest.raises(ValueError, match="format_reward needs the zerosearch agent loop"):
         compute_score("nq", "<answer> Paris </answer>", ["Paris"], format_reward=0.2)
+
+
+def test_reinforce_is_a_verl_advantage_estimator():
+    """algorithm.adv_estimator=zerosearch_reinforce: advantage = the raw outcome reward on the policy's
+    tokens (zerosearch.rl.advantages.reinforce_advantages), looked up through verl's own registry."""
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+
+    from zerosearch.verl.advantage import ESTIMATOR, register
+
+    register()
+    register()  # idempotent: Ray may run the hook in a process that already imported the module
+    rewards = torch.zeros((3, 5))
+    rewards[0, 3], rewards[1, 4], rewards[2, 1] = 0.5, 1.0, 0.0
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])  # row 2: a failed search
+    advantages, returns = get_adv_estimator_fn(ESTIMATOR)(token_level_rewards=rewards, response_mask=mask,
+                                                         index=np.array(["a", "a", "b"]), config=None)
+    assert advantages.tolist() == [[0.5, 0.5, 0, 0.5, 0], [1.0] * 5, [0.0] * 5]
+    assert torch.equal(advantages, returns)
