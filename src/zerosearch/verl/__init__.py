@@ -6,8 +6,11 @@ Three pieces plug zerosearch into verl's extension points instead of forking it:
   (``zerosearch export-verl``); no verl needed.
 * :mod:`zerosearch.verl.reward` is a verl custom reward function (``compute_score``), i.e.
   :mod:`zerosearch.rewards` in verl's signature; no verl needed.
-* :mod:`zerosearch.verl.agent_loop` is a verl agent loop registered as :data:`AGENT_NAME`; it needs
-  verl (``pip install zerosearch[verl]``) and is the only module here that imports it.
+* :mod:`zerosearch.verl.agent_loop` is a verl agent loop registered as :data:`AGENT_NAME`, and
+  :mod:`zerosearch.verl.advantage` the paper's REINFORCE as a verl advantage estimator; these two import
+  verl (``pip install zerosearch[verl]``).
+
+Launching on verl: ``configs/verl/README.md``.
 
 ``import zerosearch`` never imports this package, and importing this package does not import verl.
 """

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from functools import lru_cache
@@ -81,7 +82,7 @@ logger = logging.getLogger(__name__)
 # RolloutSettings fields an agent loop entry may set; temperature comes from verl's sampling params, and
 # batching and the KV cache are the rollout server's business
 _ROLLOUT_KEYS = {f.name for f in dataclasses.fields(RolloutSettings)} - {"temperature", "batch_size", "kv_cache"}
-_ENGINES: dict[tuple[str, tuple[tuple[str, Any], ...]], SearchEngine] = {}  # one engine per spec in a worker
+_ENGINES: dict[tuple[str, str], SearchEngine] = {}  # one engine per (spec, options) in a worker process
 
 
 class ZeroSearchLoopMetrics(AgentLoopMetrics):
@@ -94,7 +95,7 @@ class ZeroSearchLoopMetrics(AgentLoopMetrics):
 
 def _engine(spec: str, options: Mapping[str, Any]) -> SearchEngine:
     """The engine ``spec`` names, built once per worker process (verl makes a loop per trajectory)."""
-    key = (spec, tuple(sorted(options.items())))
+    key = (spec, json.dumps(options, sort_keys=True, default=str))
     if key not in _ENGINES:
         _ENGINES[key] = build_engine(spec, **options)
     return _ENGINES[key]
@@ -207,7 +208,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
             if step is None:
                 step, p, rng = self._noise(extra, kwargs, priority)
             noisy = False if p is None else draw_noisy(rng, p, 1)[0]
-            with simple_timer("tool_calls", timing):
+            with simple_timer("tool_calls", timing):  # engines block: the worker's other trajectories go on
                 result = (await asyncio.get_running_loop().run_in_executor(
                     None, self.engine.search, env.requests([(traj, turn)], [noisy]), self.settings.topk))[0]
             env.observe(traj, turn, result, None if p is None else noisy)
