@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-VERL_HINT = "verl is not installed here: bash scripts/setup.sh --with-verl, then .venv-verl/bin/python -m pytest tests/verl"
+VERL_HINT = ("verl is not installed here: bash scripts/setup.sh --with-verl, "
+             "then .venv-verl/bin/python -m pytest tests/verl")
 
 if os.environ.get("ZEROSEARCH_REQUIRE_VERL") == "1" and importlib.util.find_spec("verl.protocol") is None:
     raise RuntimeError(VERL_HINT + " ($ZEROSEARCH_REQUIRE_VERL is set)")

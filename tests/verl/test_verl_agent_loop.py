@@ -348,6 +348,9 @@ def test_missing_settings_are_errors_that_say_where_to_set_them(tmp_path):
     worker = AgentLoopWorker(verl_config(Path(tiny_model_dir()), loops), llm_client=server)
     with pytest.raises(InstantiationException, match="has no engine"):  # hydra wraps our ValueError
         run(worker, batch_of([{"question": "q", "answer": "a"}], "zs_no_engine"))
+    with pytest.raises(InstantiationException, match=r"unknown setting\(s\) max_turn \(did you mean max_turns"):
+        run(make_worker(tmp_path, Path(tiny_model_dir()), server, "zs_typo", engine_entry(), max_turn=3),
+            batch_of([{"question": "q", "answer": "a"}], "zs_typo"))
     with pytest.raises(InstantiationException, match="needs total_steps"):
         run(make_worker(tmp_path, Path(tiny_model_dir()), server, "zs_no_steps", engine_entry(), total_steps=None),
             batch_of([{"question": "q", "answer": "a"}], "zs_no_steps"))

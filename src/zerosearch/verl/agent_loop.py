@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -121,6 +123,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# what verl itself passes to an agent loop's constructor (AgentLoopWorker._run_agent_loop)
+_VERL_KEYS = {name for name in inspect.signature(AgentLoopBase.__init__).parameters if name not in ("self", "kwargs")}
+
+
+def _check_keys(name: str | None, kwargs: Mapping[str, Any]) -> None:
+    """A setting this loop does not know (a typo in the agent loop config file) is an error, not ignored."""
+    unknown = sorted(set(kwargs) - _VERL_KEYS)
+    if unknown:
+        own = set(inspect.signature(ZeroSearchAgentLoop.__init__).parameters)
+        own -= {"self", "args", "kwargs", "tools", "name"}
+        known = sorted(_ROLLOUT_KEYS | own)
+        hints = [f"{key} (did you mean {', '.join(difflib.get_close_matches(key, known, 2)) or 'none of them'}?)"
+                 for key in unknown]
+        raise ValueError(f"agent loop {name or AGENT_NAME!r}: unknown setting(s) {'; '.join(hints)}; "
+                         f"known: {', '.join(known)}")
+
+
 @register(AGENT_NAME)
 class ZeroSearchAgentLoop(AgentLoopBase):
     """ZeroSearch's multi-turn search rollout as a verl agent loop.
@@ -149,6 +168,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
                  curriculum: Mapping[str, Any] | None = None, total_steps: int | None = None, seed: int = 0,
                  prompt_style: str = "auto", name: str | None = None, tools: Any = None, **kwargs: Any):
         rollout = {key: kwargs.pop(key) for key in list(kwargs) if key in _ROLLOUT_KEYS}
+        _check_keys(name, kwargs)
         super().__init__(*args, **kwargs)
         if engine is None:
             raise ValueError(f"agent loop {name or AGENT_NAME!r} has no engine: give it one in the agent loop config "
