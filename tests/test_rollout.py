@@ -36,7 +36,7 @@ class ScriptedRunner(RolloutRunner):
         out = []
         for traj, budget in zip(chunk, budgets):
             text = self.scripts[traj.group].pop(0)
-            out.append(self._trim(self.tokenizer(text, add_special_tokens=False)["input_ids"][:budget]))
+            out.append(self.tokenizer(text, add_special_tokens=False)["input_ids"][:budget])
         return out
 
 

@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
     from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser
     from zerosearch.commands.tune_cmds import add_tune_simulator_parser
+    from zerosearch.commands.verl_cmds import add_export_verl_parser
 
     add_eval_parser(sub)
     add_ask_parser(sub)
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     add_serve_retriever_parser(sub)
     add_tune_simulator_parser(sub)
+    add_export_verl_parser(sub)
 
     config = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)",
                             description="Print every config key with its value: the embedded default "

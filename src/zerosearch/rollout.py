@@ -19,6 +19,11 @@ the per-turn token budget. Then every trajectory's action is parsed:
 - anything else: the corrective message (mask 0) and the turn counts.
 - After ``max_turns`` turns, one final turn in which only an answer counts.
 
+What a generated turn does to a trajectory (trim at the stop, parse, the corrective message, the
+observation, the budgets) lives in :class:`SearchEnvironment`, which works on one trajectory at a time and
+knows no model: :class:`RolloutRunner` drives it with batched in-process ``generate`` calls, the verl agent
+loop (:mod:`zerosearch.verl.agent_loop`) with one rollout-server request per turn.
+
 Departures from the original: EOS without an action ends the trajectory (the original appended the
 corrective message after the EOS); a search whose engine call failed ends the trajectory with status
 ``search_failed`` so the trainer can leave it out of the update (the original trained on
@@ -41,7 +46,7 @@ from zerosearch.llm.sampling import plain_generation
 from zerosearch.llm.stopping import StopOnStrings
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
 from zerosearch.runtime import autocast_context
-from zerosearch.search.base import Document, SearchEngine, SearchRequest
+from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
 
 # Trajectory statuses.
@@ -170,6 +175,129 @@ class RolloutSettings:
         check_doc_format(self.doc_format)
 
 
+def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
+    """The ids that end a trajectory: the tokenizer's EOS and the model's ``generation_config`` EOS ids
+    (an instruct model often has two, e.g. ``<|im_end|>`` and ``<|endoftext|>``)."""
+    ids: set[int] = set()
+    for eos in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        if eos is not None:
+            ids |= set(eos if isinstance(eos, list) else [eos])
+    return ids
+
+
+class SearchEnvironment:
+    """The environment's side of the protocol, one trajectory at a time: budgets, trimming a generated turn,
+    parsing its action, the corrective message and the ``<information>`` block, each appended with the loss
+    mask it gets (1 for the policy's tokens, 0 for the environment's).
+
+    Whoever generates (a batched in-process ``generate``, a rollout server) calls, per turn and trajectory:
+    :meth:`out_of_room` before generating, :meth:`turn_budget` for the token limit, :meth:`take_turn` with
+    the generated ids, and for a pending search :meth:`requests` then :meth:`observe` with the engine's
+    result.
+    """
+
+    def __init__(self, tokenizer: Any, settings: RolloutSettings, eos_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.eos_ids = set(eos_ids)
+        self._invalid_ids = self._encode(INVALID_ACTION_MESSAGE)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def room(self, traj: Trajectory) -> int:
+        """Tokens left in the context budget (``max_context_tokens`` minus prompt and response)."""
+        return self.settings.max_context_tokens - len(traj.prompt_ids) - len(traj.response_ids)
+
+    def out_of_room(self, traj: Trajectory) -> bool:
+        """End ``traj`` (``context_exhausted``) when no token can be generated any more; True if it ended."""
+        if not traj.done and self.room(traj) < 1:
+            traj.status = CONTEXT_EXHAUSTED
+        return traj.done
+
+    def turn_budget(self, traj: Trajectory) -> int:
+        """The most tokens the next turn may generate: ``max_turn_tokens``, or less near the context limit."""
+        return min(self.settings.max_turn_tokens, self.room(traj))
+
+    def take_turn(self, traj: Trajectory, ids: Sequence[int], final_turn: bool) -> Turn | None:
+        """Append the turn the policy generated (``ids``, at most :meth:`turn_budget` of them; trimmed after
+        the first EOS or stop string) with mask 1 and act on it: an answer ends the trajectory, so do the
+        final turn and an EOS without an answer; an invalid action gets the corrective message (mask 0).
+
+        Returns the turn when it asks for a search (its ``query`` set), else None.
+        """
+        ids, text, hit_eos = self.trim(ids)
+        traj.append(ids, 1, text)
+        action = parse_action(text)
+        turn = Turn(action=action.kind, text=text, n_tokens=len(ids))
+        traj.turns.append(turn)
+        if action.kind == "answer":
+            traj.answer_text, traj.status = text, ANSWERED
+        elif final_turn or hit_eos:
+            traj.status = NO_ANSWER
+        elif action.kind == "search":
+            turn.query = action.content
+            return turn
+        else:
+            self.insert(traj, self._invalid_ids, INVALID_ACTION_MESSAGE)
+        return None
+
+    @staticmethod
+    def requests(pending: Sequence[tuple[Trajectory, Turn]], noisy_flags: Sequence[bool]) -> list[SearchRequest]:
+        """The engine requests of the pending searches, each with its useful/noisy flag."""
+        return [
+            SearchRequest(query=turn.query or "", question=traj.question,
+                          golden_answers=tuple(traj.golden_answers), noisy=noisy)
+            for (traj, turn), noisy in zip(pending, noisy_flags)
+        ]
+
+    def observe(self, traj: Trajectory, turn: Turn, result: SearchResult, noisy: bool | None) -> None:
+        """Apply one search result: a failed call ends ``traj`` as ``search_failed``; otherwise the top-k
+        documents go in as the ``<information>`` block (mask 0), fitted to ``max_obs_tokens``, and the turn
+        logs the documents as shown. ``noisy``: the flag drawn for the call, None without a curriculum."""
+        turn.noisy = noisy
+        if not result.ok:
+            turn.error = result.error
+            traj.status = SEARCH_FAILED
+            return
+        docs = list(result.documents[: self.settings.topk])
+        text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens,
+                                           self.settings.doc_format)
+        turn.documents = logged_documents(shown)  # as shown, not as returned
+        self.insert(traj, ids, text)
+
+    def insert(self, traj: Trajectory, ids: list[int], text: str) -> None:
+        """Append environment text (mask 0) if it fits with room to generate, else end the trajectory."""
+        if len(ids) >= self.room(traj):
+            traj.status = CONTEXT_EXHAUSTED
+            return
+        traj.append(ids, 0, text)
+
+    def trim(self, ids: Sequence[int]) -> tuple[list[int], str, bool]:
+        """Cut a generated row after its first EOS or stop string (generate pads finished rows after that,
+        and a server may return tokens past the stop): ``(ids, text, ended with EOS)``."""
+        ids = list(ids)
+        hit_eos = False
+        for i, tok in enumerate(ids):
+            if tok in self.eos_ids:
+                ids, hit_eos = ids[: i + 1], True
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if any(stop in text for stop in STOP_STRINGS):
+            # smallest prefix that contains a stop string (containment is monotone in the length)
+            lo, hi = 1, len(ids)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if any(stop in self.tokenizer.decode(ids[:mid], skip_special_tokens=False) for stop in STOP_STRINGS):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            ids, hit_eos = ids[:lo], False
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        # A row that stopped by neither rule ran its whole budget, so generate never padded it.
+        return ids, text, hit_eos
+
+
 @dataclass
 class RolloutStats:
     generate_seconds: float = 0.0
@@ -180,7 +308,8 @@ class RolloutStats:
 
 
 class RolloutRunner:
-    """Runs rollouts for a policy against a search engine."""
+    """Runs rollouts for a policy against a search engine: batched in-process generation driving a
+    :class:`SearchEnvironment`."""
 
     def __init__(self, model, tokenizer, engine: SearchEngine, settings: RolloutSettings, device: torch.device,
                  autocast: torch.dtype | None = None):
@@ -191,15 +320,8 @@ class RolloutRunner:
         self.settings = settings
         self.device = device
         self.pad_id = tokenizer.pad_token_id
-        eos = tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if gen_eos is not None:
-            self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        self._invalid_ids = self._encode(INVALID_ACTION_MESSAGE)
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        self.env = SearchEnvironment(tokenizer, settings,
+                                     eos_token_ids(tokenizer, getattr(model, "generation_config", None)))
 
     # ------------------------------------------------------------------------------------------
     def run(self, trajectories: list[Trajectory], noise_probability: float | None,
@@ -212,10 +334,7 @@ class RolloutRunner:
         stats = RolloutStats()
         s = self.settings
         for turn_index in range(s.max_turns + 1):
-            for t in trajectories:
-                if not t.done and self._room(t) < 1:
-                    t.status = CONTEXT_EXHAUSTED
-            active = [t for t in trajectories if not t.done]
+            active = [t for t in trajectories if not self.env.out_of_room(t)]
             if not active:
                 break
             final_turn = turn_index == s.max_turns
@@ -223,77 +342,44 @@ class RolloutRunner:
             generated = self._generate(active)
             stats.generate_seconds += time.perf_counter() - t0
             pending: list[tuple[Trajectory, Turn]] = []
-            for traj, (ids, text, hit_eos) in zip(active, generated):
-                traj.append(ids, 1, text)
-                action = parse_action(text)
-                turn = Turn(action=action.kind, text=text, n_tokens=len(ids))
-                traj.turns.append(turn)
-                if action.kind == "answer":
-                    traj.answer_text, traj.status = text, ANSWERED
-                elif final_turn or hit_eos:
-                    traj.status = NO_ANSWER
-                elif action.kind == "search":
-                    turn.query = action.content
+            for traj, ids in zip(active, generated):
+                turn = self.env.take_turn(traj, ids, final_turn)
+                if turn is not None:
                     pending.append((traj, turn))
-                else:
-                    self._insert(traj, self._invalid_ids, INVALID_ACTION_MESSAGE)
             if pending:
                 t0 = time.perf_counter()
                 self._search(pending, noise_probability, rng, stats)
                 stats.search_seconds += time.perf_counter() - t0
         return stats
 
-    # ------------------------------------------------------------------------------------------
-    def _room(self, traj: Trajectory) -> int:
-        return self.settings.max_context_tokens - len(traj.prompt_ids) - len(traj.response_ids)
-
-    def _insert(self, traj: Trajectory, ids: list[int], text: str) -> None:
-        """Append environment text (mask 0) if it fits with room to generate, else end the trajectory."""
-        if len(ids) >= self._room(traj):
-            traj.status = CONTEXT_EXHAUSTED
-            return
-        traj.append(ids, 0, text)
-
     def _search(self, pending: list[tuple[Trajectory, Turn]], p: float | None, rng: np.random.Generator,
                 stats: RolloutStats) -> None:
         noisy_flags = [False] * len(pending) if p is None else draw_noisy(rng, p, len(pending))
-        requests = [
-            SearchRequest(query=turn.query or "", question=traj.question,
-                          golden_answers=tuple(traj.golden_answers), noisy=noisy)
-            for (traj, turn), noisy in zip(pending, noisy_flags)
-        ]
+        requests = self.env.requests(pending, noisy_flags)
         results = self.engine.search(requests, self.settings.topk)
         if len(results) != len(requests):
             raise RuntimeError(f"engine {self.engine.name!r} returned {len(results)} results for {len(requests)} requests")
         stats.search_calls += len(requests)
         stats.noisy_calls += sum(noisy_flags)
         for (traj, turn), result, noisy in zip(pending, results, noisy_flags):
-            turn.noisy = None if p is None else noisy
-            if not result.ok:
-                turn.error = result.error
-                traj.status = SEARCH_FAILED
-                stats.search_failures += 1
-                continue
-            docs = list(result.documents[: self.settings.topk])
-            text, ids, shown = fit_observation(docs, self.tokenizer, self.settings.max_obs_tokens,
-                                             self.settings.doc_format)
-            turn.documents = logged_documents(shown)  # as shown, not as returned
-            self._insert(traj, ids, text)
+            self.env.observe(traj, turn, result, None if p is None else noisy)
+            stats.search_failures += not result.ok
 
     # ------------------------------------------------------------------------------------------
-    def _generate(self, active: list[Trajectory]) -> list[tuple[list[int], str, bool]]:
-        """One turn for every active trajectory: (new token ids, their text, ended with EOS)."""
+    def _generate(self, active: list[Trajectory]) -> list[list[int]]:
+        """One turn for every active trajectory: its new token ids (at most its budget; the environment
+        trims them at the first stop)."""
         s = self.settings
         size = s.batch_size or len(active)
-        results: list[tuple[list[int], str, bool]] = []
+        results: list[list[int]] = []
         for start in range(0, len(active), size):
             chunk = active[start : start + size]
-            budgets = [min(s.max_turn_tokens, self._room(t)) for t in chunk]
+            budgets = [self.env.turn_budget(t) for t in chunk]
             results.extend(self._generate_chunk(chunk, budgets))
         return results
 
     @torch.no_grad()
-    def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int]) -> list[tuple[list[int], str, bool]]:
+    def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int]) -> list[list[int]]:
         rows = [t.prompt_ids + t.response_ids for t in chunk]
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -325,26 +411,4 @@ class RolloutRunner:
         if was_training:
             self.model.train()
         new = out[:, width:].tolist()
-        return [self._trim(ids[: max(budget, 0)]) for ids, budget in zip(new, budgets)]
-
-    def _trim(self, ids: list[int]) -> tuple[list[int], str, bool]:
-        """Cut a generated row after its first EOS or stop string (generate pads finished rows after that)."""
-        hit_eos = False
-        for i, tok in enumerate(ids):
-            if tok in self.eos_ids:
-                ids, hit_eos = ids[: i + 1], True
-                break
-        text = self.tokenizer.decode(ids, skip_special_tokens=False)
-        if any(stop in text for stop in STOP_STRINGS):
-            # smallest prefix that contains a stop string (containment is monotone in the length)
-            lo, hi = 1, len(ids)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if any(stop in self.tokenizer.decode(ids[:mid], skip_special_tokens=False) for stop in STOP_STRINGS):
-                    hi = mid
-                else:
-                    lo = mid + 1
-            ids, hit_eos = ids[:lo], False
-            text = self.tokenizer.decode(ids, skip_special_tokens=False)
-        # A row that stopped by neither rule ran its whole budget, so generate never padded it.
-        return ids, text, hit_eos
+        return [ids[: max(budget, 0)] for ids, budget in zip(new, budgets)]

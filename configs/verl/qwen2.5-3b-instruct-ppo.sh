@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# The paper's ppo on Qwen/Qwen2.5-3B-Instruct (curriculum 0 -> 0.25), on verl: see configs/verl/README.md.
+MODEL="${MODEL:-Qwen/Qwen2.5-3B-Instruct}" ALGORITHM=ppo NOISE_END="${NOISE_END:-0.25}" \
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/train.sh" "$@"

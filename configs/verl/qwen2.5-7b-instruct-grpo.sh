@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# The paper's grpo on Qwen/Qwen2.5-7B-Instruct (curriculum 0 -> 0.75), on verl: see configs/verl/README.md.
+MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}" ALGORITHM=grpo NOISE_END="${NOISE_END:-0.75}" \
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/train.sh" "$@"
