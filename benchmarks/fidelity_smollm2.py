@@ -77,6 +77,18 @@ def training_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def searches_per_question(eval_dir: Path) -> float:
+    """Searches the engine answered per question, from the examples' turns (a ``<search>`` written in the
+    final turn is never sent; evaluations before that fix counted it in ``n_searches``)."""
+    counts = []
+    for path in sorted((eval_dir / "examples").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            turns = json.loads(line)["turns"]
+            counts.append(sum(1 for t in turns if t["action"] in ("search", "retrieve")
+                              and t.get("query") is not None and t.get("error") is None))
+    return sum(counts) / len(counts) if counts else float("nan")
+
+
 def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float]]) -> str:
     head = ("| run | EM (%) | F1 (%) | searches / q | invalid actions (%) | RL wall (s) | eval wall (s) |\n"
             "|---|---:|---:|---:|---:|---:|---:|")
@@ -86,7 +98,8 @@ def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float
             continue
         a = results[name]["average"]
         rl = seconds.get(name, {}).get("rl")
-        lines.append(f"| {name} | {100 * a['em']:.1f} | {100 * a['f1']:.1f} | {a['searches_per_question']:.2f} | "
+        searches = searches_per_question(Path(results[name]["output_dir"]))
+        lines.append(f"| {name} | {100 * a['em']:.1f} | {100 * a['f1']:.1f} | {searches:.2f} | "
                      f"{100 * a['invalid_action_rate']:.1f} | {'-' if rl is None else f'{rl:.0f}'} | "
                      f"{seconds.get(name, {}).get('eval', float('nan')):.0f} |")
     return "\n".join(lines)

@@ -81,6 +81,8 @@ def test_final_turn_must_answer_and_search_there_is_not_executed(tok):
     runner.run([traj], 0.0, np.random.default_rng(0))
     assert traj.status == NO_ANSWER and len(traj.turns) == 3
     assert len(engine.requests) == 2  # the third (final) turn's search is not sent
+    assert traj.n_searches == 2  # ... nor counted as one (searches per rollout / per question)
+    assert [t.searched for t in traj.turns] == [True, True, False]
 
 
 def test_failed_search_ends_trajectory_and_is_reported(tok):

@@ -68,6 +68,12 @@ class Turn:
     noisy: bool | None = None
     error: str | None = None
 
+    @property
+    def searched(self) -> bool:
+        """The engine answered this turn's search (or a baseline's retrieval). A ``<search>`` written in the
+        final turn, or ended by EOS, is never sent: its ``query`` stays None and it does not count."""
+        return self.action in ("search", "retrieve") and self.query is not None and self.error is None
+
 
 @dataclass
 class Trajectory:
@@ -90,7 +96,8 @@ class Trajectory:
 
     @property
     def n_searches(self) -> int:
-        return sum(1 for t in self.turns if t.action == "search" and t.error is None)
+        """Searches the engine answered (see :attr:`Turn.searched`)."""
+        return sum(1 for t in self.turns if t.searched)
 
     def append(self, ids: Sequence[int], mask_value: int, text: str) -> None:
         self.response_ids.extend(ids)

@@ -298,8 +298,8 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         extra.update({
             ANSWER_TURN_KEY: traj.answer_text,
             WELL_FORMED_KEY: well_formed([t.text for t in traj.turns]),
-            # executed and answered; Trajectory.n_searches would also count a final-turn <search>, never run
-            SEARCHES_KEY: counts["search_calls"] - counts["search_failures"],
+            # searches the engine answered (Trajectory.n_searches counts the same)
+            SEARCHES_KEY: traj.n_searches,
             SEARCH_FAILURES_KEY: counts["search_failures"],
             NOISY_SEARCHES_KEY: counts["noisy_calls"],
             SEARCH_FAILED_KEY: failed,
