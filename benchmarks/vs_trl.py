@@ -31,6 +31,14 @@ What still differs, and why it is left so:
 
     python benchmarks/vs_trl.py                                  # tiny model, then SmolLM2-135M
     python benchmarks/vs_trl.py --models tiny --pairs 2 --steps 3 --threads 1
+
+Results (2026-11-30, 2-core AMD EPYC, one torch thread per process, TRL 1.16.0, defaults above):
+
+    | model | zerosearch s/step | TRL s/step | TRL / zerosearch       | completion tokens/step (zs / TRL) | peak RSS MB (zs / TRL) |
+    | tiny  | 0.245             | 0.444      | 1.82 (1.62, 2.32, 1.53) | 484 / 500                         | 482 / 671              |
+
+(3 pairs of 4 steps.) zerosearch generates 3% fewer tokens a step here (it stops at protocol stop strings);
+per completion token the ratio is 1.76.
 """
 
 from __future__ import annotations
