@@ -33,7 +33,9 @@ Measured on a 2-core AMD EPYC (useful-mode sets holding a gold answer / valid se
     | tuned, defaults                  | 54.4            | 85.0       | 53.7                  | 77.8       |
     | tuned, --balance upsample --bf16 | 56.1            | 81.7       | 42.6                  | 75.9       |
 
-(57 judged dev questions and 54 val calls: one question is 1.8 points.) Tuning wins format validity by far
+(57 judged dev questions and 54 val calls: one question is 1.8 points. Measured before the meter counted
+only format-valid sets as holding the answer, and when the tuned simulator's target showed titles
+``Doc i(Title: t) text``; today's run reports the valid-and-holding headline beside these raw figures.) Tuning wins format validity by far
 and val-call containment; on dev questions, where the query is the whole question and the untuned model
 writes one sentence restating it with the answer it was given, it does not beat the untuned model.
 
