@@ -389,3 +389,19 @@ def test_training_against_a_real_engine_has_no_curriculum(tmp_path, searcher_mod
     searches = [turn for line in (tmp_path / "run" / "rollouts" / "step_1.jsonl").read_text().splitlines()
                 for turn in json.loads(line)["turns"] if turn["action"] == "search"]
     assert searches and all(t["noisy"] is None and t["error"] is None and len(t["documents"]) == 2 for t in searches)
+
+
+def test_a_run_that_cannot_search_loads_no_simulator(tmp_path, monkeypatch):
+    import zerosearch.llm.transformers_backend as backend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("max_turns=0 loaded a simulator model")
+
+    monkeypatch.setattr(backend, "TransformersChatModel", refuse)
+    cfg = load_train_config(None, ["model=zerosearch:tiny", "max_turns=0", "total_steps=1", "prompts_per_step=2",
+                                   "rollouts_per_prompt=1", "max_turn_tokens=8", f"output_dir={tmp_path / 'run'}",
+                                   "save_every=1000", "report=false"])
+    trainer = start_run(cfg, progress=False)
+    assert trainer.engine.name == "none"
+    row = trainer.train_step()[0]
+    assert row["searches_per_rollout"] == 0

@@ -53,9 +53,22 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / name
 
 
+class NoSearch:
+    """The engine of a run that cannot search (``max_turns=0``: one answer turn): nothing is loaded for it
+    (a simulator would be a second copy of a model in memory). A call is a bug, so it raises."""
+
+    name = "none"
+
+    def search(self, requests, topk):  # noqa: ARG002 (the SearchEngine signature)
+        raise RuntimeError("max_turns=0 allows no search, yet the rollout asked for one")
+
+
 def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> SearchEngine:
     """The training-time search engine: the LLM-simulated one, or with ``engine.kind=real`` the engine
-    ``engine.spec`` names (:func:`zerosearch.search.factory.build_engine`)."""
+    ``engine.spec`` names (:func:`zerosearch.search.factory.build_engine`); :class:`NoSearch` when
+    ``max_turns=0``."""
+    if cfg.max_turns == 0:
+        return NoSearch()
     if cfg.engine.kind == "real":
         from zerosearch.search.factory import build_engine as engine_from_spec
 
