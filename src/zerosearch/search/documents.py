@@ -88,9 +88,8 @@ def check_doc_format(doc_format: str) -> str:
     return doc_format
 
 
-def render_document(index: int, doc: Document, doc_format: str = DEFAULT_DOC_FORMAT) -> str:
-    """One document's line, numbered ``index`` (1-based), in ``doc_format`` (see the module docstring)."""
-    check_doc_format(doc_format)
+def _render_document(index: int, doc: Document, doc_format: str) -> str:
+    """One document's line, numbered ``index`` (1-based), in a checked ``doc_format`` (module docstring)."""
     text = sanitize(doc.text)
     title = sanitize(doc.title)
     if doc_format == "zerosearch":
@@ -105,7 +104,7 @@ def render_documents(docs: Sequence[Document], doc_format: str = DEFAULT_DOC_FOR
     format (also for no documents, so a bad setting fails at once).
     """
     check_doc_format(doc_format)
-    return "\n".join(render_document(i, doc, doc_format) for i, doc in enumerate(docs, start=1))
+    return "\n".join(_render_document(i, doc, doc_format) for i, doc in enumerate(docs, start=1))
 
 
 # --- parsing a simulator's output ----------------------------------------------------------------
