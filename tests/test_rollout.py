@@ -214,6 +214,40 @@ def test_static_kv_cache_gives_the_same_greedy_rollouts(searcher_model, autocast
         RolloutSettings(kv_cache="paged")
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefill_gives_the_same_rollouts(searcher_model, monkeypatch, temperature):
+    """A prompt's rollouts prefill their common first-turn context once (zerosearch.shared_prefix): greedy, and
+    sampled with one seed, the rollouts are token for token those of prefilling every row."""
+    import zerosearch.rollout as rollout_module
+
+    tok = AutoTokenizer.from_pretrained(searcher_model)
+    model = AutoModelForCausalLM.from_pretrained(searcher_model)
+    questions = ["what colour is the sky", "what colour is grass, short or long?"]
+    prefilled_rows = []
+    real = rollout_module.shared_prefill
+
+    def spy(model, input_ids, attention_mask):
+        cache = real(model, input_ids, attention_mask)
+        prefilled_rows.append(None if cache is None else cache.get_seq_length())
+        return cache
+
+    runs = {}
+    for mode in ("shared", "per_row"):
+        monkeypatch.setattr(rollout_module, "shared_prefill", spy if mode == "shared" else lambda *a: None)
+        settings = RolloutSettings(max_turns=2, topk=2, max_turn_tokens=24, temperature=temperature)
+        runner = RolloutRunner(model, tok, FixedDocumentsEngine(DOCS), settings, torch.device("cpu"))
+        trajs = [make(tok, q, g) for g, q in enumerate(questions) for _ in range(3)]
+        torch.manual_seed(0)
+        runner.run(trajs, 0.0, np.random.default_rng(0))
+        runs[mode] = [(t.response_ids, t.loss_mask) for t in trajs]
+    assert runs["shared"] == runs["per_row"]
+    # the first turn shared its context (all but the last column); greedy rollouts of one prompt stay equal,
+    # so later turns share too, sampled ones diverge and later turns find nothing to share
+    assert prefilled_rows[0] == max(len(make(tok, q).prompt_ids) for q in questions) - 1
+    if temperature == 0.0:
+        assert all(n is not None for n in prefilled_rows)
+
+
 # Issue 14.4: a checkpoint's own generation settings must not change what the rollout samples.
 ADVERSARIAL_GENERATION_CONFIG = {
     "repetition_penalty": 1.8, "top_k": 3, "top_p": 0.5, "min_p": 0.3, "typical_p": 0.6,

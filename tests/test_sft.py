@@ -12,7 +12,7 @@ from zerosearch import checkpoint as ckpt
 from zerosearch import policy
 from zerosearch.models.tiny import tiny_model_dir
 from zerosearch.policy import build_window, plain_head, response_logits, selected_logprobs
-from zerosearch.rl.losses import token_logprobs
+from zerosearch.rl.losses import entropy_from_logits, token_logprobs
 from zerosearch.sft import SFTExample, SFTRun, SFTSettings, chat_example, end_of_turn_ids, fitting, train_sft
 
 CPU = torch.device("cpu")
@@ -52,11 +52,14 @@ def test_selected_logprobs_equal_the_full_heads(monkeypatch):
     select = torch.tensor([[True, False, True, True], [False, False, True, False]])
     with torch.no_grad():
         full = token_logprobs(response_logits(model, window), window.targets)
-        fast = selected_logprobs(model, window, select)
+        fast = selected_logprobs(model, window, select, entropy=True)
         monkeypatch.setattr(policy, "plain_head", lambda m: False)  # the generic path: full logits, then select
-        slow = selected_logprobs(model, window, select)
+        slow = selected_logprobs(model, window, select, entropy=True)
     assert plain_head(model)
-    assert fast.logits.shape == (int(select.sum()), model.config.vocab_size)
+    assert fast.entropy.shape == (int(select.sum()),)
+    assert torch.allclose(fast.entropy, entropy_from_logits(response_logits(model, window)[select]), atol=1e-5)
+    assert torch.allclose(slow.entropy, fast.entropy, atol=1e-5)
+    assert selected_logprobs(model, window, select).entropy is None  # only when asked for
     assert torch.allclose(fast.logprobs[select], full[select], atol=1e-5)
     assert (fast.logprobs[~select] == 0).all()
     assert torch.allclose(slow.logprobs, fast.logprobs, atol=1e-5)

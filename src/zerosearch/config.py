@@ -213,6 +213,10 @@ class TrainConfig:
     ppo_epochs: int = 1
     mini_batch_size: int = 0  # trajectories per optimizer step; 0 = the whole rollout batch
     micro_batch_tokens: int = 4096  # padded tokens per forward/backward (the memory knob)
+    # the update's forward passes run each distinct prompt once per micro-batch, its keys/values shared by its
+    # rollouts (same log-probs and gradients; zerosearch/shared_prefix.py). Off, or with a critic, gradient
+    # checkpointing or a model without a plain head: every row runs in full
+    shared_prefix: bool = True
     clip_ratio: float = 0.2
     kl_coef: float = 0.001
     kl_estimator: str = "low_var_kl"

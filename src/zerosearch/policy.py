@@ -18,7 +18,8 @@ from torch import nn
 
 from zerosearch.config import ConfigError, LoraConfig
 from zerosearch.llm.models import resolve_model_path
-from zerosearch.rl.losses import token_logprobs
+from zerosearch.rl.losses import entropy_from_logits, token_logprobs
+from zerosearch.shared_prefix import SharedPrefixWindow, shared_prefix_hidden
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -183,40 +184,96 @@ class SelectedLogprobs:
     """Log-probs of the response-window tokens at selected positions.
 
     logprobs: [N, R] float32, the token's log-prob where ``select`` is True, 0 elsewhere.
-    logits: [M, V] float32 logits at the M selected positions (row-major order), divided by temperature.
+    entropy: [M] float32 entropy of the (temperature-scaled) distribution at the M selected positions
+        (row-major order), differentiable; ``None`` unless asked for.
     """
 
     logprobs: torch.Tensor
-    logits: torch.Tensor
+    entropy: torch.Tensor | None = None
 
 
-def selected_logprobs(model: nn.Module, window: Window, select: torch.Tensor,
-                      temperature: float = 1.0) -> SelectedLogprobs:
+# Logits elements computed at once by the output head (2**26 float32 = 256 MB): SmolLM2's 49k vocabulary
+# takes 1,365 positions a chunk, Qwen2.5's 151k 443. Fewer selected positions than that run in one piece.
+HEAD_CHUNK_ELEMENTS = 2**26
+
+
+def selected_logprobs(model: nn.Module, window: Window | SharedPrefixWindow, select: torch.Tensor,
+                      temperature: float = 1.0, *, entropy: bool = False,
+                      chunk_elements: int = HEAD_CHUNK_ELEMENTS) -> SelectedLogprobs:
     """Log-probs of the window's tokens, computed only where ``select`` [N, R] is True.
 
     The loss of both the RL update and SFT lives on the policy's own tokens (``loss_mask == 1``); the
     environment's ``<information>`` blocks are often most of a response. For architectures with a plain
     head (:func:`plain_head`) the decoder runs once and the head (``hidden x vocab``, 49k wide for SmolLM2,
-    151k for Qwen2.5) only on the selected positions, so no ``[N, R, V]`` logits tensor is ever built;
-    other models take the full :func:`response_logits` and select afterwards. The values at selected
+    151k for Qwen2.5) only on the selected positions, in chunks of ``chunk_elements // vocab`` positions
+    whose logits are recomputed in the backward pass instead of kept (``torch.utils.checkpoint``): no
+    ``[N, R, V]`` tensor is built, and memory for logits stays at one chunk however many tokens are trained
+    on. Other models take the full :func:`response_logits` and select afterwards. The values at selected
     positions are the same either way (up to float summation order).
+
+    ``window`` may be a :class:`~zerosearch.shared_prefix.SharedPrefixWindow` (plain heads only), whose
+    rows of one prompt share that prompt's forward pass.
+
+    Raises:
+        ValueError: a shared-prefix window with a model without a plain head.
     """
     select = select.to(device=window.targets.device, dtype=torch.bool)
+    targets = window.targets[select]
     if plain_head(model):
-        out = model.get_decoder()(
-            input_ids=window.input_ids, attention_mask=window.attention_mask,
-            position_ids=window.position_ids, use_cache=False,
-        )
-        hidden = out.last_hidden_state[:, -(window.width + 1):-1, :]
-        logits = model.get_output_embeddings()(hidden[select]).float()
-        if temperature != 1.0 and temperature > 0:
-            logits = logits / temperature
+        if isinstance(window, SharedPrefixWindow):
+            hidden = shared_prefix_hidden(model, window)
+        else:
+            out = model.get_decoder()(
+                input_ids=window.input_ids, attention_mask=window.attention_mask,
+                position_ids=window.position_ids, use_cache=False,
+            )
+            hidden = out.last_hidden_state[:, -(window.width + 1):-1, :]
+        picked, ent = head_logprobs(model.get_output_embeddings(), hidden[select], targets, temperature,
+                                    entropy=entropy, chunk_elements=chunk_elements)
+    elif isinstance(window, SharedPrefixWindow):
+        raise ValueError(f"{type(model).__name__} has no plain output head; build a full Window for it")
     else:
-        logits = response_logits(model, window, temperature)[select]
-    picked = token_logprobs(logits, window.targets[select])
-    logprobs = torch.zeros(window.targets.shape, dtype=torch.float32, device=logits.device)
+        picked, ent = _logprobs_entropy(response_logits(model, window, temperature)[select], targets, entropy)
+    logprobs = torch.zeros(window.targets.shape, dtype=torch.float32, device=picked.device)
     logprobs = logprobs.masked_scatter(select, picked)
-    return SelectedLogprobs(logprobs, logits)
+    return SelectedLogprobs(logprobs, ent)
+
+
+def head_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, *,
+                  entropy: bool = False, chunk_elements: int = HEAD_CHUNK_ELEMENTS
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of ``targets`` [M] (and entropies, [M]) under ``head(hidden)`` [M, H], chunked over M.
+
+    Each chunk's ``[chunk, V]`` float32 logits live only while that chunk is computed; under autograd the
+    chunk is checkpointed, so the backward pass recomputes them one chunk at a time (one extra head matmul,
+    only when there is more than one chunk). Liger-Kernel's fused linear cross-entropy does this in Triton
+    on GPUs; this is the same idea in plain torch, so it also runs on CPU.
+    """
+    vocab = head.weight.shape[0]
+    chunk = max(1, chunk_elements // vocab)
+    if hidden.shape[0] <= chunk:
+        return _head_chunk(head, hidden, targets, temperature, entropy)
+    from torch.utils.checkpoint import checkpoint
+
+    grad = torch.is_grad_enabled()
+    parts = [checkpoint(_head_chunk, head, h, t, temperature, entropy, use_reentrant=False) if grad
+             else _head_chunk(head, h, t, temperature, entropy)
+             for h, t in zip(hidden.split(chunk), targets.split(chunk))]
+    logprobs = torch.cat([p[0] for p in parts])
+    return logprobs, (torch.cat([p[1] for p in parts]) if entropy else None)
+
+
+def _head_chunk(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
+                entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = head(hidden).float()
+    if temperature != 1.0 and temperature > 0:
+        logits = logits / temperature
+    return _logprobs_entropy(logits, targets, entropy)
+
+
+def _logprobs_entropy(logits: torch.Tensor, targets: torch.Tensor, entropy: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return token_logprobs(logits, targets), (entropy_from_logits(logits) if entropy else None)
 
 
 class ValueModel(nn.Module):

@@ -6,7 +6,8 @@ inserted (the ``<information>`` block with its tags, the corrective message). No
 trajectory later and nothing reconstructs the mask from text.
 
 One turn = one batched ``generate`` over the still-active trajectories (KV cache within the turn; the
-prefix is re-encoded at each turn, as Search-R1 does), stopping at ``</search>`` / ``</answer>`` / EOS or
+prefix is re-encoded at each turn, as Search-R1 does, except that rows with the same context, a prompt's
+rollouts at their first turn, prefill it once: :func:`zerosearch.shared_prefix.shared_prefill`), stopping at ``</search>`` / ``</answer>`` / EOS or
 the per-turn token budget. Then every trajectory's action is parsed:
 
 - ``answer``: done.
@@ -48,6 +49,7 @@ from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, informatio
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
+from zerosearch.shared_prefix import cache_keyword, shared_prefill
 
 # Trajectory statuses.
 ANSWERED = "answered"
@@ -398,13 +400,18 @@ class RolloutRunner:
         sampling = self.settings.temperature > 0
         was_training = self.model.training
         self.model.eval()
-        cache = {"cache_implementation": "static"} if self.settings.kv_cache == "static" else {}
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         # plain_generation: the checkpoint's generation_config (repetition_penalty, top_k, ...) must not
         # reshape the distribution the trainer scores as softmax(logits / T)
         with autocast_context(self.device, self.autocast), plain_generation(self.model):
+            if self.settings.kv_cache == "static":
+                cache = {"cache_implementation": "static"}
+            else:  # a prompt's rollouts start from one context: prefill it once, not once per rollout
+                prefilled = shared_prefill(self.model, input_ids, attention)
+                cache = {} if prefilled is None else {cache_keyword(self.model): prefilled}
             out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
+                input_ids=input_ids,
+                attention_mask=attention,
                 max_new_tokens=max_new,
                 do_sample=sampling,
                 temperature=self.settings.temperature if sampling else None,

@@ -33,16 +33,18 @@ from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
     ValueModel, Window, apply_lora, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
-    micro_batches, pick_device, pick_dtype, right_align, selected_logprobs, unalign, use_chat_template,
+    micro_batches, pick_device, pick_dtype, plain_head, right_align, selected_logprobs, unalign,
+    use_chat_template,
 )
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
 from zerosearch.protocol import well_formed
 from zerosearch.rewards import answer_metrics, extract_answer, format_shaped_reward
 from zerosearch.rl.advantages import gae_advantages, grpo_advantages, reinforce_advantages, whiten
-from zerosearch.rl.losses import aggregate_token_loss, entropy_from_logits, kl_estimate, ppo_clip_loss, value_loss
+from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
 from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory
 from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
+from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches
 from zerosearch.search.base import SearchEngine
 
 
@@ -314,7 +316,21 @@ class Trainer:
         return answer_metrics(extract_answer(t.answer_text) if t.answer_text else None, t.golden_answers)
 
     # ------------------------------------------------------------------------------------------ update
+    def _shares_prefix(self) -> bool:
+        """Whether micro-batches share each prompt's forward pass among its rows (:mod:`zerosearch.shared_prefix`)."""
+        return (self.cfg.shared_prefix and self.critic is None and not self.cfg.gradient_checkpointing
+                and plain_head(self.policy))
+
     def _forward_batches(self, trajs: list[Trajectory]):
+        if self._shares_prefix():
+            keys = [tuple(t.prompt_ids) for t in trajs]
+            groups = shared_prefix_batches(keys, [len(t.prompt_ids) for t in trajs],
+                                           [len(t.response_ids) for t in trajs], self.cfg.micro_batch_tokens)
+            for group in groups:
+                yield group, build_shared_prefix_window(
+                    [trajs[i].prompt_ids for i in group], [trajs[i].response_ids for i in group],
+                    self.tokenizer.pad_token_id, self.device)
+            return
         lengths = [len(t.prompt_ids) + len(t.response_ids) for t in trajs]
         for group in micro_batches(lengths, self.cfg.micro_batch_tokens):
             window = build_window([trajs[i].prompt_ids for i in group], [trajs[i].response_ids for i in group],
@@ -440,7 +456,7 @@ class Trainer:
         mask = self._policy_mask(trajs, idx, window)
         adv = right_align([advantages[i] for i in idx], width, dev)
         with autocast_context(dev, self.autocast):
-            scored_now = selected_logprobs(self.policy, window, mask, cfg.temperature)
+            scored_now = selected_logprobs(self.policy, window, mask, cfg.temperature, entropy=True)
             logp = scored_now.logprobs
             # no old log-probs were scored when the update is on-policy: this pass's own (detached) are they
             old = logp.detach() if scored["old"][idx[0]] is None else right_align(
@@ -457,13 +473,11 @@ class Trainer:
                 stats["kl"] = 0.0
             # entropy at the policy's tokens ([M], the selected positions in row-major order)
             if cfg.entropy_coef > 0:
-                entropy = entropy_from_logits(scored_now.logits).sum() / normalizer
+                entropy = scored_now.entropy.sum() / normalizer
                 loss = loss - cfg.entropy_coef * entropy
                 stats["entropy"] = entropy.item() * normalizer / max(1.0, float(mask.sum()))
             else:
-                with torch.no_grad():
-                    stats["entropy"] = float(entropy_from_logits(scored_now.logits).mean()) if len(
-                        scored_now.logits) else 0.0
+                stats["entropy"] = float(scored_now.entropy.detach().mean()) if len(scored_now.entropy) else 0.0
             if self.critic is not None:
                 values = self.critic(window)
                 old_values = right_align([scored["values"][i] for i in idx], width, dev)
