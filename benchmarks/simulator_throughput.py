@@ -16,6 +16,19 @@ Backends:
     python benchmarks/simulator_throughput.py                      # SmolLM2-135M-Instruct, 32 requests
     python benchmarks/simulator_throughput.py --model zerosearch:tiny-vllm --mode finetuned
     python benchmarks/simulator_throughput.py --out runs/sim_throughput.json
+    python benchmarks/simulator_throughput.py --vs-original        # zerosearch's client vs the original's
+
+``--vs-original``: the same requests (same prompts, ``max_tokens=600``, temperature 0.8, ``topk`` 5) on the
+same vLLM server, through two client shapes, alternating ``--rounds`` times:
+
+* original: ZeroSearch's client (``generation.py``): one blocking request per query from a pool of 10
+  threads, no stop sequence, the reply cut at ``Doc {topk+1}`` afterwards;
+* zerosearch: :class:`SimulatedSearchEngine` over :class:`OpenAIChatModel` at ``--ours-concurrency``
+  requests in flight (the trainer's default, 16), generation stopped at ``Doc {topk+1}`` by the server.
+
+Reported: documents kept per second (at most ``topk`` per request, parsed the same way on both sides),
+and tokens the server generated per kept document (vLLM's own ``generation_tokens_total`` counter, read
+before and after each run, so tokens generated past the cut are counted).
 """
 
 from __future__ import annotations
@@ -128,35 +141,118 @@ def bench_transformers(model_dir: str, tokenizer, args, requests) -> list[dict]:
     return [run_once("transformers", f"batch {args.hf_batch_size}", chat, tokenizer, args, requests)]
 
 
-def bench_vllm(model_dir: str, tokenizer, args, requests) -> tuple[list[dict], dict]:
-    from zerosearch.llm.openai_backend import OpenAIChatModel
-
+def with_vllm(args, model_dir: str, work) -> tuple[Any, dict]:
+    """``work(base_url, served_model_name)`` against ``--vllm-url``, or a vLLM server started (and stopped) here."""
     info: dict = {}
-    server = None
     if args.vllm_url:
-        base_url, served = args.vllm_url, args.vllm_model_name
-    else:
-        helper = _load_server_helper()
-        server = helper.VLLMServer(model_dir, served_model_name="sim", python=args.vllm_python,
-                                   max_model_len=args.max_model_len)
-        print(f"starting vLLM ({server.python}) on port {server.port}, log {server.log_path}", file=sys.stderr)
-        server.start()
+        return work(args.vllm_url, args.vllm_model_name), info
+    helper = _load_server_helper()
+    server = helper.VLLMServer(model_dir, served_model_name="sim", python=args.vllm_python,
+                               max_model_len=args.max_model_len)
+    print(f"starting vLLM ({server.python}) on port {server.port}, log {server.log_path}", file=sys.stderr)
+    server.start()
+    try:
         server.wait_ready(timeout=args.startup_timeout)
         info["vllm_startup_s"] = round(server.startup_seconds, 1)
         print(f"  vLLM ready in {server.startup_seconds:.1f} s", file=sys.stderr)
-        base_url, served = server.base_url, "sim"
-    rows = []
-    try:
+        return work(server.base_url, "sim"), info
+    finally:
+        server.stop()
+
+
+def bench_vllm(model_dir: str, tokenizer, args, requests) -> tuple[list[dict], dict]:
+    from zerosearch.llm.openai_backend import OpenAIChatModel
+
+    def work(base_url: str, served: str) -> list[dict]:
+        rows = []
         for c in args.concurrency:
             with OpenAIChatModel(model=served, base_url=base_url, max_concurrency=c, timeout=600) as chat:
                 rows.append(run_once("vllm (http)", c, chat, tokenizer, args, requests))
-    finally:
-        if server is not None:
-            server.stop()
-    return rows, info
+        return rows
+
+    return with_vllm(args, model_dir, work)
+
+
+def _generated_tokens_total(base_url: str) -> float:
+    """vLLM's Prometheus counter of tokens generated since the server started."""
+    import urllib.request
+
+    root = base_url.rstrip("/").removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vllm:generation_tokens_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def original_client(base_url: str, served: str, conversations, topk: int, max_tokens: int, temperature: float,
+                    threads: int = 10) -> list[str]:
+    """ZeroSearch's simulator client shape: a blocking request per query from ``threads`` threads, no stop,
+    the reply cut at ``Doc {topk+1}`` afterwards (``generation.py``; its endless retry loop left out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="EMPTY", timeout=600)
+
+    def one(messages) -> str:
+        reply = client.chat.completions.create(model=served, messages=messages, max_tokens=max_tokens,
+                                               temperature=temperature)
+        return (reply.choices[0].message.content or "").split(f"Doc {topk + 1}")[0]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, conversations))
+
+
+def bench_vs_original(base_url: str, served: str, args, requests) -> list[dict]:
+    """The same requests through the original client shape and through zerosearch's, alternating."""
+    from zerosearch.llm.openai_backend import OpenAIChatModel
+    from zerosearch.search.documents import parse_simulated_documents
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    warm = SimulatedSearchEngine(None, mode=args.mode)
+    original_client(base_url, served, [warm.conversation_for(requests[0])], args.topk, 8, args.temperature)  # untimed
+    rows = []
+    for round_index in range(args.rounds):
+        for shape in ("original", "zerosearch"):
+            before = _generated_tokens_total(base_url)
+            start = time.perf_counter()
+            if shape == "original":
+                engine = SimulatedSearchEngine(None, mode=args.mode, max_tokens=args.max_tokens,
+                                               temperature=args.temperature)
+                conversations = [engine.conversation_for(r) for r in requests]
+                texts = original_client(base_url, served, conversations, args.topk, args.max_tokens,
+                                        args.temperature)
+                docs = sum(len(parse_simulated_documents(t, args.topk)) for t in texts)
+            else:
+                with OpenAIChatModel(model=served, base_url=base_url, max_concurrency=args.ours_concurrency,
+                                     timeout=600) as chat:
+                    engine = SimulatedSearchEngine(chat, mode=args.mode, max_tokens=args.max_tokens,
+                                                   temperature=args.temperature)
+                    docs = sum(len(r.documents) for r in engine.search(requests, topk=args.topk))
+            wall = time.perf_counter() - start
+            tokens = _generated_tokens_total(base_url) - before
+            row = {"shape": shape, "round": round_index + 1, "requests": len(requests), "documents": docs,
+                   "generated_tokens": int(tokens), "wall_s": round(wall, 2), "docs_per_s": round(docs / wall, 3),
+                   "tokens_per_doc": round(tokens / max(docs, 1), 1)}
+            print(f"  {shape:<10} round {round_index + 1}: wall={wall:7.1f}s docs/s={row['docs_per_s']:6.2f} "
+                  f"tokens/doc={row['tokens_per_doc']:6.1f} docs={docs}", file=sys.stderr)
+            rows.append(row)
+    ours = [r["docs_per_s"] for r in rows if r["shape"] == "zerosearch"]
+    theirs = [r["docs_per_s"] for r in rows if r["shape"] == "original"]
+    ratio = sum(o / t for o, t in zip(ours, theirs)) / len(ours)
+    print(f"documents per second, zerosearch / original: {ratio:.2f} (rounds: "
+          f"{', '.join(f'{o / t:.2f}' for o, t in zip(ours, theirs))})", file=sys.stderr)
+    return rows
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
+    if rows and "shape" in rows[0]:
+        cols = ["shape", "round", "requests", "documents", "generated_tokens", "wall_s", "docs_per_s", "tokens_per_doc"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
     cols = ["backend", "concurrency", "requests", "ok", "parse_errors", "call_failures", "documents",
             "generated_tokens", "wall_s", "calls_per_s", "docs_per_s", "tokens_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -172,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mode", default="prompt", choices=["prompt", "finetuned"],
                    help="simulator prompt mode (prompt: few-shot, for an off-the-shelf instruct model)")
     p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=None, help="default 128; 600 (the original's) with --vs-original")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
@@ -184,10 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vllm-model-name", default="sim", help="served model name with --vllm-url")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--vs-original", action="store_true",
+                   help="compare zerosearch's client with the original's on one vLLM server (see above)")
+    p.add_argument("--rounds", type=int, default=2, help="--vs-original: alternating rounds (default 2)")
+    p.add_argument("--ours-concurrency", type=int, default=16,
+                   help="--vs-original: zerosearch's requests in flight (the trainer's default, 16)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.hf_batch_size is None:
         args.hf_batch_size = args.requests
+    if args.max_tokens is None:
+        args.max_tokens = 600 if args.vs_original else 128
 
     from transformers import AutoTokenizer
 
@@ -199,9 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: list[dict] = []
     info: dict = {}
-    if "transformers" in args.backends:
+    if args.vs_original:
+        rows, info = with_vllm(args, model_dir, lambda url, served: bench_vs_original(url, served, args, requests))
+    elif "transformers" in args.backends:
         rows += bench_transformers(model_dir, tokenizer, args, requests)
-    if "vllm" in args.backends:
+    if "vllm" in args.backends and not args.vs_original:
         vllm_rows, info = bench_vllm(model_dir, tokenizer, args, requests)
         rows += vllm_rows
 
