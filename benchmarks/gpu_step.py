@@ -11,7 +11,10 @@ warm-up pass:
   ``--micro-batch-tokens`` padded tokens, :func:`zerosearch.policy.build_window`,
   :func:`zerosearch.policy.selected_logprobs` at the policy's tokens, the on-policy clipped loss
   (:func:`zerosearch.rl.losses.ppo_clip_loss`, old log-probs from the same pass, as the trainer does when
-  one epoch covers one mini-batch), backward, gradient clipping, one AdamW step.
+  one epoch covers one mini-batch), backward, gradient clipping, one AdamW step. With gradient
+  checkpointing the trainer runs every row in full (the checkpointed layers cannot fill the KV cache that
+  :mod:`zerosearch.shared_prefix` shares), so this measures that path; the output head's logits are built
+  443 positions at a time (:func:`zerosearch.policy.head_logprobs`), never ``[tokens, 151,936]`` at once.
 
 MFU counts the model FLOPs of the update, ``6 x parameters x tokens`` plus attention
 (``12 x layers x hidden x context`` per token, causal halved), against ``--peak-tflops`` (default 989, the
