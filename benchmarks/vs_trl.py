@@ -28,20 +28,29 @@ What still differs, and why it is left so:
   compared; seconds per completion token are in the JSON output.
 * zerosearch's step includes its rollout bookkeeping (loss masks, per-turn records); TRL's includes its
   own (reward gathering, metrics). Neither writes anything to disk during the timed steps.
+* How the work is done, not what: zerosearch runs each prompt once for its ``--generations`` rollouts
+  (one prefill in the rollout, one prompt pass per micro-batch in the reference scoring and the update:
+  :mod:`zerosearch.shared_prefix`, same log-probs and gradients, ``tests/test_shared_prefix.py``), and takes
+  the old log-probs from the update's own pass; TRL runs every (prompt, completion) row in full. With a
+  ~300-token prompt and 32-token completions that is most of the difference.
+  ``--zerosearch-override shared_prefix=false`` gives the row-by-row figure (the morning row below).
 
     python benchmarks/vs_trl.py                                  # tiny model, then SmolLM2-135M
     python benchmarks/vs_trl.py --models tiny --pairs 2 --steps 3 --threads 1
+    python benchmarks/vs_trl.py --models tiny --zerosearch-override shared_prefix=false   # rows in full
 
-Results (2026-11-30, 2-core AMD EPYC, one torch thread per process, TRL 1.16.0, defaults above):
+Results (2026-11-30, 2-core AMD EPYC, one torch thread per process, TRL 1.16.0, defaults above, 2 pairs of
+4 steps; runs/bench_vs_trl_shared.json):
 
-    | model | zerosearch s/step | TRL s/step | TRL / zerosearch       | completion tokens/step (zs / TRL) | peak RSS MB (zs / TRL) |
-    | tiny  | 0.245             | 0.444      | 1.82 (1.62, 2.32, 1.53) | 484 / 500                         | 482 / 671              |
-    | SmolLM2-135M | 52.7       | 70.0       | 1.33 (one pair)         | 454 / 488                         | 8382 / 7457            |
+    | model        | zerosearch s/step | TRL s/step | TRL / zerosearch        | completion tokens/step (zs / TRL) | peak RSS MB (zs / TRL) |
+    | tiny         | 0.157             | 0.398      | 2.57 (2.35, 2.79)       | 484 / 500                         | 458 / 671              |
+    | SmolLM2-135M | 24.3              | 80.3       | 3.31 (3.13, 3.50)       | 465 / 473                         | 5583 / 7743            |
 
-(tiny: 3 pairs of 4 steps; SmolLM2: 1 pair of 3 steps, ~8 minutes.) zerosearch generates 3-7% fewer tokens
-a step (it stops at protocol stop strings); per completion token the ratios are 1.76 and 1.24. On SmolLM2
-zerosearch's process peaks 12% higher than TRL's, and not because of a simulator copy: a run that cannot
-search no longer loads one, which took 0.24 GB off. The rest is not yet explained.
+Before prompts were shared (same morning, rows in full, one pair on SmolLM2): tiny 1.82x, SmolLM2 1.33x
+(52.7 vs 70.0 s) with zerosearch's process peaking 12% *above* TRL's (8382 vs 7457 MB). Profiled by phase,
+that peak was the update's activations for 16 full 330-token rows; sharing the 4 prompts cut the update's
+peak to 5.6 GB, now 28% below TRL's. zerosearch generates 2-3% fewer tokens a step (it stops at protocol stop
+strings); per completion token the SmolLM2 ratio is 3.25.
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ with tempfile.TemporaryDirectory() as tmp:
         f"kl_coef={spec['kl']}", "kl_estimator=low_var_kl", f"lr={spec['lr']}", "warmup_ratio=0.0",
         "weight_decay=0.01", "grad_clip=1.0", "dtype=float32", "autocast=off", f"num_threads={spec['threads']}",
         f"train_files={spec['qa']}", f"output_dir={tmp}/run", "save_every=1000000", "log_rollouts=0",
-        "report=false", f"seed={spec['seed']}",
+        "report=false", f"seed={spec['seed']}", *spec["overrides"],
     ])
     trainer = start_run(cfg, progress=False)
     seconds, tokens = [], []
@@ -205,6 +214,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3, help="alternating zerosearch/TRL process pairs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zerosearch-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra zerosearch config for its side, e.g. shared_prefix=false (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_vs_trl.json")
     args = parser.parse_args()
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
@@ -214,7 +225,8 @@ def main() -> int:
         print(f"[bench] {name}: prompt tokens identical on both sides ({n} prompts checked)", file=sys.stderr)
         spec = {"model": model, "qa": str(QA), "prompts": args.prompts, "generations": args.generations,
                 "tokens": args.tokens, "kl": args.kl, "lr": args.lr, "steps": args.steps, "threads": args.threads,
-                "seed": args.seed, "out": str(args.out.parent / "bench_vs_trl_tmp")}
+                "seed": args.seed, "out": str(args.out.parent / "bench_vs_trl_tmp"),
+                "overrides": args.zerosearch_override}
         runs: dict[str, list[dict[str, Any]]] = {"zerosearch": [], "trl": []}
         for pair in range(args.pairs):
             for side, code in (("zerosearch", ZEROSEARCH_CHILD), ("trl", TRL_CHILD)):
