@@ -123,6 +123,9 @@ def test_chunked_head_equals_one_piece_and_keeps_no_full_logits():
     # memory: in one piece autograd keeps [37, V] logits; chunked it keeps nothing wider than a chunk
     assert any(s == (37, vocab) for s in one[4])
     assert all(s.numel() <= 8 * vocab for s in chunked[4])
+    # entropies wanted as a metric only: the same values, and autograd keeps nothing for them
+    lp, ent = head_logprobs(head, hidden, targets, 0.7, entropy=True, entropy_grad=False)
+    assert torch.allclose(ent, one[1], atol=1e-5) and not ent.requires_grad
 
 
 def _trainer(tmp_path, **overrides):

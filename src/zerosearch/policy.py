@@ -198,7 +198,7 @@ HEAD_CHUNK_ELEMENTS = 2**26
 
 
 def selected_logprobs(model: nn.Module, window: Window | SharedPrefixWindow, select: torch.Tensor,
-                      temperature: float = 1.0, *, entropy: bool = False,
+                      temperature: float = 1.0, *, entropy: bool = False, entropy_grad: bool = True,
                       chunk_elements: int = HEAD_CHUNK_ELEMENTS) -> SelectedLogprobs:
     """Log-probs of the window's tokens, computed only where ``select`` [N, R] is True.
 
@@ -212,7 +212,8 @@ def selected_logprobs(model: nn.Module, window: Window | SharedPrefixWindow, sel
     positions are the same either way (up to float summation order).
 
     ``window`` may be a :class:`~zerosearch.shared_prefix.SharedPrefixWindow` (plain heads only), whose
-    rows of one prompt share that prompt's forward pass.
+    rows of one prompt share that prompt's forward pass. ``entropy_grad=False`` returns the entropies
+    detached (a metric only: autograd then keeps nothing of the softmax for them).
 
     Raises:
         ValueError: a shared-prefix window with a model without a plain head.
@@ -229,18 +230,19 @@ def selected_logprobs(model: nn.Module, window: Window | SharedPrefixWindow, sel
             )
             hidden = out.last_hidden_state[:, -(window.width + 1):-1, :]
         picked, ent = head_logprobs(model.get_output_embeddings(), hidden[select], targets, temperature,
-                                    entropy=entropy, chunk_elements=chunk_elements)
+                                    entropy=entropy, entropy_grad=entropy_grad, chunk_elements=chunk_elements)
     elif isinstance(window, SharedPrefixWindow):
         raise ValueError(f"{type(model).__name__} has no plain output head; build a full Window for it")
     else:
-        picked, ent = _logprobs_entropy(response_logits(model, window, temperature)[select], targets, entropy)
+        logits = response_logits(model, window, temperature)[select]
+        picked, ent = _logprobs_entropy(logits, targets, entropy, entropy_grad)
     logprobs = torch.zeros(window.targets.shape, dtype=torch.float32, device=picked.device)
     logprobs = logprobs.masked_scatter(select, picked)
     return SelectedLogprobs(logprobs, ent)
 
 
 def head_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, *,
-                  entropy: bool = False, chunk_elements: int = HEAD_CHUNK_ELEMENTS
+                  entropy: bool = False, entropy_grad: bool = True, chunk_elements: int = HEAD_CHUNK_ELEMENTS
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of ``targets`` [M] (and entropies, [M]) under ``head(hidden)`` [M, H], chunked over M.
 
@@ -252,28 +254,30 @@ def head_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, 
     vocab = head.weight.shape[0]
     chunk = max(1, chunk_elements // vocab)
     if hidden.shape[0] <= chunk:
-        return _head_chunk(head, hidden, targets, temperature, entropy)
+        return _head_chunk(head, hidden, targets, temperature, entropy, entropy_grad)
     from torch.utils.checkpoint import checkpoint
 
     grad = torch.is_grad_enabled()
-    parts = [checkpoint(_head_chunk, head, h, t, temperature, entropy, use_reentrant=False) if grad
-             else _head_chunk(head, h, t, temperature, entropy)
+    parts = [checkpoint(_head_chunk, head, h, t, temperature, entropy, entropy_grad, use_reentrant=False) if grad
+             else _head_chunk(head, h, t, temperature, entropy, entropy_grad)
              for h, t in zip(hidden.split(chunk), targets.split(chunk))]
     logprobs = torch.cat([p[0] for p in parts])
     return logprobs, (torch.cat([p[1] for p in parts]) if entropy else None)
 
 
 def _head_chunk(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-                entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                entropy: bool, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = head(hidden).float()
     if temperature != 1.0 and temperature > 0:
         logits = logits / temperature
-    return _logprobs_entropy(logits, targets, entropy)
+    return _logprobs_entropy(logits, targets, entropy, entropy_grad)
 
 
-def _logprobs_entropy(logits: torch.Tensor, targets: torch.Tensor, entropy: bool
+def _logprobs_entropy(logits: torch.Tensor, targets: torch.Tensor, entropy: bool, entropy_grad: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return token_logprobs(logits, targets), (entropy_from_logits(logits) if entropy else None)
+    if not entropy:
+        return token_logprobs(logits, targets), None
+    return token_logprobs(logits, targets), entropy_from_logits(logits if entropy_grad else logits.detach())
 
 
 class ValueModel(nn.Module):

@@ -7,8 +7,8 @@ trajectory later and nothing reconstructs the mask from text.
 
 One turn = one batched ``generate`` over the still-active trajectories (KV cache within the turn; the
 prefix is re-encoded at each turn, as Search-R1 does, except that rows with the same context, a prompt's
-rollouts at their first turn, prefill it once: :func:`zerosearch.shared_prefix.shared_prefill`), stopping at ``</search>`` / ``</answer>`` / EOS or
-the per-turn token budget. Then every trajectory's action is parsed:
+rollouts at their first turn, prefill it once: :func:`zerosearch.shared_prefix.shared_prefill`), stopping
+at ``</search>`` / ``</answer>`` / EOS or the per-turn token budget. Then every trajectory's action is parsed:
 
 - ``answer``: done.
 - ``search`` (turns < max_turns): the query joins one batched engine call for the whole turn; the

@@ -456,7 +456,8 @@ class Trainer:
         mask = self._policy_mask(trajs, idx, window)
         adv = right_align([advantages[i] for i in idx], width, dev)
         with autocast_context(dev, self.autocast):
-            scored_now = selected_logprobs(self.policy, window, mask, cfg.temperature, entropy=True)
+            scored_now = selected_logprobs(self.policy, window, mask, cfg.temperature, entropy=True,
+                                           entropy_grad=cfg.entropy_coef > 0)
             logp = scored_now.logprobs
             # no old log-probs were scored when the update is on-policy: this pass's own (detached) are they
             old = logp.detach() if scored["old"][idx[0]] is None else right_align(
