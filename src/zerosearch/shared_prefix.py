@@ -152,7 +152,8 @@ def shared_prefix_batches(prompt_keys: Sequence[Hashable], prompt_lengths: Seque
     by_prompt: dict[Hashable, list[int]] = {}
     for i, key in enumerate(prompt_keys):
         by_prompt.setdefault(key, []).append(i)
-    units = sorted(by_prompt.values(), key=lambda rows: (max(response_lengths[i] for i in rows), prompt_lengths[rows[0]]))
+    units = sorted(by_prompt.values(),
+                   key=lambda rows: (max(response_lengths[i] for i in rows), prompt_lengths[rows[0]]))
     groups: list[list[int]] = []
     current: list[int] = []
     prompts_in: set[Hashable] = set()
