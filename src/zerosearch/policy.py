@@ -18,6 +18,7 @@ from torch import nn
 
 from zerosearch.config import ConfigError, LoraConfig
 from zerosearch.llm.models import resolve_model_path
+from zerosearch.padding import left_pad
 from zerosearch.rl.losses import entropy_from_logits, token_logprobs
 from zerosearch.shared_prefix import SharedPrefixWindow, shared_prefix_hidden
 
@@ -113,21 +114,9 @@ class Window:
 def build_window(
     prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, device: torch.device
 ) -> Window:
-    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    L = max(lengths)
-    R = max(1, max(len(r) for r in responses))
-    n = len(prompts)
-    input_ids = torch.full((n, L), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, L), dtype=torch.long)
-    targets = torch.full((n, R), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((n, R), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        row = list(p) + list(r)
-        input_ids[i, L - len(row):] = torch.tensor(row, dtype=torch.long)
-        attention[i, L - len(row):] = 1
-        if r:
-            targets[i, R - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            response_mask[i, R - len(r):] = 1
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    input_ids, attention = left_pad(rows, max(len(row) for row in rows), pad_id)
+    targets, response_mask = left_pad(responses, max(1, max(len(r) for r in responses)), pad_id)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     return Window(
         input_ids.to(device), attention.to(device), position_ids.to(device),

@@ -45,6 +45,7 @@ from transformers import StoppingCriteriaList
 from zerosearch.curriculum import draw_noisy
 from zerosearch.llm.sampling import plain_generation
 from zerosearch.llm.stopping import StopOnStrings
+from zerosearch.padding import left_pad
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
@@ -391,11 +392,7 @@ class RolloutRunner:
     def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int]) -> list[list[int]]:
         rows = [t.prompt_ids + t.response_ids for t in chunk]
         width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            attention[i, width - len(r):] = 1
+        input_ids, attention = left_pad(rows, width, self.pad_id)
         max_new = max(1, max(budgets))
         sampling = self.settings.temperature > 0
         was_training = self.model.training

@@ -33,6 +33,8 @@ from typing import Any, Hashable, Sequence
 import torch
 from torch import nn
 
+from zerosearch.padding import left_pad
+
 __all__ = ["SharedPrefixWindow", "build_shared_prefix_window", "shared_prefix_batches", "shared_prefix_hidden",
            "shared_prefill", "cache_keyword"]
 
@@ -78,26 +80,11 @@ def build_shared_prefix_window(prompts: Sequence[Sequence[int]], responses: Sequ
             raise ValueError(f"row {i} has an empty prompt; every row needs at least one prompt token")
         row_prefix.append(keys.setdefault(tuple(p), len(keys)))
     distinct = list(keys)
-    n, g = len(prompts), len(distinct)
     P = max(len(p) - 1 for p in distinct)
     R = max(1, max(len(r) for r in responses))
-    prefix_ids = torch.full((g, P), pad_id, dtype=torch.long)
-    prefix_attention = torch.zeros((g, P), dtype=torch.long)
-    for j, p in enumerate(distinct):
-        if len(p) > 1:
-            prefix_ids[j, P - len(p) + 1:] = torch.tensor(p[:-1], dtype=torch.long)
-            prefix_attention[j, P - len(p) + 1:] = 1
-    suffix_ids = torch.full((n, R + 1), pad_id, dtype=torch.long)
-    suffix_attention = torch.zeros((n, R + 1), dtype=torch.long)
-    targets = torch.full((n, R), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((n, R), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        row = [p[-1], *r]
-        suffix_ids[i, R + 1 - len(row):] = torch.tensor(row, dtype=torch.long)
-        suffix_attention[i, R + 1 - len(row):] = 1
-        if r:
-            targets[i, R - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            response_mask[i, R - len(r):] = 1
+    prefix_ids, prefix_attention = left_pad([p[:-1] for p in distinct], P, pad_id)
+    suffix_ids, suffix_attention = left_pad([[p[-1], *r] for p, r in zip(prompts, responses)], R + 1, pad_id)
+    targets, response_mask = left_pad(responses, R, pad_id)
     rows = torch.tensor(row_prefix, dtype=torch.long)
     prompt_tokens = prefix_attention.sum(-1)[rows]
     # the same positions ``generate`` gave these tokens: cumsum of the attention mask over the whole row
