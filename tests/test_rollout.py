@@ -302,3 +302,21 @@ def test_in_process_chat_model_ignores_the_checkpoints_generation_config(searche
         texts[name] = [o.text for o in chat.complete(conversations, max_tokens=16, temperature=0.9, seed=3)]
         texts[name] += [o.text for o in chat.complete(conversations, max_tokens=16, temperature=0.0)]
     assert texts["opinionated"] == texts["plain"]
+
+
+def test_generation_never_compiles_the_model_by_itself(searcher_model, monkeypatch):
+    """On CUDA, transformers' ``generate`` compiles the forward pass whenever the cache is static; rollout
+    shapes change every call (and on an H200 the compile failed inside the first rollout). Within
+    ``plain_generation`` its auto-compile test must say no. The device is faked: this machine has no GPU."""
+    from transformers import StaticCache
+
+    from zerosearch.llm.sampling import plain_generation
+
+    model = AutoModelForCausalLM.from_pretrained(searcher_model)
+    cache = StaticCache(config=model.config, max_cache_len=8)
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    kwargs = {"cache": cache, "past_key_values": cache}  # the keyword differs across transformers versions
+    assert model._valid_auto_compile_criteria(kwargs, model.generation_config)  # what a GPU would do unasked
+    with plain_generation(model):
+        assert not model._valid_auto_compile_criteria(kwargs, model.generation_config)
+    assert model._valid_auto_compile_criteria(kwargs, model.generation_config)  # the checkpoint's config is back

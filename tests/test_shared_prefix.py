@@ -136,7 +136,10 @@ def _trainer(tmp_path, **overrides):
     tpl.write_text(SHORT_TEMPLATE)
     items = ["model=zerosearch:tiny", f"train_files={qa}", f"prompt_template={tpl}", "prompts_per_step=1",
              "rollouts_per_prompt=2", "algorithm=grpo", "lr=1e-2", "warmup_ratio=0", "kl_coef=0.1",
-             "entropy_coef=0.01", "total_steps=1", "micro_batch_tokens=64"]
+             "entropy_coef=0.01", "total_steps=1", "micro_batch_tokens=64",
+             # fp32 on the CPU: the tolerances below are fp32's, and on a GPU device=auto means bf16 weights
+             # (the unit suite run on an H200 failed here for that reason alone)
+             "device=cpu"]
     items += [f"{k}={v}" for k, v in overrides.items()]
     return Trainer(load_train_config(None, items), tmp_path / "run", engine=FixedDocumentsEngine(["x"]), progress=False)
 

@@ -218,7 +218,7 @@ def test_train_then_evaluate_with_real_bm25_then_report(tmp_path, monkeypatch, c
 def test_on_policy_update_needs_no_separate_old_logprob_pass(tmp_path, searcher_model, monkeypatch):
     """One epoch over one mini-batch: the update's detached log-probs are the old ones. The update is the
     one a separate scoring pass gives (to float rounding), and that pass is skipped."""
-    trainer = _trainer(tmp_path, searcher_model)
+    trainer = _trainer(tmp_path, searcher_model, device="cpu")  # fp32's tolerance; a GPU would load bf16
     trajs = [_traj(trainer, ["the sky is blue"]), _traj(trainer, ["grass is green"], answer="green")]
     assert trainer._on_policy(2)
     scored = trainer._score_tokens(trajs)

@@ -9,6 +9,12 @@ turn them off. The trainer scores ``softmax(logits / T)`` (:func:`zerosearch.pol
 a rollout sampled through any of those processors is silently off-policy, and greedy evaluation changes
 too. :func:`plain_generation` swaps in a neutral config for the call, keeping only the special token ids.
 
+The neutral config also turns off ``generate``'s automatic ``torch.compile``: on CUDA, transformers compiles
+the forward pass whenever the cache is static (``kv_cache: static``). A rollout's batch and cache shapes
+change every call, so that means a fresh compile per shape, and on one H200 (transformers 5.17, torch 2.11,
+gradient checkpointing on) the compile itself failed inside the first ``generate``. Eager decoding with a
+preallocated cache is what ``kv_cache: static`` promises; a compiled decoder is vLLM's job (``zerosearch.verl``).
+
 Not covered: a simulator behind an OpenAI-compatible server samples as that server decides (recent vLLM
 versions apply the checkpoint's generation config unless started with ``--generation-config vllm``);
 its documents are not scored by the trainer, so this does not make training off-policy.
@@ -47,7 +53,9 @@ def plain_generation(model: Any) -> Iterator[None]:
     saved = [(m, m.generation_config) for m in _targets(model)]
     try:
         for m, config in saved:
-            m.generation_config = GenerationConfig(**{k: getattr(config, k, None) for k in TOKEN_ID_FIELDS})
+            neutral = GenerationConfig(**{k: getattr(config, k, None) for k in TOKEN_ID_FIELDS})
+            neutral.disable_compile = True  # no automatic torch.compile on CUDA (see the module's docstring)
+            m.generation_config = neutral
         yield
     finally:
         for m, config in saved:
