@@ -24,7 +24,18 @@ H200's dense bf16 figure); gradient checkpointing's recomputation is not counted
     python benchmarks/gpu_step.py --size tiny --device cpu --prompts 4 --rollouts 2 --turn-tokens 16 \\
         --prompt-tokens 32                                 # a CPU check that it runs (seconds)
 
+    python benchmarks/gpu_step.py --no-checkpointing                  # the update without recomputation
+    python benchmarks/gpu_step.py --no-checkpointing --shared-prefix  # ... and a prompt's rollouts share it
+
 Run on CPU at the tiny size (2026-11-30, 2 cores): it runs end to end; the figures mean nothing there.
+
+First run on one H200 (2026-11-30; torch 2.11, transformers 5.17): no figures. With gradient checkpointing
+the warm-up rollout failed inside ``torch.compile``, which ``generate`` starts by itself on CUDA when the
+cache is static; the model was also still in train mode, where transformers drops the KV cache under
+gradient checkpointing. Without checkpointing the rollout had not finished after 130 s (compiling, then
+recompiling for the next batch shape). Both are fixed here and in the trainer's path:
+:func:`zerosearch.llm.sampling.plain_generation` turns the automatic compile off, and the rollout runs in
+eval mode as the trainer's does. Not yet re-run on a GPU.
 """
 
 from __future__ import annotations
@@ -63,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch-tokens", type=int, default=16384, help="padded tokens per micro-batch")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
     parser.add_argument("--no-checkpointing", action="store_true", help="turn gradient checkpointing off")
+    parser.add_argument("--shared-prefix", action="store_true",
+                        help="update with a prompt's rollouts sharing its pass (needs --no-checkpointing)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     return parser.parse_args(argv)
@@ -71,6 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _peak_gib(device: torch.device) -> str:
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a"
 
 
 def build_model(size: str, device: torch.device, checkpointing: bool):
@@ -91,6 +114,9 @@ def rollout(model, prompts: torch.Tensor, turn_tokens: int, batch: int) -> torch
     from zerosearch.llm.sampling import plain_generation
 
     out = []
+    # eval mode, as the rollout runs it: in train mode with gradient checkpointing transformers drops the KV
+    # cache and re-runs the whole sequence at every token (the first H200 run did exactly that)
+    model.eval()
     with torch.no_grad(), plain_generation(model):
         for start in range(0, len(prompts), batch):
             ids = prompts[start : start + batch]
@@ -102,10 +128,15 @@ def rollout(model, prompts: torch.Tensor, turn_tokens: int, batch: int) -> torch
     return torch.cat(out)
 
 
-def update(model, optimizer, prompts: torch.Tensor, responses: torch.Tensor, micro_batch_tokens: int) -> int:
-    """One on-policy update over every sequence, as the trainer runs it; returns the tokens processed."""
+def update(model, optimizer, prompts: torch.Tensor, responses: torch.Tensor, micro_batch_tokens: int,
+           shared_prefix: bool = False) -> int:
+    """One on-policy update over every sequence, as the trainer runs it; returns the sequences' tokens.
+
+    ``shared_prefix``: each micro-batch runs its distinct prompts once and every row's response against them
+    (:mod:`zerosearch.shared_prefix`, the trainer's path without gradient checkpointing)."""
     from zerosearch.policy import build_window, micro_batches, right_align, selected_logprobs
     from zerosearch.rl.losses import ppo_clip_loss
+    from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches
 
     device = prompts.device
     n = len(prompts)
@@ -116,8 +147,14 @@ def update(model, optimizer, prompts: torch.Tensor, responses: torch.Tensor, mic
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    for group in micro_batches(lengths, micro_batch_tokens):
-        window = build_window([prompt_ids[i] for i in group], [response_ids[i] for i in group], 0, device)
+    if shared_prefix:
+        groups = shared_prefix_batches([tuple(p) for p in prompt_ids], [len(p) for p in prompt_ids],
+                                       [len(r) for r in response_ids], micro_batch_tokens)
+        build = build_shared_prefix_window
+    else:
+        groups, build = micro_batches(lengths, micro_batch_tokens), build_window
+    for group in groups:
+        window = build([prompt_ids[i] for i in group], [response_ids[i] for i in group], 0, device)
         mask = right_align([torch.ones(len(response_ids[i])) for i in group], window.width, device)
         logp = selected_logprobs(model, window, mask, 1.0).logprobs
         adv = advantages[group][:, None].expand_as(logp) * mask
@@ -140,6 +177,8 @@ def model_flops_per_token(config, context: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.shared_prefix and not args.no_checkpointing:
+        raise SystemExit("--shared-prefix needs --no-checkpointing: checkpointed layers drop the shared KV cache")
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if device.type == "cuda":
@@ -162,14 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     sync(device)
     rollout_seconds = time.perf_counter() - t0
     assert responses.shape == (n, args.turn_tokens), responses.shape
+    # each phase is reported as it ends: a later failure (out of memory in the update) keeps this one's figures
+    print(f"[gpu_step] rollout: {rollout_seconds:.1f} s, {n * args.turn_tokens / rollout_seconds:,.0f} tokens/s, "
+          f"peak {_peak_gib(device)}", file=sys.stderr)
 
     warm = min(n, max(1, args.micro_batch_tokens // (args.prompt_tokens + args.turn_tokens)))
-    update(model, optimizer, prompts[:warm], responses[:warm], args.micro_batch_tokens)  # warm-up
+    update(model, optimizer, prompts[:warm], responses[:warm], args.micro_batch_tokens, args.shared_prefix)  # warm
     sync(device)
     t0 = time.perf_counter()
-    tokens = update(model, optimizer, prompts, responses, args.micro_batch_tokens)
+    tokens = update(model, optimizer, prompts, responses, args.micro_batch_tokens, args.shared_prefix)
     sync(device)
     update_seconds = time.perf_counter() - t0
+    print(f"[gpu_step] update: {update_seconds:.1f} s for {tokens:,} tokens, peak {_peak_gib(device)}",
+          file=sys.stderr)
 
     context = args.prompt_tokens + args.turn_tokens
     tflops = model_flops_per_token(model.config, context) * tokens / update_seconds / 1e12
@@ -181,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "update_seconds": update_seconds, "update_tokens_per_second": tokens / update_seconds,
         "update_tflops": tflops, "mfu": tflops / args.peak_tflops if device.type == "cuda" else None,
         "peak_memory_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
-        "gradient_checkpointing": not args.no_checkpointing, "torch": torch.__version__,
+        "gradient_checkpointing": not args.no_checkpointing, "shared_prefix": args.shared_prefix,
+        "torch": torch.__version__, "transformers": _transformers_version(),
     }
     rows = [("rollout tokens / s", f"{results['rollout_tokens_per_second']:,.0f}"),
             ("rollout s", f"{rollout_seconds:.1f}"), ("update s", f"{update_seconds:.1f}"),
@@ -190,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             ("update MFU", "n/a (not a GPU)" if results["mfu"] is None else f"{100 * results['mfu']:.1f}%"),
             ("peak GPU memory (GiB)", "n/a" if results["peak_memory_gib"] is None
              else f"{results['peak_memory_gib']:.1f}")]
-    print(f"| {results['device_name']}, {args.size}, {n} x ({args.prompt_tokens} + {args.turn_tokens}) | |")
+    path = ("gradient checkpointing" if not args.no_checkpointing
+            else "shared prefix" if args.shared_prefix else "full rows")
+    print(f"| {results['device_name']}, {args.size}, {n} x ({args.prompt_tokens} + {args.turn_tokens}), {path} | |")
     print("|---|---:|")
     for name, value in rows:
         print(f"| {name} | {value} |")

