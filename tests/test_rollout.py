@@ -32,7 +32,7 @@ class ScriptedRunner(RolloutRunner):
         super().__init__(model=None, tokenizer=tok, engine=engine, settings=settings, device=torch.device("cpu"))
         self.scripts = scripts
 
-    def _generate_chunk(self, chunk, budgets):
+    def _generate_chunk(self, chunk, budgets, carry=False):
         out = []
         for traj, budget in zip(chunk, budgets):
             text = self.scripts[traj.group].pop(0)
@@ -234,7 +234,8 @@ def test_shared_prefill_gives_the_same_rollouts(searcher_model, monkeypatch, tem
     runs = {}
     for mode in ("shared", "per_row"):
         monkeypatch.setattr(rollout_module, "shared_prefill", spy if mode == "shared" else lambda *a: None)
-        settings = RolloutSettings(max_turns=2, topk=2, max_turn_tokens=24, temperature=temperature)
+        # kv_reuse off: every turn starts from a fresh context, so later turns may share too
+        settings = RolloutSettings(max_turns=2, topk=2, max_turn_tokens=24, temperature=temperature, kv_reuse=False)
         runner = RolloutRunner(model, tok, FixedDocumentsEngine(DOCS), settings, torch.device("cpu"))
         trajs = [make(tok, q, g) for g, q in enumerate(questions) for _ in range(3)]
         torch.manual_seed(0)

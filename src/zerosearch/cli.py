@@ -34,6 +34,7 @@ config keys (key=value, dotted for sections; values are YAML):
   format_reward          weight of a bonus for a well-formed trajectory (0 = the paper's reward)
   final_eval.baselines   also evaluate the untrained and warmed-up models: a before/after table
   autocast, kv_cache     bf16 mixed precision (auto: on CPUs with bf16 instructions); static KV cache
+  kv_reuse               a later turn continues from the turn before's KV cache (same rollouts, on by default)
   micro_batch_tokens, shared_prefix   padded tokens per forward pass; a prompt's rollouts share its
                          forward pass (same gradients, less work; on by default)
   doc_format             how documents are shown: zerosearch (the original's "Doc 1: text", default) |

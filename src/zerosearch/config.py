@@ -250,6 +250,9 @@ class TrainConfig:
     max_context_tokens: int = 8192
     rollout_batch_size: int = 0  # sequences per generate call; 0 = all at once
     kv_cache: str = "dynamic"  # static: a preallocated KV cache per generate call (faster decoding on CPU)
+    # a later turn continues from the KV cache of the turn before and runs only the environment's new tokens
+    # (same rollouts; zerosearch/turn_cache.py); applies with kv_cache=dynamic and rollout_batch_size=0
+    kv_reuse: bool = True
     # how documents are shown in <information>: zerosearch (the original's "Doc i: text") | search_r1
     # ("Doc i(Title: \"t\") text"); recorded with every saved policy, and eval uses it by default
     doc_format: str = "zerosearch"

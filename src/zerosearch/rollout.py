@@ -5,10 +5,12 @@ built *while appending*: 1 for every token the policy sampled, 0 for every token
 inserted (the ``<information>`` block with its tags, the corrective message). Nothing re-tokenises the
 trajectory later and nothing reconstructs the mask from text.
 
-One turn = one batched ``generate`` over the still-active trajectories (KV cache within the turn; the
-prefix is re-encoded at each turn, as Search-R1 does, except that rows with the same context, a prompt's
-rollouts at their first turn, prefill it once: :func:`zerosearch.shared_prefix.shared_prefill`), stopping
-at ``</search>`` / ``</answer>`` / EOS or the per-turn token budget. Then every trajectory's action is parsed:
+One turn = one batched ``generate`` over the still-active trajectories, stopping at ``</search>`` /
+``</answer>`` / EOS or the per-turn token budget. Rows with the same context (a prompt's rollouts at their
+first turn) prefill it once (:func:`zerosearch.shared_prefix.shared_prefill`), and a later turn continues from
+the KV cache the turn before left, running only the tokens the environment appended
+(:mod:`zerosearch.turn_cache`; Search-R1 and the original re-encode the whole context at every turn). Then
+every trajectory's action is parsed:
 
 - ``answer``: done.
 - ``search`` (turns < max_turns): the query joins one batched engine call for the whole turn; the
@@ -51,6 +53,7 @@ from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
 from zerosearch.shared_prefix import cache_keyword, shared_prefill
+from zerosearch.turn_cache import TurnCache
 
 # Trajectory statuses.
 ANSWERED = "answered"
@@ -178,6 +181,9 @@ class RolloutSettings:
     kv_cache: str = "dynamic"
     # how documents are rendered in the <information> block: zerosearch | search_r1
     doc_format: str = DEFAULT_DOC_FORMAT
+    # later turns continue from the KV cache the turn before left (zerosearch/turn_cache.py) instead of
+    # re-encoding the whole context; needs kv_cache=dynamic and one generate call per turn (batch_size 0)
+    kv_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.kv_cache not in ("dynamic", "static"):
@@ -332,6 +338,7 @@ class RolloutRunner:
         self.pad_id = tokenizer.pad_token_id
         self.env = SearchEnvironment(tokenizer, settings,
                                      eos_token_ids(tokenizer, getattr(model, "generation_config", None)))
+        self._turn_cache: TurnCache | None = None  # the last turn's KV cache, within one run()
 
     # ------------------------------------------------------------------------------------------
     def run(self, trajectories: list[Trajectory], noise_probability: float | None,
@@ -342,6 +349,15 @@ class RolloutRunner:
         (a real one): then nothing is drawn from ``rng`` and each search turn's ``noisy`` stays None.
         """
         stats = RolloutStats()
+        s = self.settings
+        try:
+            self._turn_rounds(trajectories, noise_probability, rng, stats)
+        finally:
+            self._turn_cache = None  # the cache is the rollout's largest tensor; scoring needs the memory
+        return stats
+
+    def _turn_rounds(self, trajectories: list[Trajectory], noise_probability: float | None,
+                     rng: np.random.Generator, stats: RolloutStats) -> None:
         s = self.settings
         for turn_index in range(s.max_turns + 1):
             active = [t for t in trajectories if not self.env.out_of_room(t)]
@@ -360,7 +376,6 @@ class RolloutRunner:
                 t0 = time.perf_counter()
                 self._search(pending, noise_probability, rng, stats)
                 stats.search_seconds += time.perf_counter() - t0
-        return stats
 
     def _search(self, pending: list[tuple[Trajectory, Turn]], p: float | None, rng: np.random.Generator,
                 stats: RolloutStats) -> None:
@@ -381,28 +396,37 @@ class RolloutRunner:
         trims them at the first stop)."""
         s = self.settings
         size = s.batch_size or len(active)
+        # the turn cache follows one batch from turn to turn: with several generate calls per turn, none is kept
+        carry = s.kv_reuse and s.kv_cache == "dynamic" and size >= len(active)
         results: list[list[int]] = []
         for start in range(0, len(active), size):
             chunk = active[start : start + size]
             budgets = [self.env.turn_budget(t) for t in chunk]
-            results.extend(self._generate_chunk(chunk, budgets))
+            results.extend(self._generate_chunk(chunk, budgets, carry))
         return results
 
     @torch.no_grad()
-    def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int]) -> list[list[int]]:
+    def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int], carry: bool = False) -> list[list[int]]:
         rows = [t.prompt_ids + t.response_ids for t in chunk]
-        width = max(len(r) for r in rows)
-        input_ids, attention = left_pad(rows, width, self.pad_id)
+        turn_cache, self._turn_cache = self._turn_cache, None
+        continued = turn_cache.continue_rows(chunk, rows, self.pad_id) if carry and turn_cache else None
+        if continued is None:
+            input_ids, attention = left_pad(rows, max(len(r) for r in rows), self.pad_id)
+            input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        else:
+            input_ids, attention, carried = continued
+        width = input_ids.shape[1]
         max_new = max(1, max(budgets))
         sampling = self.settings.temperature > 0
         was_training = self.model.training
         self.model.eval()
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         # plain_generation: the checkpoint's generation_config (repetition_penalty, top_k, ...) must not
         # reshape the distribution the trainer scores as softmax(logits / T)
         with autocast_context(self.device, self.autocast), plain_generation(self.model):
             if self.settings.kv_cache == "static":
                 cache = {"cache_implementation": "static"}
+            elif continued is not None:  # the turn before's cache: only the new tokens run
+                cache = {cache_keyword(self.model): carried}
             else:  # a prompt's rollouts start from one context: prefill it once, not once per rollout
                 prefilled = shared_prefill(self.model, input_ids, attention)
                 cache = {} if prefilled is None else {cache_keyword(self.model): prefilled}
@@ -417,9 +441,14 @@ class RolloutRunner:
                 stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, width, STOP_STRINGS)]),
                 pad_token_id=self.pad_id,
                 use_cache=True,
+                return_dict_in_generate=True,
                 **cache,
             )
         if was_training:
             self.model.train()
-        new = out[:, width:].tolist()
+        sequences = out.sequences
+        if carry:
+            kept = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            self._turn_cache = TurnCache.after_generate(kept, chunk, rows, attention, sequences)
+        new = sequences[:, width:].tolist()
         return [ids[: max(budget, 0)] for ids, budget in zip(new, budgets)]

@@ -150,7 +150,7 @@ class Trainer:
             self.policy, self.tokenizer, self.engine,
             RolloutSettings(cfg.max_turns, cfg.topk, cfg.max_turn_tokens, cfg.max_obs_tokens,
                             cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size, cfg.kv_cache,
-                            cfg.doc_format),
+                            cfg.doc_format, kv_reuse=cfg.kv_reuse),
             self.device, autocast=self.autocast,
         )
         self._prompt_cache: dict[int, list[int]] = {}
