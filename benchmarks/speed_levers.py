@@ -12,8 +12,8 @@ the ratio off / on (> 1: the lever pays).
     head            the update (bf16), 77 of 520 tokens trained on per row           head at those / everywhere
     stop            the simulator: 8 prompt-mode calls, top-3, max_tokens 128 / 512  stop at "Doc 4" / none
     threads         two processes doing the update (x2) at once on the machine's CPUs  1 thread each / all each
-    kv_reuse        turn 2's prefill: 25 rows of 773 tokens, 253 of them seen        new tokens only / all
-                    in turn 1 (an upper bound on what reusing turn 1's KV cache saves; not implemented)
+    kv_reuse        the default's rollout: 8 rows, 3 turns of <= 128 tokens (bf16)  turn cache kept / re-encode
+                    the same, against the static cache (which cannot be carried)     dynamic + kept / static
 
     python benchmarks/speed_levers.py                   # all levers, 3 pairs each (~15 min on 2 idle cores)
     python benchmarks/speed_levers.py --levers stop,head --pairs 5
@@ -33,7 +33,7 @@ Results (2026-11-30, 2 CPU cores with AMX, 3 pairs, medians; ``runs/speed_levers
     stop       simulator calls, max_tokens 128      11.53 s   12.56 s    1.07      yes (free; see below)
     stop       simulator calls, max_tokens 512      14.86 s   15.01 s    1.01
     threads    two concurrent updates (x2 each)     24.68 s   53.56 s    2.23      yes (override)
-    kv_reuse   turn-2 prefill, 25 x 773 tokens      12.04 s   18.61 s    1.55      not built (upper bound)
+    kv_reuse   turn-2 prefill, 25 x 773 tokens      12.04 s   18.61 s    1.55      (the upper bound, before it was built)
 
 Generation in bf16 with the static cache is 1.35x as fast as in fp32 with the dynamic cache (14.09 / 10.44);
 in the embedded default's evaluation of 50 questions the two settings measured 103 s against 151 s.
@@ -45,8 +45,19 @@ documents the prompt asks for: the prompt asks for five, the original cut at ``t
 (``num_threads`` / ``ZEROSEARCH_NUM_THREADS``) and the cgroup quota, for processes sharing cores.
 ``kv_reuse``: turn 2 re-reads the prompt and turn 1 (253 of 773 tokens here), and skipping them saves
 at most a third of that prefill. Prefill is a small part of a step, so this is about 2 s of a 40-60 s RL
-step, or up to 13 s of the 50-question evaluation. Rows grow by different amounts between turns, so
-reusing the cache means realigning each row's left padding; that is left for later.
+step, or up to 13 s of the 50-question evaluation.
+
+``kv_reuse``, built (:mod:`zerosearch.turn_cache`; 2026-11-30, 3 pairs, ``runs/speed_levers_kv_reuse.json``):
+
+    lever      work                                   on        off     off / on   kept
+    kv_reuse   rollout, dynamic cache               23.16 s   25.28 s    1.10      yes (with kv_cache=dynamic)
+    kv_reuse   rollout, vs static cache             22.92 s   27.75 s    1.14      default left static
+
+Same tokens with the turn cache and without (1,159: the same seed samples the same rollouts), so the 1.10 is
+the same work done faster; every pair agreed (22.2-23.2 s against 25.2-25.6 s). The static cache sampled
+other tokens (1,014: bf16 rounds differently there), so that row compares different work: per generated
+token it is 19.8 ms against 27.4 ms for the static cache. The embedded default keeps ``kv_cache: static``
+until a whole run (RL steps and the 50-question evaluation) is measured both ways.
 """
 
 from __future__ import annotations
@@ -157,10 +168,44 @@ def work_simulator(stop: bool, max_tokens: int = 128) -> dict[str, float]:
     return {"seconds": seconds, "tokens_per_document": tokens / max(1, docs), "documents": docs}
 
 
-def work_prefill(model, tokens: int) -> None:
-    x = _ids(25, tokens)
-    with torch.no_grad(), _autocast(True):
-        model(input_ids=x, attention_mask=torch.ones_like(x), logits_to_keep=1)
+class _ThreeDocuments:
+    """A search engine that always returns the same three ~30-word documents (no index, no simulator)."""
+
+    name = "three-documents"
+
+    def search(self, requests, topk):
+        from zerosearch.search.base import Document, SearchResult
+
+        text = ("The Eiffel Tower was designed by the engineering firm of Gustave Eiffel and completed in 1889 for "
+                "the World's Fair in Paris, France, where it still stands on the Champ de Mars today.")
+        return [SearchResult(documents=[Document(text)] * min(topk, 3)) for _ in requests]
+
+
+def work_rollout(model, tokenizer, kv_cache: str, kv_reuse: bool) -> dict[str, float]:
+    """The default's rollout: 4 prompts x 2 rollouts, max_turns 2, 128 tokens a turn, sampled with one seed.
+
+    SmolLM2 does not follow the protocol, so every turn ends in the corrective message and the next turn
+    continues after it: three turns a row, each context longer than the last. The same seed gives the same
+    tokens whichever cache is used (checked: the token counts are printed)."""
+    import numpy as np
+
+    from zerosearch.data import policy_prompt
+    from zerosearch.policy import encode_prompt
+    from zerosearch.prompts import load_template
+    from zerosearch.rollout import RolloutRunner, RolloutSettings, Trajectory
+
+    questions = ["who designed the eiffel tower", "what is the capital of france", "who wrote hamlet",
+                 "when did world war two end"]
+    template = load_template("policy")
+    settings = RolloutSettings(max_turns=2, topk=3, max_turn_tokens=128, max_obs_tokens=512, max_context_tokens=2048,
+                               temperature=1.0, kv_cache=kv_cache, kv_reuse=kv_reuse)
+    runner = RolloutRunner(model, tokenizer, _ThreeDocuments(), settings, torch.device("cpu"), autocast=torch.bfloat16)
+    trajectories = [Trajectory(q, ("x",), encode_prompt(tokenizer, policy_prompt(q, template), True), group=g)
+                    for g, q in enumerate(questions) for _ in range(2)]
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    runner.run(trajectories, 0.0, np.random.default_rng(0))
+    return {"seconds": time.perf_counter() - start, "tokens": sum(len(t.response_ids) for t in trajectories)}
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -188,7 +233,7 @@ def _threads_pair(threads: int) -> float:
 
 
 def measure(levers: list[str], pairs: int) -> list[dict[str, object]]:
-    model, _ = _model()
+    model, tokenizer = _model()
     work_update(model, True)  # first-call costs (oneDNN kernels, allocations) out of the way
     work_generate(model, True, True)
     cases: dict[str, list[tuple[str, Callable[[], float], Callable[[], float]]]] = {
@@ -206,8 +251,10 @@ def measure(levers: list[str], pairs: int) -> list[dict[str, object]]:
         "stop": [(f"simulator calls, max_tokens {n}", lambda n=n: work_simulator(True, n)["seconds"],
                   lambda n=n: work_simulator(False, n)["seconds"]) for n in (128, 512)],
         "threads": [("two concurrent updates", lambda: _threads_pair(1), lambda: _threads_pair(os.cpu_count() or 2))],
-        "kv_reuse": [("turn-2 prefill", lambda: _timed(lambda: work_prefill(model, 773 - 253)),
-                      lambda: _timed(lambda: work_prefill(model, 773)))],
+        "kv_reuse": [("rollout, dynamic cache", lambda: work_rollout(model, tokenizer, "dynamic", True)["seconds"],
+                      lambda: work_rollout(model, tokenizer, "dynamic", False)["seconds"]),
+                     ("rollout, vs static cache", lambda: work_rollout(model, tokenizer, "dynamic", True)["seconds"],
+                      lambda: work_rollout(model, tokenizer, "static", False)["seconds"])],
     }
     rows = []
     for lever in levers:
@@ -223,6 +270,12 @@ def measure(levers: list[str], pairs: int) -> list[dict[str, object]]:
             rows.append(row)
             print(f"{lever:9s} {name:26s} on {row['on_s']:7.2f} s  off {row['off_s']:7.2f} s  off/on {row['ratio']:.2f}",
                   flush=True)
+    if "kv_reuse" in levers:
+        tokens = {(c, r): work_rollout(model, tokenizer, c, r)["tokens"]
+                  for c, r in (("dynamic", True), ("dynamic", False), ("static", False))}
+        print(f"kv_reuse  rollout tokens (dynamic + reuse, dynamic, static): {list(tokens.values())}", flush=True)
+        if len(set(tokens.values())) != 1:
+            print("kv_reuse  WARNING: the arms generated different tokens, so the work differs", flush=True)
     if "stop" in levers:
         for n in (128, 512):
             for mode in (True, False):
