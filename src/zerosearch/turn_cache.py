@@ -21,8 +21,22 @@ generated and what follows its held tokens), so nothing here depends on how the 
 Any row that does not continue its cached tokens (or a batch holding a row the cache never saw) gets no cache:
 :meth:`TurnCache.continue_rows` returns None and the caller re-encodes, as before.
 
-Holes keep the cache from shrinking: it grows by each turn's longest generation. ``TurnCache`` is dropped at
-the end of a rollout, before scoring needs the memory.
+Where holes would change what a row sees, nothing is carried (:func:`carries_turns`, and the check of the cache's
+layers in :meth:`TurnCache.after_generate`), found by a review that tried other architectures:
+
+* sliding-window layers (Mistral, Gemma 2/3, Qwen2 with ``use_sliding_window``): the window counts cache
+  columns, so holes leave fewer real tokens in it;
+* linear-attention and recurrent layers (Qwen3.5, Qwen3-Next, LFM2): their state has absorbed the tokens
+  generated after a row's stop, which no mask can take back;
+* quantised caches and any other layer type but transformers' plain ``DynamicLayer``;
+* MPT, whose ALiBi bias counts column distance rather than the mask's positions.
+
+The cached columns of the next input hold the tokens the cache was computed from (holes included, masked), not
+padding, so a model that drops its cache and re-runs the whole input (Phi-3's ``prepare_inputs_for_generation``
+does past ``original_max_position_embeddings``) still reads the right context.
+
+Holes keep the cache from shrinking: it grows by each turn's longest generation and new-token block. ``TurnCache``
+is dropped at the end of a rollout, before scoring needs the memory.
 """
 
 from __future__ import annotations
@@ -34,7 +48,26 @@ import torch
 
 from zerosearch.padding import left_pad
 
-__all__ = ["TurnCache", "common_prefix_length"]
+__all__ = ["TurnCache", "carries_turns", "common_prefix_length"]
+
+# architectures whose attention positions tokens by column, not by the mask's cumsum: holes would move them
+_POSITIONED_BY_COLUMN = frozenset({"mpt"})
+
+
+def carries_turns(model: Any) -> bool:
+    """Whether ``model``'s architecture lets a turn continue from a cache with holes (see the module docstring)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) not in _POSITIONED_BY_COLUMN
+
+
+def _plain_layers(cache: Any) -> bool:
+    """Every layer of ``cache`` is transformers' plain full-attention ``DynamicLayer`` (not a subclass)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # a transformers without cache layers: no carrying
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -56,6 +89,7 @@ class TurnCache:
     held: [N] the token ids each row held in the input, in order (its whole context at this turn)
     attention: [N, C] the input's attention mask (0 at padding and at holes)
     generated: [N] each row's first ``G - 1`` generated ids: the ones the cache holds
+    cached_ids: [N, C + G - 1] the token ids the cache was computed from, column by column
     """
 
     cache: Any
@@ -63,6 +97,7 @@ class TurnCache:
     held: list[list[int]]
     attention: torch.Tensor
     generated: list[list[int]]
+    cached_ids: torch.Tensor
 
     @classmethod
     def after_generate(cls, cache: Any, keys: Sequence[Any], held: Sequence[Sequence[int]], attention: torch.Tensor,
@@ -72,12 +107,12 @@ class TurnCache:
         ``sequences``: [N, C + G] what ``generate`` returned for an input of width C = ``attention.shape[1]``.
         """
         width = attention.shape[1]
-        if cache is None or not hasattr(cache, "batch_select_indices"):
+        if cache is None or not _plain_layers(cache):
             return None
         if cache.get_seq_length() != sequences.shape[1] - 1:  # a cache that does not hold what we think it does
             return None
         generated = sequences[:, width:-1].tolist()
-        return cls(cache, list(keys), [list(h) for h in held], attention, generated)
+        return cls(cache, list(keys), [list(h) for h in held], attention, generated, sequences[:, :-1])
 
     def continue_rows(self, keys: Sequence[Any], rows: Sequence[Sequence[int]], pad_id: int,
                       ) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
@@ -85,9 +120,9 @@ class TurnCache:
 
         ``keys``: [M] the rows' objects (each one of this cache's keys); ``rows``: [M] their whole contexts now.
         The cache is narrowed to the M rows in place (this object is spent). The input's cached columns hold
-        ``pad_id`` (``generate`` never reads them: the cache covers them); the last S columns hold each row's
-        new tokens, left-padded. None when a row is unknown or does not continue what the cache holds, or has
-        nothing new to run.
+        the ids the cache was computed from (``generate`` skips them, as the cache covers them); the last S
+        columns hold each row's new tokens, left-padded with ``pad_id``. None when a row is unknown or does not
+        continue what the cache holds, or has nothing new to run.
         """
         index = {id(k): i for i, k in enumerate(self.keys)}
         selected, suffixes, kept = [], [], []
@@ -115,7 +150,7 @@ class TurnCache:
         self.cache.batch_select_indices(index_tensor)
         width = max(len(s) for s in suffixes)
         suffix_ids, suffix_mask = left_pad(suffixes, width, pad_id)
-        input_ids = torch.cat([torch.full(cached_mask.shape, pad_id, dtype=torch.long, device=device),
-                               suffix_ids.to(device)], dim=1)
+        cached_ids = self.cached_ids[index_tensor.to(self.cached_ids.device)].to(device)
+        input_ids = torch.cat([cached_ids, suffix_ids.to(device)], dim=1)
         attention = torch.cat([cached_mask, suffix_mask.to(device=device, dtype=cached_mask.dtype)], dim=1)
         return input_ids, attention, self.cache

@@ -83,7 +83,8 @@ logger = logging.getLogger(__name__)
 
 # RolloutSettings fields an agent loop entry may set; temperature comes from verl's sampling params, and
 # batching and the KV cache are the rollout server's business
-_ROLLOUT_KEYS = {f.name for f in dataclasses.fields(RolloutSettings)} - {"temperature", "batch_size", "kv_cache"}
+_ROLLOUT_KEYS = {f.name for f in dataclasses.fields(RolloutSettings)} - {"temperature", "batch_size", "kv_cache",
+                                                                        "kv_reuse"}
 _ENGINES: dict[tuple[str, str], SearchEngine] = {}  # one engine per (spec, options) in a worker process
 
 
