@@ -206,3 +206,43 @@ def test_a_model_without_plain_head_refuses_a_shared_window(monkeypatch):
     window = build_shared_prefix_window([[3, 4]], [[5]], PAD, CPU)
     with pytest.raises(ValueError, match="no plain output head"):
         selected_logprobs(tiny_model(), window, window.response_mask)
+
+
+def _from_config(model_type: str, **shape):
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type, vocab_size=64, **shape)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _with_lora():
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj"]))
+
+
+ATTENTION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("name,build,shares", [
+    ("llama", lambda: tiny_model(), True),
+    ("llama + LoRA", _with_lora, True),
+    ("mistral, sliding window", lambda: _from_config("mistral", sliding_window=8, **ATTENTION), False),
+    ("qwen2, some sliding layers", lambda: _from_config("qwen2", use_sliding_window=True, sliding_window=8,
+                                                        max_window_layers=2, **ATTENTION), False),
+    ("qwen3.5, linear attention", lambda: _from_config("qwen3_5_text", **ATTENTION), False),
+    ("mpt, ALiBi by column", lambda: _from_config("mpt", d_model=32, n_heads=4, n_layers=2), False),
+])
+def test_which_models_share_a_cache(name, build, shares):
+    """Rows gather a shared cache, and read it across masked padding, only where every layer is plain full
+    attention placed by the mask's positions (a review found sliding windows and linear attention give other
+    tokens or crash, and MPT's ALiBi counts columns). The others fall back to full rows."""
+    from zerosearch.shared_prefix import shared_prefill, shares_cache
+
+    model = build()
+    assert shares_cache(model) is shares, name
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8]])  # two equal rows: something to share
+    cache = shared_prefill(model, ids, torch.ones_like(ids))
+    assert (cache is not None) is shares, name

@@ -52,8 +52,8 @@ from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, informatio
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
-from zerosearch.shared_prefix import cache_keyword, shared_prefill
-from zerosearch.turn_cache import TurnCache, carries_turns
+from zerosearch.shared_prefix import cache_keyword, shared_prefill, shares_cache
+from zerosearch.turn_cache import TurnCache
 
 # Trajectory statuses.
 ANSWERED = "answered"
@@ -397,7 +397,7 @@ class RolloutRunner:
         s = self.settings
         size = s.batch_size or len(active)
         # the turn cache follows one batch from turn to turn: with several generate calls per turn, none is kept
-        carry = s.kv_reuse and s.kv_cache == "dynamic" and size >= len(active) and carries_turns(self.model)
+        carry = s.kv_reuse and s.kv_cache == "dynamic" and size >= len(active) and shares_cache(self.model)
         results: list[list[int]] = []
         for start in range(0, len(active), size):
             chunk = active[start : start + size]

@@ -20,8 +20,10 @@ attention mask, so they change nothing.
 
 This is a departure in *how* the original code (and verl, TRL) computes the update, not in *what*: they
 run every row in full. It needs a decoder that takes a KV cache and a plain output head
-(:func:`zerosearch.policy.plain_head`); the trainer falls back to full rows otherwise, with a critic
-(whose trunk reads full rows) and with gradient checkpointing (which drops the cache).
+(:func:`zerosearch.policy.plain_head`), and a cache that rows may gather and read across masked padding
+(:func:`shares_cache`: full attention in every layer, positions from the mask); the trainer falls back to full
+rows otherwise, with a critic (whose trunk reads full rows) and with gradient checkpointing (which drops the
+cache).
 """
 
 from __future__ import annotations
@@ -36,7 +38,34 @@ from torch import nn
 from zerosearch.padding import left_pad
 
 __all__ = ["SharedPrefixWindow", "build_shared_prefix_window", "shared_prefix_batches", "shared_prefix_hidden",
-           "shared_prefill", "cache_keyword"]
+           "shared_prefill", "cache_keyword", "shares_cache"]
+
+# architectures whose attention places tokens by column rather than by the mask's positions (MPT's ALiBi):
+# the padding between a shared prompt and a row's tokens would move them
+_POSITIONED_BY_COLUMN = frozenset({"mpt"})
+
+
+def shares_cache(model: nn.Module) -> bool:
+    """Whether ``model``'s rows may share a gathered KV cache and read it across masked padding columns.
+
+    True when every layer of the cache transformers builds for it is the plain full-attention ``DynamicLayer``
+    and its positions come from the attention mask. Not: sliding-window layers (Mistral, Gemma 2/3, Qwen2 with
+    ``use_sliding_window``: the window counts columns, padding included), linear-attention or recurrent layers
+    (Qwen3.5, Qwen3-Next, LFM2: no per-row gather, and a state that cannot skip a column), MPT (ALiBi by
+    column distance). Used by the shared prompt pass here, the rollout's shared prefill and its turn cache
+    (:mod:`zerosearch.turn_cache`); each falls back to full rows where this is False.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) in _POSITIONED_BY_COLUMN:
+        return False
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # a config transformers cannot lay a cache out for: do not guess
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 @dataclass
@@ -173,7 +202,7 @@ def shared_prefill(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     """
     from transformers import DynamicCache
 
-    if input_ids.shape[1] < 2:
+    if input_ids.shape[1] < 2 or not shares_cache(model):
         return None
     distinct, row_index = torch.unique(input_ids, dim=0, return_inverse=True)
     if distinct.shape[0] == input_ids.shape[0]:

@@ -44,7 +44,7 @@ from zerosearch.rl.advantages import gae_advantages, grpo_advantages, reinforce_
 from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
 from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory
 from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
-from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches
+from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches, shares_cache
 from zerosearch.search.base import SearchEngine
 
 
@@ -319,7 +319,7 @@ class Trainer:
     def _shares_prefix(self) -> bool:
         """Whether micro-batches share each prompt's forward pass among its rows (:mod:`zerosearch.shared_prefix`)."""
         return (self.cfg.shared_prefix and self.critic is None and not self.cfg.gradient_checkpointing
-                and plain_head(self.policy))
+                and plain_head(self.policy) and shares_cache(self.policy))
 
     def _forward_batches(self, trajs: list[Trajectory]):
         if self._shares_prefix():

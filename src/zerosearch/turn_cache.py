@@ -21,8 +21,9 @@ generated and what follows its held tokens), so nothing here depends on how the 
 Any row that does not continue its cached tokens (or a batch holding a row the cache never saw) gets no cache:
 :meth:`TurnCache.continue_rows` returns None and the caller re-encodes, as before.
 
-Where holes would change what a row sees, nothing is carried (:func:`carries_turns`, and the check of the cache's
-layers in :meth:`TurnCache.after_generate`), found by a review that tried other architectures:
+Where holes would change what a row sees, nothing is carried (:func:`zerosearch.shared_prefix.shares_cache`, and
+the check of the cache's layers in :meth:`TurnCache.after_generate`), found by a review that tried other
+architectures:
 
 * sliding-window layers (Mistral, Gemma 2/3, Qwen2 with ``use_sliding_window``): the window counts cache
   columns, so holes leave fewer real tokens in it;
@@ -48,16 +49,7 @@ import torch
 
 from zerosearch.padding import left_pad
 
-__all__ = ["TurnCache", "carries_turns", "common_prefix_length"]
-
-# architectures whose attention positions tokens by column, not by the mask's cumsum: holes would move them
-_POSITIONED_BY_COLUMN = frozenset({"mpt"})
-
-
-def carries_turns(model: Any) -> bool:
-    """Whether ``model``'s architecture lets a turn continue from a cache with holes (see the module docstring)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) not in _POSITIONED_BY_COLUMN
+__all__ = ["TurnCache", "common_prefix_length"]
 
 
 def _plain_layers(cache: Any) -> bool:
