@@ -349,7 +349,6 @@ class RolloutRunner:
         (a real one): then nothing is drawn from ``rng`` and each search turn's ``noisy`` stays None.
         """
         stats = RolloutStats()
-        s = self.settings
         try:
             self._turn_rounds(trajectories, noise_probability, rng, stats)
         finally:
@@ -448,7 +447,9 @@ class RolloutRunner:
             self.model.train()
         sequences = out.sequences
         if carry:
-            kept = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            kept = getattr(out, "cache", None)  # ``past_key_values`` before transformers 5.2x
+            if kept is None:
+                kept = getattr(out, "past_key_values", None)
             self._turn_cache = TurnCache.after_generate(kept, chunk, rows, attention, sequences)
         new = sequences[:, width:].tolist()
         return [ids[: max(budget, 0)] for ids, budget in zip(new, budgets)]

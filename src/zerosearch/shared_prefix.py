@@ -38,7 +38,7 @@ from torch import nn
 from zerosearch.padding import left_pad
 
 __all__ = ["SharedPrefixWindow", "build_shared_prefix_window", "shared_prefix_batches", "shared_prefix_hidden",
-           "shared_prefill", "cache_keyword", "shares_cache"]
+           "shared_prefill", "cache_keyword", "shares_cache", "full_attention_layers"]
 
 # architectures whose attention places tokens by column rather than by the mask's positions (MPT's ALiBi):
 # the padding between a shared prompt and a row's tokens would move them
@@ -56,15 +56,24 @@ def shares_cache(model: nn.Module) -> bool:
     (:mod:`zerosearch.turn_cache`); each falls back to full rows where this is False.
     """
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) in _POSITIONED_BY_COLUMN:
         return False
     try:
-        layers = DynamicCache(config=config).layers
+        cache = DynamicCache(config=config)
     except Exception:  # a config transformers cannot lay a cache out for: do not guess
         return False
+    return full_attention_layers(cache)
+
+
+def full_attention_layers(cache: Any) -> bool:
+    """Every layer of ``cache`` is transformers' plain full-attention ``DynamicLayer`` (not a subclass)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # a transformers without cache layers
+        return False
+    layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 

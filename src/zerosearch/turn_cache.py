@@ -48,18 +48,9 @@ from typing import Any, Sequence
 import torch
 
 from zerosearch.padding import left_pad
+from zerosearch.shared_prefix import full_attention_layers
 
 __all__ = ["TurnCache", "common_prefix_length"]
-
-
-def _plain_layers(cache: Any) -> bool:
-    """Every layer of ``cache`` is transformers' plain full-attention ``DynamicLayer`` (not a subclass)."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:  # a transformers without cache layers: no carrying
-        return False
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -99,7 +90,7 @@ class TurnCache:
         ``sequences``: [N, C + G] what ``generate`` returned for an input of width C = ``attention.shape[1]``.
         """
         width = attention.shape[1]
-        if cache is None or not _plain_layers(cache):
+        if cache is None or not full_attention_layers(cache):
             return None
         if cache.get_seq_length() != sequences.shape[1] - 1:  # a cache that does not hold what we think it does
             return None
