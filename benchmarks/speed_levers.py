@@ -54,7 +54,11 @@ step, or up to 13 s of the 50-question evaluation.
     kv_reuse   rollout, vs static cache             22.92 s   27.75 s    1.14      default left static
 
 Same tokens with the turn cache and without (1,159: the same seed samples the same rollouts), so the 1.10 is
-the same work done faster; every pair agreed (22.2-23.2 s against 25.2-25.6 s). The static cache sampled
+the same work done faster; every pair agreed (22.2-23.2 s against 25.2-25.6 s). Re-checked with the order
+alternating within pairs (4 pairs in one process): 23.93 s against 25.94 s, every pair for the turn cache
+(1.07-1.21). A whole process doing one rollout from cold (model load included, 5 pairs) showed no difference
+beyond the noise (ratio 1.00, range 0.93-1.03): the saving is about 2 s of prefill, within the run-to-run
+spread of a fresh process. The static cache sampled
 other tokens (1,014: bf16 rounds differently there), so that row compares different work: per generated
 token it is 19.8 ms against 27.4 ms for the static cache. The embedded default keeps ``kv_cache: static``
 until a whole run (RL steps and the 50-question evaluation) is measured both ways.

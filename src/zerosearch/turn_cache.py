@@ -3,8 +3,9 @@
 At turn t+1 a trajectory's context is its turn-t context, the tokens it generated at turn t up to the stop, and
 the ``<information>`` block (or corrective message) the environment appended. Search-R1 and the original
 re-encode that whole context at every turn. Keeping the cache instead made the embedded default's rollout
-(SmolLM2-135M, 8 rows, 3 turns, 2 CPU cores) 1.10x as fast, with the same tokens
-(``benchmarks/speed_levers.py --levers kv_reuse``); the saving grows with the number of turns.
+(SmolLM2-135M, 8 rows, 3 turns, 2 CPU cores) about 1.1x as fast in a warm process, with the same tokens
+(``benchmarks/speed_levers.py --levers kv_reuse``; a single cold rollout shows it within noise); the saving
+grows with the number of turns and the length of the context.
 
 :class:`TurnCache` keeps what ``generate`` left behind (its ``DynamicCache``, the input's attention mask, the
 tokens each row held and the tokens it generated) and builds the next turn's input from it:
