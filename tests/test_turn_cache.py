@@ -43,7 +43,7 @@ def _two_rows():
     attention = torch.tensor([[1, 1, 1], [0, 1, 1]])
     sequences = torch.tensor([[5, 6, 7, 10, 11, 12, 19], [PAD, 8, 9, 13, 2, 2, 2]])
     cache = FakeCache(length=6)  # 3 input columns + 4 generated - 1
-    turn = TurnCache.after_generate(cache, [a, b], [[5, 6, 7], [8, 9]], attention, sequences)
+    turn = TurnCache.after_generate(cache, [a, b], attention, sequences)
     return turn, cache, a, b
 
 
@@ -97,13 +97,13 @@ def test_a_cache_with_layers_holes_would_break_is_not_kept(odd_layer):
     odd = DynamicSlidingWindowLayer(sliding_window=4) if odd_layer == "sliding window" else LinearAttentionLayer()
     attention = torch.ones((1, 2), dtype=torch.long)
     cache = FakeCache(3, layers=[DynamicLayer(), odd])
-    assert TurnCache.after_generate(cache, [object()], [[1, 2]], attention, torch.tensor([[1, 2, 3, 4]])) is None
+    assert TurnCache.after_generate(cache, [object()], attention, torch.tensor([[1, 2, 3, 4]])) is None
 
 
 def test_a_cache_of_another_length_is_not_kept():
     attention = torch.ones((1, 2), dtype=torch.long)
-    assert TurnCache.after_generate(FakeCache(5), [object()], [[1, 2]], attention, torch.tensor([[1, 2, 3, 4]])) is None
-    assert TurnCache.after_generate(None, [object()], [[1, 2]], attention, torch.tensor([[1, 2, 3, 4]])) is None
+    assert TurnCache.after_generate(FakeCache(5), [object()], attention, torch.tensor([[1, 2, 3, 4]])) is None
+    assert TurnCache.after_generate(None, [object()], attention, torch.tensor([[1, 2, 3, 4]])) is None
     assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix_length([], [1]) == 0
 
 

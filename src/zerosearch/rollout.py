@@ -450,6 +450,6 @@ class RolloutRunner:
             kept = getattr(out, "cache", None)  # ``past_key_values`` before transformers 5.2x
             if kept is None:
                 kept = getattr(out, "past_key_values", None)
-            self._turn_cache = TurnCache.after_generate(kept, chunk, rows, attention, sequences)
+            self._turn_cache = TurnCache.after_generate(kept, chunk, attention, sequences)
         new = sequences[:, width:].tolist()
         return [ids[: max(budget, 0)] for ids, budget in zip(new, budgets)]

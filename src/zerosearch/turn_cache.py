@@ -70,33 +70,35 @@ class TurnCache:
     cache: the model's cache after ``generate``, covering the input's C columns and all but the last of the G
         generated columns (``C + G - 1``)
     keys: [N] the object each row belongs to (its trajectory), matched by identity at the next turn
-    held: [N] the token ids each row held in the input, in order (its whole context at this turn)
     attention: [N, C] the input's attention mask (0 at padding and at holes)
-    generated: [N] each row's first ``G - 1`` generated ids: the ones the cache holds
     cached_ids: [N, C + G - 1] the token ids the cache was computed from, column by column
+
+    A row's context at this turn is its input tokens where ``attention`` is 1, in order; its generated tokens
+    that the cache holds are the last ``G - 1`` columns of ``cached_ids`` (:attr:`generated`).
     """
 
     cache: Any
     keys: list[Any]
-    held: list[list[int]]
     attention: torch.Tensor
-    generated: list[list[int]]
     cached_ids: torch.Tensor
 
     @classmethod
-    def after_generate(cls, cache: Any, keys: Sequence[Any], held: Sequence[Sequence[int]], attention: torch.Tensor,
+    def after_generate(cls, cache: Any, keys: Sequence[Any], attention: torch.Tensor,
                        sequences: torch.Tensor) -> "TurnCache | None":
         """Keep ``generate``'s cache for the next turn; None when it is not the shape this needs.
 
         ``sequences``: [N, C + G] what ``generate`` returned for an input of width C = ``attention.shape[1]``.
         """
-        width = attention.shape[1]
         if cache is None or not full_attention_layers(cache):
             return None
         if cache.get_seq_length() != sequences.shape[1] - 1:  # a cache that does not hold what we think it does
             return None
-        generated = sequences[:, width:-1].tolist()
-        return cls(cache, list(keys), [list(h) for h in held], attention, generated, sequences[:, :-1])
+        return cls(cache, list(keys), attention, sequences[:, :-1])
+
+    @property
+    def generated(self) -> list[list[int]]:
+        """[N] each row's first ``G - 1`` generated ids: the ones the cache holds."""
+        return self.cached_ids[:, self.attention.shape[1]:].tolist()
 
     def continue_rows(self, keys: Sequence[Any], rows: Sequence[Sequence[int]], pad_id: int,
                       ) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
@@ -109,16 +111,19 @@ class TurnCache:
         continue what the cache holds, or has nothing new to run.
         """
         index = {id(k): i for i, k in enumerate(self.keys)}
+        width_in = self.attention.shape[1]
+        inputs = self.cached_ids[:, :width_in].to(self.attention.device)
+        generated = self.generated
         selected, suffixes, kept = [], [], []
         for key, row in zip(keys, rows):
             i = index.get(id(key))
             if i is None:
                 return None
-            held = self.held[i]
+            held = inputs[i][self.attention[i].bool()].tolist()  # the row's whole context at the last turn
             if len(row) <= len(held) or list(row[: len(held)]) != held:
                 return None
             rest = row[len(held):]
-            k = common_prefix_length(self.generated[i], rest)
+            k = common_prefix_length(generated[i], rest)
             if k == len(rest):  # nothing new to run (cannot happen after an observation, but never guess)
                 return None
             selected.append(i)
@@ -126,7 +131,7 @@ class TurnCache:
             suffixes.append(rest[k:])
         device = self.attention.device
         index_tensor = torch.tensor(selected, dtype=torch.long, device=device)
-        generated_width = len(self.generated[0]) if self.generated else 0
+        generated_width = self.cached_ids.shape[1] - width_in
         generated_mask = torch.zeros((len(selected), generated_width), dtype=self.attention.dtype, device=device)
         for row, k in enumerate(kept):
             generated_mask[row, :k] = 1
