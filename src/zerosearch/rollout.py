@@ -440,12 +440,12 @@ class RolloutRunner:
                 stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, width, STOP_STRINGS)]),
                 pad_token_id=self.pad_id,
                 use_cache=True,
-                return_dict_in_generate=True,
+                return_dict_in_generate=carry,  # generate's cache comes back only to be carried
                 **cache,
             )
         if was_training:
             self.model.train()
-        sequences = out.sequences
+        sequences = out.sequences if carry else out
         if carry:
             kept = getattr(out, "cache", None)  # ``past_key_values`` before transformers 5.2x
             if kept is None:
