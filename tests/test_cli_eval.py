@@ -105,6 +105,11 @@ def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_pat
     assert "| metric | colours | average |" in out and "EM (exact match, %)" in out and "wall time" in out
     results = json.loads((out_dir / "results.json").read_text())
     assert results["datasets"]["colours"]["n"] == 2 and results["method"] == "agent"
+    assert json.loads((out_dir / "eval_config.json").read_text())["settings"]["kv_reuse"] is True
+    # --no-kv-reuse re-encodes every turn, as evaluations written before kv_reuse did (which record no key)
+    assert cli(["eval", *common(setup), "--data", str(qa), "--output-dir", str(tmp_path / "encoded"),
+                "--no-progress", "--no-kv-reuse"]) == 0
+    assert "kv_reuse" not in json.loads((tmp_path / "encoded" / "eval_config.json").read_text())["settings"]
 
 
 def test_help_texts_have_examples(capsys):

@@ -221,6 +221,44 @@ def test_resuming_with_other_settings_is_refused(searcher_model, short_template,
         run(searcher_model, data, out, FixedDocumentsEngine(["d"]), template=short_template, max_turns=1)
 
 
+def test_kv_reuse_gives_the_same_answers_and_is_recorded_only_where_the_cache_is_carried(
+        searcher_model, short_template, tmp_path, monkeypatch):
+    from zerosearch import turn_cache
+
+    continued = []  # the turns that ran from the turn before's cache
+    real_continue = turn_cache.TurnCache.continue_rows
+
+    def counting_continue(self, *args, **kwargs):
+        out = real_continue(self, *args, **kwargs)
+        continued.extend([out] if out is not None else [])
+        return out
+
+    monkeypatch.setattr(turn_cache.TurnCache, "continue_rows", counting_continue)
+    data = [qa_file(tmp_path, 4)]
+    docs = ["the colour is blue"]
+
+    def config(out: Path) -> dict:
+        return json.loads((out / "eval_config.json").read_text())["settings"]
+
+    run(searcher_model, data, tmp_path / "carried", FixedDocumentsEngine(docs), template=short_template)
+    assert continued, "the default evaluation (kv_cache=dynamic) continues later turns from the cache"
+    continued.clear()
+    run(searcher_model, data, tmp_path / "encoded", FixedDocumentsEngine(docs), template=short_template,
+        kv_reuse=False)
+    assert not continued, "kv_reuse=False re-encodes every turn"
+    carried, encoded = (lines(tmp_path / n / "examples" / "colours.jsonl") for n in ("carried", "encoded"))
+    assert any(r["n_turns"] > 1 for r in carried)  # later turns exist, so the cache was used
+    assert without_time(carried) == without_time(encoded)  # fp32: the same tokens
+    assert config(tmp_path / "carried")["kv_reuse"] is True
+    assert "kv_reuse" not in config(tmp_path / "encoded")  # as an evaluation written before kv_reuse existed
+    run(searcher_model, data, tmp_path / "static", FixedDocumentsEngine(docs), template=short_template,
+        kv_cache="static")
+    assert "kv_reuse" not in config(tmp_path / "static")  # a static cache is never carried
+    # an evaluation that re-encoded resumes only with re-encoding
+    with pytest.raises(ValueError, match=r"settings.kv_reuse: None there, True now.*--no-kv-reuse .* resumes it"):
+        run(searcher_model, data, tmp_path / "encoded", FixedDocumentsEngine(docs), template=short_template)
+
+
 def test_bad_arguments_say_what_to_fix(searcher_model, tmp_path):
     data = [qa_file(tmp_path, 1)]
     with pytest.raises(ValueError, match="needs a search engine"):

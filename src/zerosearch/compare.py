@@ -57,7 +57,7 @@ def eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         max_context_tokens=cfg.max_context_tokens,
         # the policy's template is the agent's prompt; the baselines keep their own templates
         prompt_template=cfg.prompt_template if fe.method == "agent" else None,
-        prompt_style=cfg.prompt_style, autocast=cfg.autocast, kv_cache=cfg.kv_cache,
+        prompt_style=cfg.prompt_style, autocast=cfg.autocast, kv_cache=cfg.kv_cache, kv_reuse=cfg.kv_reuse,
         doc_format=cfg.doc_format, device=cfg.device,
         dtype=cfg.dtype,
     )

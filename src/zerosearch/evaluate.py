@@ -124,6 +124,8 @@ class EvalSettings:
     autocast: str = "off"  # auto | bf16 | off: bf16 mixed precision (see zerosearch.runtime)
     kv_cache: str = "dynamic"  # dynamic | static (a preallocated cache: faster decoding on CPU)
     doc_format: str = DEFAULT_DOC_FORMAT  # zerosearch | search_r1: how documents are shown (agent and rag)
+    # with kv_cache=dynamic, a later turn continues from the turn before's KV cache (zerosearch.turn_cache)
+    kv_reuse: bool = True
 
     def __post_init__(self) -> None:
         check_doc_format(self.doc_format)
@@ -153,7 +155,17 @@ class EvalSettings:
         """The settings that decide the outputs (batch size only regroups the same questions)."""
         key = asdict(self)
         del key["batch_size"], key["method"]  # the method is recorded on its own
+        # Recorded only where the turn cache is carried: the same tokens in fp32, but not bit for bit in bf16.
+        # Evaluations written before kv_reuse existed re-encoded every turn and recorded no key, so they
+        # resume under kv_cache=static or kv_reuse=False, and refuse to mix with carried turns.
+        if not self.carries_kv_cache:
+            del key["kv_reuse"]
         return key
+
+    @property
+    def carries_kv_cache(self) -> bool:
+        """Whether a later turn continues from the turn before's KV cache (``kv_reuse`` with a dynamic cache)."""
+        return self.kv_reuse and self.kv_cache == "dynamic"
 
 
 def default_topk(engine_spec: str | None) -> int:
@@ -219,7 +231,8 @@ class Answerer:
             RolloutSettings(max_turns=settings.max_turns if agent else 0, topk=settings.topk,
                             max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
                             max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size,
-                            kv_cache=settings.kv_cache, doc_format=settings.doc_format),
+                            kv_cache=settings.kv_cache, doc_format=settings.doc_format,
+                            kv_reuse=settings.kv_reuse),
             self.device, autocast=resolve_autocast(settings.autocast, self.device),
         )
 
@@ -469,9 +482,11 @@ def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if changed:
             details = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
+            hint = ("; it re-encoded every turn: --no-kv-reuse (or kv_reuse=False) resumes it"
+                    if "settings.kv_reuse" in changed and old.get("settings.kv_reuse") is None else "")
             raise ValueError(
                 f"{output_dir} holds an evaluation with different {', '.join(changed)} ({details}); "
-                "resume it with the same options, or pass another --output-dir"
+                f"resume it with the same options, or pass another --output-dir{hint}"
             )
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -565,6 +580,7 @@ def evaluate(
     prompt_style: str = "auto",
     autocast: str = "off",
     kv_cache: str = "dynamic",
+    kv_reuse: bool = True,
     doc_format: str | None = None,
     names: Sequence[str] | None = None,
     group_by: str | None = "data_source",
@@ -586,8 +602,8 @@ def evaluate(
         limit, sample, seed: per dataset (per source), a seeded sample of ``sample`` rows, then the first
             ``limit``.
         topk: documents per search; default :func:`default_topk` of the spec.
-        autocast, kv_cache: see :class:`EvalSettings` (both change the numerics slightly, so they are part
-            of the settings a resumed evaluation must match).
+        autocast, kv_cache, kv_reuse: see :class:`EvalSettings` (each changes the numerics slightly, so they
+            are part of the settings a resumed evaluation must match).
         doc_format: how documents are shown to the model, ``zerosearch`` or ``search_r1`` (see
             :mod:`zerosearch.search.documents`); None: the format ``model`` was trained with when it
             records one (:mod:`zerosearch.policy_info`), else ``zerosearch``.
@@ -604,7 +620,7 @@ def evaluate(
                             max_turn_tokens=max_turn_tokens, max_obs_tokens=max_obs_tokens,
                             max_context_tokens=max_context_tokens, batch_size=batch_size,
                             prompt_template=prompt_template, prompt_style=prompt_style, autocast=autocast,
-                            kv_cache=kv_cache, doc_format=resolve_doc_format(doc_format, model))
+                            kv_cache=kv_cache, kv_reuse=kv_reuse, doc_format=resolve_doc_format(doc_format, model))
     if method in NEEDS_ENGINE and engine is None and not engine_spec:
         raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
     engine_label = engine_spec or (engine.name if engine is not None else None)

@@ -116,6 +116,10 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
                              "(avx512_bf16, AMX), ~1.5x faster generation there (default: off)")
     parser.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
                         help="static: a preallocated KV cache, faster decoding on CPU (default: dynamic)")
+    parser.add_argument("--no-kv-reuse", dest="kv_reuse", action="store_false",
+                        help="with --kv-cache dynamic, re-encode the whole context at every turn instead of "
+                             "continuing from the turn before's KV cache (the same answers in fp32; resumes an "
+                             "evaluation written before kv_reuse existed)")
     parser.add_argument("--doc-format", choices=["zerosearch", "search_r1"],
                         help="how documents are shown: zerosearch 'Doc 1: text' (web results: title then "
                              "snippet), or search_r1 'Doc 1(Title: \"t\") text' (default: the format the "
@@ -133,7 +137,7 @@ def _settings(args: argparse.Namespace, engine: str | None) -> Any:
                         max_turn_tokens=args.max_turn_tokens, max_context_tokens=args.max_context_tokens,
                         batch_size=getattr(args, "batch_size", 1), prompt_template=args.prompt_template,
                         prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
-                        doc_format=resolve_doc_format(args.doc_format, args.model))
+                        kv_reuse=args.kv_reuse, doc_format=resolve_doc_format(args.doc_format, args.model))
 
 
 # --- zerosearch eval ---------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ def run_eval(args: argparse.Namespace) -> int:
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
             prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
-            doc_format=args.doc_format, names=args.names,
+            kv_reuse=args.kv_reuse, doc_format=args.doc_format, names=args.names,
             group_by=None if args.group_by.lower() == "none" else args.group_by,
             device=args.device, dtype=args.dtype,
             progress=not args.no_progress,
