@@ -9,7 +9,8 @@
 # Variables (default):
 #   MODEL            policy: hub id or path (Qwen/Qwen2.5-3B)
 #   ALGORITHM        reinforce (the paper's default: advantage = the outcome reward, zerosearch_reinforce)
-#                    | grpo (verl's grpo, 5 rollouts a prompt) | ppo (verl's gae with a critic, gamma = lam = 1)
+#                    | grpo (zerosearch_grpo: verl's grpo without failed searches in the groups, 5 rollouts
+#                    a prompt) | ppo (verl's gae with a critic, gamma = lam = 1)
 #   NOISE_START, NOISE_END   the curriculum (0, 0.5); the paper: 3B 0 -> 0.25, 7B 0 -> 0.75
 #   SIMULATOR_URL    the simulation LLM's OpenAI-compatible server (http://127.0.0.1:6001/v1)
 #   SIMULATOR_MODE   finetuned (Simulation_LLM_*) | prompt (an off-the-shelf instruct model) (finetuned)
@@ -91,7 +92,9 @@ case "$ALGORITHM" in
     args+=(algorithm.adv_estimator=zerosearch_reinforce actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.95
            ++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=zerosearch.verl.advantage.register) ;;
   grpo)
-    args+=(algorithm.adv_estimator=grpo actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.95) ;;
+    # zerosearch's GRPO: verl's, but a failed search stays out of its group's mean and std
+    args+=(algorithm.adv_estimator=zerosearch_grpo actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.95
+           ++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=zerosearch.verl.advantage.register) ;;
   ppo)
     args+=(algorithm.adv_estimator=gae algorithm.gamma=1.0 algorithm.lam=1.0
            actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.285

@@ -47,13 +47,13 @@ def test_launch_arguments_are_verl_config_keys(script):
     size = "7B" if "7b" in script else "3B"
     assert config.actor_rollout_ref.model.path.startswith(f"Qwen/Qwen2.5-{size}")
     assert ("Instruct" in config.actor_rollout_ref.model.path) == ("instruct" in script)
-    estimator = {"reinforce": "zerosearch_reinforce", "grpo": "grpo", "ppo": "gae"}[script.rsplit("-", 1)[1][:-3]]
+    estimator = {"reinforce": "zerosearch_reinforce", "grpo": "zerosearch_grpo", "ppo": "gae"}[script.rsplit("-", 1)[1][:-3]]
     assert config.algorithm.adv_estimator == estimator
     env = config.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.ZEROSEARCH_NOISE_END == ("0.75" if size == "7B" else "0.25")
     assert config.actor_rollout_ref.rollout.response_length == 4096
     assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "zerosearch_agent"
-    if estimator == "zerosearch_reinforce":
+    if estimator.startswith("zerosearch_"):
         assert config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook == "zerosearch.verl.advantage.register"
     # verl's own checks (batch arithmetic over 2 x 8 GPUs, ...); they load the models' configs, so the tiny
     # model stands in for Qwen (no hub here)

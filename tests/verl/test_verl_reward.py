@@ -154,3 +154,45 @@ def test_reinforce_is_a_verl_advantage_estimator():
                                                          index=np.array(["a", "a", "b"]), config=None)
     assert advantages.tolist() == [[0.5, 0.5, 0, 0.5, 0], [1.0] * 5, [0.0] * 5]
     assert torch.equal(advantages, returns)
+
+
+def test_grpo_leaves_failed_searches_out_of_their_group():
+    """algorithm.adv_estimator=zerosearch_grpo through verl's own compute_advantage: a trajectory with an
+    all-0 response_mask (a failed search) gets 0 and does not enter its group's mean and std; equal rewards
+    give exactly 0; Dr. GRPO (norm_adv_by_std_in_grpo=False) is honoured. Worked by hand below."""
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    from zerosearch.verl.advantage import GRPO_ESTIMATOR, register
+
+    register()
+    # group a: rewards 1, 0 and a failed search (0); group b: 0.5 twice; group c: one trajectory, 1
+    scores = [1.0, 0.0, 0.0, 0.5, 0.5, 1.0]
+    rewards = torch.zeros((6, 4))
+    rewards[:, 2] = torch.tensor(scores)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 0]])
+    uid = np.array(["a", "a", "a", "b", "b", "c"], dtype=object)
+
+    def advantages(**algo) -> torch.Tensor:
+        data = DataProto.from_dict(tensors={"token_level_rewards": rewards.clone(), "response_mask": mask},
+                                   non_tensors={"uid": uid})
+        out = compute_advantage(data, adv_estimator=GRPO_ESTIMATOR, config=AlgoConfig(**algo),
+                                norm_adv_by_std_in_grpo=algo.get("norm_adv_by_std_in_grpo", True))
+        assert torch.equal(out.batch["advantages"], out.batch["returns"])
+        return out.batch["advantages"]
+
+    # group a without the failed row: mean 0.5, unbiased std sqrt(0.5), so +-0.5 / sqrt(0.5) = +-0.7071
+    a = 0.5 / 0.5 ** 0.5
+    per_row = torch.tensor([a, -a, 0.0, 0.0, 0.0, 1.0 / (1 + 1e-6)])
+    assert torch.allclose(advantages(), per_row[:, None] * mask, atol=1e-6)
+    assert (advantages()[2] == 0).all() and (advantages()[3:5] == 0).all()  # exactly 0, not a residue
+    dr = torch.tensor([0.5, -0.5, 0.0, 0.0, 0.0, 1.0])  # Dr. GRPO: r - mean, singleton mean 0
+    assert torch.allclose(advantages(norm_adv_by_std_in_grpo=False), dr[:, None] * mask, atol=1e-6)
+    # verl's grpo averages the failed search's 0 in: mean 1/3, std sqrt(1/3), so row 1 gets -0.577, not -0.707
+    theirs, _ = compute_grpo_outcome_advantage(rewards.clone(), mask, uid)
+    assert abs(theirs[1, 0].item() + (1 / 3) / (1 / 3) ** 0.5) < 1e-4
+    with pytest.raises(ValueError, match="needs the rollouts' group ids"):
+        from zerosearch.verl.advantage import zerosearch_grpo
+
+        zerosearch_grpo(rewards, mask)

@@ -1,31 +1,45 @@
-"""The paper's REINFORCE as a verl advantage estimator: ``algorithm.adv_estimator=zerosearch_reinforce``.
+"""zerosearch's advantage estimators for verl: ``algorithm.adv_estimator=zerosearch_reinforce`` or ``zerosearch_grpo``.
 
-verl 0.9 has no estimator whose advantage is the raw outcome reward (``grpo`` subtracts the group mean,
-``reinforce_plus_plus`` whitens over the batch), and ZeroSearch's default and best algorithm uses exactly
-that: advantage = the trajectory's reward on each of its policy tokens, inside the PPO-clip loss. This
-module registers :func:`zerosearch.rl.advantages.reinforce_advantages` under that name in verl's
-``ADV_ESTIMATOR_REGISTRY`` (``verl.trainer.ppo.core_algos.register_adv_est``).
+* ``zerosearch_reinforce``, the paper's REINFORCE. verl 0.9 has no estimator whose advantage is the raw
+  outcome reward (``grpo`` subtracts the group mean, ``reinforce_plus_plus`` whitens over the batch), and
+  ZeroSearch's default and best algorithm uses exactly that: advantage = the trajectory's reward on each of
+  its policy tokens, inside the PPO-clip loss (:func:`zerosearch.rl.advantages.reinforce_advantages`).
+* ``zerosearch_grpo``, GRPO as zerosearch's trainer computes it (:func:`zerosearch.rl.advantages.grpo_advantages`).
+  It departs from verl's ``grpo`` in two ways, both on purpose:
 
+  - a trajectory whose ``response_mask`` is all 0 (the zerosearch agent loop gives a failed search that
+    mask, :mod:`zerosearch.verl.agent_loop`) gets advantage 0 and is left out of its group's mean and
+    standard deviation, as zerosearch's trainer removes it from the batch. Under verl's ``grpo`` its reward
+    (0: it never answered) is averaged in, which raises every other member's advantage for an engine fault;
+  - a group whose rewards are all equal gets advantage exactly 0 (verl's float mean can leave a residue that
+    ``/ (std + eps)`` turns into advantages of order 0.05-1).
+
+  ``algorithm.norm_adv_by_std_in_grpo=False`` (Dr. GRPO) is honoured. A group left with one trajectory is
+  treated as verl treats one: mean 0, std 1.
+
+Both are registered in verl's ``ADV_ESTIMATOR_REGISTRY`` (``verl.trainer.ppo.core_algos.register_adv_est``).
 The registry lives in the process that computes advantages (verl's TaskRunner, a Ray actor), so register
-it there through Ray's per-process setup hook, which verl passes on to ``ray.init``::
+them there through Ray's per-process setup hook, which verl passes on to ``ray.init``::
 
     +ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=zerosearch.verl.advantage.register
 
-(``configs/verl/train.sh`` sets it for ``ALGORITHM=reinforce``.)
+(``configs/verl/train.sh`` sets it for ``ALGORITHM=reinforce`` and ``ALGORITHM=grpo``.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from verl.trainer.ppo import core_algos
 
-from zerosearch.rl.advantages import reinforce_advantages
+from zerosearch.rl.advantages import grpo_advantages, reinforce_advantages
 
-__all__ = ["ESTIMATOR", "register", "zerosearch_reinforce"]
+__all__ = ["ESTIMATOR", "GRPO_ESTIMATOR", "register", "zerosearch_grpo", "zerosearch_reinforce"]
 
 ESTIMATOR = "zerosearch_reinforce"
+GRPO_ESTIMATOR = "zerosearch_grpo"
 
 
 def zerosearch_reinforce(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
@@ -36,10 +50,38 @@ def zerosearch_reinforce(token_level_rewards: torch.Tensor, response_mask: torch
     return advantages, advantages
 
 
+def zerosearch_grpo(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: Any = None,
+                    config: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, returns)``, both ``[B, T]``: GRPO within the groups of ``index`` ([B], verl's ``uid``:
+    the rollouts of one prompt), counting only the trajectories with some ``response_mask``; 0 on the others
+    and on every position whose mask is 0 (see the module docstring for where this departs from verl).
+
+    Raises:
+        ValueError: without ``index`` (verl passes its ``uid`` column; a batch without one has no groups).
+    """
+    if index is None:
+        raise ValueError(f"{GRPO_ESTIMATOR} needs the rollouts' group ids (verl's non_tensor_batch['uid'])")
+    index = np.asarray(index)
+    if index.shape != (token_level_rewards.shape[0],):
+        raise ValueError(f"index must be [B] with B = {token_level_rewards.shape[0]}; got {index.shape}")
+    scale = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
+    device = token_level_rewards.device
+    ids: dict[Any, int] = {}
+    group_ids = torch.tensor([ids.setdefault(uid, len(ids)) for uid in index.tolist()], dtype=torch.long,
+                             device=device)
+    kept = response_mask.sum(dim=-1) > 0
+    advantages = torch.zeros(token_level_rewards.shape, dtype=torch.float32, device=device)
+    if kept.any():
+        advantages[kept] = grpo_advantages(token_level_rewards[kept].sum(dim=-1).float(), group_ids[kept],
+                                           response_mask[kept], scale_by_std=scale)
+    return advantages, advantages
+
+
 def register() -> None:
-    """Register :data:`ESTIMATOR` in verl's advantage registry (idempotent): Ray's setup-hook entry point."""
-    if core_algos.ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR) is not zerosearch_reinforce:
-        core_algos.register_adv_est(ESTIMATOR)(zerosearch_reinforce)
+    """Register both estimators in verl's advantage registry (idempotent): Ray's setup-hook entry point."""
+    for name, fn in ((ESTIMATOR, zerosearch_reinforce), (GRPO_ESTIMATOR, zerosearch_grpo)):
+        if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
+            core_algos.register_adv_est(name)(fn)
 
 
 register()
