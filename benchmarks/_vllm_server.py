@@ -106,7 +106,8 @@ class VLLMServer:
         if python is None:
             raise VLLMServerError(INSTALL_HINT)
         self.python = Path(python)
-        self.model = str(model)
+        # the server runs in the temp directory (below), so a relative local path would name nothing there
+        self.model = str(Path(model).resolve()) if Path(model).exists() else str(model)
         self.served_model_name = served_model_name
         self.port = port or free_port()
         self.max_model_len = max_model_len
