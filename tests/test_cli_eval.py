@@ -108,8 +108,9 @@ def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_pat
     assert json.loads((out_dir / "eval_config.json").read_text())["settings"]["kv_reuse"] is True
     # --no-kv-reuse re-encodes every turn, as evaluations written before kv_reuse did (which record no key)
     assert cli(["eval", *common(setup), "--data", str(qa), "--output-dir", str(tmp_path / "encoded"),
-                "--no-progress", "--no-kv-reuse"]) == 0
-    assert "kv_reuse" not in json.loads((tmp_path / "encoded" / "eval_config.json").read_text())["settings"]
+                "--no-progress", "--no-kv-reuse", "--max-obs-tokens", "64"]) == 0
+    settings = json.loads((tmp_path / "encoded" / "eval_config.json").read_text())["settings"]
+    assert "kv_reuse" not in settings and settings["max_obs_tokens"] == 64
 
 
 def test_help_texts_have_examples(capsys):

@@ -102,6 +102,9 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
                         help="documents per search (default: 5 for google as in the paper, else 3 as Search-R1)")
     parser.add_argument("--max-turn-tokens", type=_positive, default=500, metavar="N",
                         help="tokens generated per turn at most (default: 500)")
+    parser.add_argument("--max-obs-tokens", type=_positive, default=2048, metavar="N",
+                        help="tokens of the documents shown after a search at most (default: 2048; a training "
+                             "run's final evaluation uses the run's max_obs_tokens)")
     parser.add_argument("--max-context-tokens", type=_positive, metavar="N",
                         help="prompt + response length limit (default: the model's, at most 8192)")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
@@ -134,8 +137,9 @@ def _settings(args: argparse.Namespace, engine: str | None) -> Any:
     from zerosearch.policy_info import resolve_doc_format
 
     return EvalSettings(method=args.method, max_turns=args.max_turns, topk=args.topk or default_topk(engine),
-                        max_turn_tokens=args.max_turn_tokens, max_context_tokens=args.max_context_tokens,
-                        batch_size=getattr(args, "batch_size", 1), prompt_template=args.prompt_template,
+                        max_turn_tokens=args.max_turn_tokens, max_obs_tokens=args.max_obs_tokens,
+                        max_context_tokens=args.max_context_tokens, batch_size=getattr(args, "batch_size", 1),
+                        prompt_template=args.prompt_template,
                         prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
                         kv_reuse=args.kv_reuse, doc_format=resolve_doc_format(args.doc_format, args.model))
 
@@ -189,7 +193,8 @@ def run_eval(args: argparse.Namespace) -> int:
             args.model, data_files, args.engine, args.method, args.output_dir,
             limit=args.limit, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
-            max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
+            max_obs_tokens=args.max_obs_tokens, max_context_tokens=args.max_context_tokens,
+            prompt_template=args.prompt_template,
             prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
             kv_reuse=args.kv_reuse, doc_format=args.doc_format, names=args.names,
             group_by=None if args.group_by.lower() == "none" else args.group_by,
