@@ -91,6 +91,11 @@ def test_usage_errors_exit_2_with_a_message(setup, capsys, tmp_path):
     qa.write_text(json.dumps({"id": "1", "question": "q", "golden_answers": ["a"]}) + "\n")
     assert cli(["eval", "--model", model, "--data", str(qa)]) == 2  # agent without --engine
     assert "needs a search engine" in capsys.readouterr().err
+    # a local path that names nothing: our message, not the hub client's "Repo id must be in the form ..."
+    for missing in (str(tmp_path / "nomodel"), "runs/nothing/policy", "./nomodel"):
+        assert cli(["eval", "--model", missing, "--data", str(qa), "--method", "direct"]) == 2
+        err = capsys.readouterr().err
+        assert f"no model directory at '{missing}'" in err and "Repo id" not in err
 
 
 def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_path):

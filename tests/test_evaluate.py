@@ -221,6 +221,21 @@ def test_resuming_with_other_settings_is_refused(searcher_model, short_template,
         run(searcher_model, data, out, FixedDocumentsEngine(["d"]), template=short_template, max_turns=1)
 
 
+def test_an_evaluation_that_failed_before_its_first_answer_does_not_block_its_directory(
+        searcher_model, short_template, tmp_path):
+    data = [qa_file(tmp_path, 2)]
+    out = tmp_path / "typo"
+    with pytest.raises(ValueError, match="nosuch"):  # a wrong engine spec fails after the directory is made
+        evaluate(str(searcher_model), [str(d) for d in data], "nosuch", "agent", out, progress=False, device="cpu")
+    assert (out / "eval_config.json").exists()
+    fixed = run(searcher_model, data, out, FixedDocumentsEngine(["d"]), template=short_template)  # not refused
+    assert fixed["datasets"]["colours"]["n"] == 2 and fixed["engine"] == "fixed"
+    # once it holds answers, other settings are refused as before
+    with pytest.raises(ValueError, match="different engine"):
+        evaluate(str(searcher_model), [str(d) for d in data], "nosuch", "agent", out, progress=False, device="cpu",
+                 prompt_template=short_template)
+
+
 def test_kv_reuse_gives_the_same_answers_and_is_recorded_only_where_the_cache_is_carried(
         searcher_model, short_template, tmp_path, monkeypatch):
     from zerosearch import turn_cache
@@ -255,8 +270,14 @@ def test_kv_reuse_gives_the_same_answers_and_is_recorded_only_where_the_cache_is
         kv_cache="static")
     assert "kv_reuse" not in config(tmp_path / "static")  # a static cache is never carried
     # an evaluation that re-encoded resumes only with re-encoding
-    with pytest.raises(ValueError, match=r"settings.kv_reuse: None there, True now.*--no-kv-reuse .* resumes it"):
+    with pytest.raises(ValueError, match=r"settings.kv_reuse: not recorded \(every turn re-encoded\) there, True "
+                                         r"now.*--no-kv-reuse .* resumes it"):
         run(searcher_model, data, tmp_path / "encoded", FixedDocumentsEngine(docs), template=short_template)
+    # and one that carried it says how to resume it
+    with pytest.raises(ValueError, match=r"settings.kv_reuse: True there, not recorded .* now.*"
+                                         r"--kv-cache dynamic without --no-kv-reuse resumes it"):
+        run(searcher_model, data, tmp_path / "carried", FixedDocumentsEngine(docs), template=short_template,
+            kv_cache="static")
 
 
 def test_bad_arguments_say_what_to_fix(searcher_model, tmp_path):

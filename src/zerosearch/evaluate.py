@@ -474,23 +474,48 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _holds_results(output_dir: Path) -> bool:
+    """Whether an evaluation directory holds any answered example (a line in one of its examples files)."""
+    return any(line.strip() for file in (output_dir / EXAMPLES_DIR).glob("*.jsonl")
+               for line in file.read_text(encoding="utf-8").splitlines())
+
+
+def _shown(key: str, value: Any) -> str:
+    """A recorded setting as the error shows it; a missing one says what its absence means."""
+    if value is None and key == "settings.kv_reuse":
+        return "not recorded (every turn re-encoded)"
+    return "not recorded" if value is None else repr(value)
+
+
+def _resume_hint(old: dict[str, Any], changed: list[str]) -> str:
+    if "settings.kv_reuse" not in changed:
+        return ""
+    if old.get("settings.kv_reuse") is None:
+        return "; it re-encoded every turn: --no-kv-reuse (or kv_reuse=False) resumes it"
+    return "; it carried the turn cache: --kv-cache dynamic without --no-kv-reuse resumes it"
+
+
 def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume an evaluation made with another model, method, engine or settings."""
+    """Refuse to resume an evaluation made with another model, method, engine or settings.
+
+    A directory whose configuration was written but which holds no answered example (a run that failed
+    before its first batch: a wrong engine spec, a missing model) is taken over, not refused: there is
+    nothing in it to protect.
+    """
     path = output_dir / CONFIG_FILE
     if path.exists():
         old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(config)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        if changed:
-            details = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in changed)
-            hint = ("; it re-encoded every turn: --no-kv-reuse (or kv_reuse=False) resumes it"
-                    if "settings.kv_reuse" in changed and old.get("settings.kv_reuse") is None else "")
+        if not changed:
+            return
+        if _holds_results(output_dir):
+            details = "; ".join(f"{k}: {_shown(k, old.get(k))} there, {_shown(k, new.get(k))} now" for k in changed)
             raise ValueError(
                 f"{output_dir} holds an evaluation with different {', '.join(changed)} ({details}); "
-                f"resume it with the same options, or pass another --output-dir{hint}"
+                f"resume it with the same options, or pass another --output-dir{_resume_hint(old, changed)}"
             )
-    else:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 # The names the papers' tables use (Search-R1, ZeroSearch), keyed by spellings found in the wild

@@ -8,7 +8,10 @@ Built-in names (no hub needed):
 - ``zerosearch:tiny`` / ``zerosearch:tiny-base``: a tiny random Llama with a locally trained tokenizer
   (chat template / none), for tests.
 
-Anything else (a path or a hub id) is passed through unchanged.
+Anything else (a path or a hub id) is passed through unchanged, except a spec that can only be a local path
+(absolute, starting with ``.`` or ``~``, or with more ``/`` than a hub id's ``namespace/name``) and names
+nothing: that raises :class:`ModelNotFoundError` here rather than the hub client's "Repo id must be in the
+form ..." later.
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ def resolve_model_path(spec: str) -> str:
         return str(tiny_model_dir(chat_template=spec == "zerosearch:tiny"))
     if spec.startswith("zerosearch:"):
         raise ModelNotFoundError(f"unknown built-in model {spec!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
+    if _is_local_path(spec) and not Path(spec).expanduser().exists():
+        raise ModelNotFoundError(
+            f"no model directory at {spec!r}: pass an existing directory (e.g. runs/NAME/checkpoints/step_N/policy), "
+            f"a hub id (namespace/name) or a built-in ({', '.join(BUILTIN_MODELS)})"
+        )
     return spec
+
+
+def _is_local_path(spec: str) -> bool:
+    """Whether ``spec`` cannot be a hub id (``name`` or ``namespace/name``), so it must be a local path."""
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
 def model_fingerprint(model_path: str) -> dict[str, object]:
