@@ -16,7 +16,7 @@ Backends:
     python benchmarks/simulator_throughput.py                      # SmolLM2-135M-Instruct, 32 requests
     python benchmarks/simulator_throughput.py --model zerosearch:tiny-vllm --mode finetuned
     python benchmarks/simulator_throughput.py --out runs/sim_throughput.json
-    python benchmarks/simulator_throughput.py --vs-original        # zerosearch's client vs the original's
+    python benchmarks/simulator_throughput.py --vs-original --requests 64   # zerosearch's client vs the original's
 
 ``--vs-original``: the same requests (same prompts, ``max_tokens=600``, temperature 0.8, ``topk`` 5) on the
 same vLLM server, through two client shapes, alternating ``--rounds`` times:

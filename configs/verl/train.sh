@@ -3,8 +3,9 @@
 #
 #   MODEL=Qwen/Qwen2.5-3B ALGORITHM=reinforce NOISE_END=0.25 bash configs/verl/train.sh [hydra overrides...]
 #
-# or the wrappers beside this file (qwen2.5-3b-reinforce.sh, ...). DRY_RUN=1 prints the command, one argument
-# a line, instead of running it. See configs/verl/README.md for the node layouts and the simulator server.
+# or the wrappers beside this file (qwen2.5-3b-reinforce.sh, ...). DRY_RUN=1 prints the arguments it would
+# pass to `python3 -m verl.trainer.main_ppo`, one a line, instead of running it. See configs/verl/README.md
+# for the node layouts and the simulator server.
 #
 # Variables (default):
 #   MODEL            policy: hub id or path (Qwen/Qwen2.5-3B)

@@ -118,7 +118,9 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
                         help="bf16 mixed precision over fp32 weights; auto: on CPUs with bf16 instructions "
                              "(avx512_bf16, AMX), ~1.5x faster generation there (default: off)")
     parser.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
-                        help="static: a preallocated KV cache, faster decoding on CPU (default: dynamic)")
+                        help="static: a preallocated KV cache per generate call; it decodes faster on CPU but "
+                             "re-encodes the whole context every turn, so on multi-turn evaluation the default "
+                             "(dynamic, continuing from the turn before's cache) is faster (default: dynamic)")
     parser.add_argument("--no-kv-reuse", dest="kv_reuse", action="store_false",
                         help="with --kv-cache dynamic, re-encode the whole context at every turn instead of "
                              "continuing from the turn before's KV cache (the same answers in fp32; resumes an "
