@@ -37,6 +37,8 @@ def test_bad_values_say_what_to_fix():
         load_train_config(None, ["engine.simulator.backend=openai"])
     with pytest.raises(ConfigError, match="lr"):
         load_train_config(None, ["lr=fast"])
+    with pytest.raises(ConfigError, match=r"kv_reuse='maybe' has the wrong type \(expected true/false\)"):
+        load_train_config(None, ["kv_reuse=maybe"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["lr"])
     with pytest.raises(ConfigError, match="doc_format='markdown' is not one of zerosearch, search_r1"):

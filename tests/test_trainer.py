@@ -303,7 +303,11 @@ def test_default_pipeline_at_tiny_scale(tmp_path, monkeypatch, capsys):
     assert main(["train", "--resume", str(run), "total_steps=2", "--no-progress"]) == 0
     assert json.loads((run / "eval" / "results.json").read_text())["model"].endswith("step_2/policy")
     assert "| metric | untrained | after warm-up | after RL |" in (run / "eval" / "comparison.md").read_text()
-    capsys.readouterr()
+    assert "resuming" in capsys.readouterr().err
+    # resumed with nothing left: says so, and how to go on, instead of "resuming at step 3/2"
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "already finished its 2 steps" in err and "total_steps=12" in err and "step 3/2" not in err
 
     assert main(["train", *common, f"output_dir={tmp_path / 'run2'}", "--no-progress"]) == 0
     err = capsys.readouterr().err

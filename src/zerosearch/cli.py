@@ -60,8 +60,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         trainer = resume_run(args.resume, overrides, progress=not args.no_progress)
-        print(f"[zerosearch] resuming {trainer.run_dir} at step {trainer.step + 1}/{trainer.cfg.total_steps}",
-              file=sys.stderr)
+        if trainer.step >= trainer.cfg.total_steps:  # nothing left: say so rather than "at step 7/6"
+            print(f"[zerosearch] {trainer.run_dir} already finished its {trainer.cfg.total_steps} steps; raise "
+                  f"total_steps (e.g. --resume {args.resume} total_steps={trainer.cfg.total_steps + 10}) to go on",
+                  file=sys.stderr)
+        else:
+            print(f"[zerosearch] resuming {trainer.run_dir} at step {trainer.step + 1}/{trainer.cfg.total_steps}",
+                  file=sys.stderr)
     else:
         if config is None:
             config = str(EMBEDDED_DEFAULT)

@@ -408,7 +408,15 @@ def _coerce(name: str, value: Any, ftype: Any) -> Any:
         return str(value)
     if list[str] in allowed and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ConfigError(f"{name}={value!r} has the wrong type (expected {ftype})")
+    raise ConfigError(f"{name}={value!r} has the wrong type (expected {_type_words(ftype)})")
+
+
+def _type_words(ftype: Any) -> str:
+    """``bool | None`` as "true/false or null": what a user can write, not Python's ``<class 'bool'>``."""
+    words = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null",
+             list[str]: "a list of strings"}
+    args = typing.get_args(ftype) or (ftype,)
+    return " or ".join(words.get(a, getattr(a, "__name__", str(a))) for a in args)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
