@@ -58,7 +58,9 @@ from zerosearch.config import EVAL_METHODS
 from zerosearch.data import QARow, load_qa_file
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
-from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory, Turn
+from zerosearch.rollout import (
+    ANSWERED, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory, Turn, carries_kv_cache,
+)
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
 from zerosearch.policy_info import resolve_doc_format
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents
@@ -165,7 +167,7 @@ class EvalSettings:
     @property
     def carries_kv_cache(self) -> bool:
         """Whether a later turn continues from the turn before's KV cache (``kv_reuse`` with a dynamic cache)."""
-        return self.kv_reuse and self.kv_cache == "dynamic"
+        return carries_kv_cache(self.kv_cache, self.kv_reuse)
 
 
 def default_topk(engine_spec: str | None) -> int:

@@ -190,6 +190,18 @@ class RolloutSettings:
             raise ValueError(f"kv_cache must be dynamic or static, got {self.kv_cache!r}")
         check_doc_format(self.doc_format)
 
+    @property
+    def carries_kv_cache(self) -> bool:
+        """Whether the settings let a later turn continue from the turn before's KV cache (``kv_reuse`` with a
+        dynamic cache; the runner also needs one generate call per turn and a model whose cache allows it)."""
+        return carries_kv_cache(self.kv_cache, self.kv_reuse)
+
+
+def carries_kv_cache(kv_cache: str, kv_reuse: bool) -> bool:
+    """The settings' half of the turn cache's rule: ``kv_reuse`` on and ``kv_cache`` dynamic (a static cache is
+    preallocated per ``generate`` call and cannot be carried)."""
+    return kv_reuse and kv_cache == "dynamic"
+
 
 def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
     """The ids that end a trajectory: the tokenizer's EOS and the model's ``generation_config`` EOS ids
@@ -396,7 +408,7 @@ class RolloutRunner:
         s = self.settings
         size = s.batch_size or len(active)
         # the turn cache follows one batch from turn to turn: with several generate calls per turn, none is kept
-        carry = s.kv_reuse and s.kv_cache == "dynamic" and size >= len(active) and shares_cache(self.model)
+        carry = s.carries_kv_cache and size >= len(active) and shares_cache(self.model)
         results: list[list[int]] = []
         for start in range(0, len(active), size):
             chunk = active[start : start + size]
