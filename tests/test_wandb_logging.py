@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,14 @@ def test_wandb_offline_logs_every_metric_of_every_step(tmp_path, monkeypatch):
         assert {"reward_mean", "f1_mean", "kl", "searches_per_rollout", "noise_probability"} <= set(data)
         assert data["reward_mean"] == pytest.approx(row["reward_mean"])
     assert inits[0]["project"] == "zs-test" and inits[0]["config"]["total_steps"] == 2  # the run's config
-    # what wandb itself wrote: an offline run in the run directory, holding the logged keys
+    # What wandb itself wrote: an offline run in the run directory, holding the logged keys. The records
+    # are written by wandb's service process, which may still be flushing when run.finish() returns
+    # (CI once read only the file header); when the CLI exits the service is shut down, which the
+    # teardown here does in-process, and a bounded wait covers the rest.
+    wandb.teardown()
     files = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    blob = files[0].read_bytes()
-    assert b"reward_mean" in blob and b"searches_per_rollout" in blob
+    deadline = time.monotonic() + 30
+    while not (b"reward_mean" in (blob := files[0].read_bytes()) and b"searches_per_rollout" in blob):
+        assert time.monotonic() < deadline, f"{files[0]} holds only {len(blob)} bytes after 30 s"
+        time.sleep(0.2)
