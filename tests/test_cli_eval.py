@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +117,40 @@ def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_pat
                 "--no-progress", "--no-kv-reuse", "--max-obs-tokens", "64"]) == 0
     settings = json.loads((tmp_path / "encoded" / "eval_config.json").read_text())["settings"]
     assert "kv_reuse" not in settings and settings["max_obs_tokens"] == 64
+
+
+def test_ctrl_c_in_eval_keeps_the_answers_and_names_the_directory_that_resumes(setup, capsys, tmp_path,
+                                                                              monkeypatch):
+    """Ctrl-C after the first batch of a default-directory evaluation: the message names the directory
+    (its time-stamped name was never printed before), and --output-dir with it answers only the rest."""
+    from zerosearch.evaluate import Answerer
+
+    monkeypatch.chdir(tmp_path)
+    qa = tmp_path / "colours.jsonl"
+    qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": [a]}) + "\n"
+                          for i, (q, a) in enumerate([("what colour is the sky", "blue"),
+                                                      ("what colour is grass", "green")])))
+    real_answer = Answerer.answer
+    asked: list[int] = []
+
+    def answer(self, items):
+        asked.append(len(items))
+        if len(asked) == 2:
+            raise KeyboardInterrupt
+        return real_answer(self, items)
+
+    monkeypatch.setattr(Answerer, "answer", answer)
+    with pytest.raises(KeyboardInterrupt):
+        cli(["eval", *common(setup), "--data", str(qa), "--no-progress", "--batch-size", "1"])
+    [out_dir] = (tmp_path / "runs").iterdir()
+    assert f"the answers written so far are kept in {Path('runs') / out_dir.name}; the same command with " \
+           f"--output-dir {Path('runs') / out_dir.name} answers only the rest" in capsys.readouterr().err
+    assert len((out_dir / "examples" / "colours.jsonl").read_text().splitlines()) == 1
+    asked.clear()
+    assert cli(["eval", *common(setup), "--data", str(qa), "--no-progress", "--batch-size", "1",
+                "--output-dir", str(out_dir)]) == 0
+    assert asked == [1]  # only the unanswered question
+    assert json.loads((out_dir / "results.json").read_text())["datasets"]["colours"]["n"] == 2
 
 
 def test_help_texts_have_examples(capsys):

@@ -75,6 +75,29 @@ def test_existing_run_is_not_overwritten(tmp_path, monkeypatch, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in step 2 of `zerosearch train`: exit 130 and two lines naming the kept checkpoint and the
+    resume command (not a traceback); that command then finishes the run."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    real_step = Trainer.train_step
+
+    def step(self):
+        if self.step == 1:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert main(["train", str(TINY), "total_steps=2", f"output_dir={out}", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: {out} is kept and its newest checkpoint is step_1; go on with\n" \
+           f"  zerosearch train --resume {out}\n" in err
+    assert err.rstrip().endswith("[zerosearch] stopped by Ctrl-C") and "Traceback" not in err
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
 def test_bad_data_row_stops_with_file_row_field(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.jsonl"

@@ -75,9 +75,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer = start_run(cfg, progress=not args.no_progress)
         print(f"[zerosearch] run directory: {trainer.run_dir}", file=sys.stderr)
     setup_seconds = time.perf_counter() - started
-    history = trainer.train()
-    train_seconds = time.perf_counter() - started - setup_seconds
-    written = finish_run(trainer)
+    try:
+        history = trainer.train()
+        train_seconds = time.perf_counter() - started - setup_seconds
+        written = finish_run(trainer)
+    except KeyboardInterrupt:
+        _say_how_to_resume(trainer.run_dir)
+        raise
     finish_seconds = time.perf_counter() - started - setup_seconds - train_seconds
     lines = [f"[zerosearch] finished {trainer.run_dir} at step {trainer.step}/{trainer.cfg.total_steps}"]
     if history:
@@ -102,6 +106,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lines.append(f"  report:      {written['report']}")
     print("\n".join(lines), file=sys.stderr)
     return 0
+
+
+def _say_how_to_resume(run_dir: Path) -> None:
+    """After Ctrl-C in a run: what is kept and the command that goes on from it."""
+    from zerosearch.checkpoint import latest_checkpoint
+
+    newest = latest_checkpoint(run_dir)
+    kept = f"its newest checkpoint is {newest.name}" if newest else "it has no checkpoint yet (it restarts at step 1)"
+    print(f"[zerosearch] interrupted: {run_dir} is kept and {kept}; go on with\n"
+          f"  zerosearch train --resume {run_dir}", file=sys.stderr)
 
 
 WARMUP_EPILOG = """\
@@ -235,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line (the command said what it keeps), not a traceback
+        print("[zerosearch] stopped by Ctrl-C", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ search in ``ask``), 2 a usage problem (bad option, missing file, unknown model o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, Sequence, TextIO
 
@@ -187,12 +188,14 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch eval``: run (or resume) the evaluation and print the table."""
-    from zerosearch.evaluate import RESULTS_MD, evaluate
+    from zerosearch.evaluate import RESULTS_MD, default_output_dir, evaluate
 
     data_files = [path for item in args.data for path in _split(item)]
+    # named here, not inside evaluate(), so that Ctrl-C can say which directory resumes
+    output_dir = args.output_dir or str(default_output_dir(args.model, args.method))
     try:
         results = evaluate(
-            args.model, data_files, args.engine, args.method, args.output_dir,
+            args.model, data_files, args.engine, args.method, output_dir,
             limit=args.limit, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_obs_tokens=args.max_obs_tokens, max_context_tokens=args.max_context_tokens,
@@ -206,6 +209,11 @@ def run_eval(args: argparse.Namespace) -> int:
     except _usage_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.path.isdir(output_dir):
+            print(f"[zerosearch] interrupted: the answers written so far are kept in {output_dir}; the same "
+                  f"command with --output-dir {output_dir} answers only the rest", file=sys.stderr)
+        raise
     from pathlib import Path
 
     print((Path(results["output_dir"]) / RESULTS_MD).read_text(encoding="utf-8"))
