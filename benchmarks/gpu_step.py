@@ -61,24 +61,47 @@ SIZES = {
 }
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=list(SIZES), default="3b")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--rollouts", type=int, default=5)
-    parser.add_argument("--prompt-tokens", type=int, default=256)
-    parser.add_argument("--turn-tokens", type=int, default=500)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="examples: see the top of benchmarks/gpu_step.py")
+    parser.add_argument("--size", choices=list(SIZES), default="3b",
+                        help="3b: Qwen2.5-3B's shape (the paper's model); tiny: the same shape at toy size")
+    parser.add_argument("--device", default="cuda", help="a torch device: cuda, cuda:1, cpu (default cuda)")
+    parser.add_argument("--prompts", type=_positive, default=64, help="prompts per step (the paper's 64)")
+    parser.add_argument("--rollouts", type=_positive, default=5, help="rollouts per prompt (the paper's 5)")
+    parser.add_argument("--prompt-tokens", type=_positive, default=256, help="tokens per prompt")
+    parser.add_argument("--turn-tokens", type=_positive, default=500,
+                        help="tokens generated per rollout (forced: EOS never ends one)")
     parser.add_argument("--rollout-batch", type=int, default=0, help="sequences per generate call (0: all)")
-    parser.add_argument("--micro-batch-tokens", type=int, default=16384, help="padded tokens per micro-batch")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak")
+    parser.add_argument("--micro-batch-tokens", type=_positive, default=16384, help="padded tokens per micro-batch")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak (MFU's "
+                        "denominator; default: the H200's 989)")
     parser.add_argument("--no-checkpointing", action="store_true", help="turn gradient checkpointing off")
     parser.add_argument("--shared-prefix", action="store_true",
                         help="update with a prompt's rollouts sharing its pass (needs --no-checkpointing)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="for the random weights and prompts")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shared_prefix and not args.no_checkpointing:
+        parser.error("--shared-prefix needs --no-checkpointing: checkpointed layers drop the shared KV cache")
+    if args.rollout_batch < 0:
+        parser.error(f"--rollout-batch must be 0 (all) or more, got {args.rollout_batch}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device!r} is not a torch device ({exc})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device here; for a CPU check that it runs: "
+                     "--size tiny --device cpu --prompts 4 --rollouts 2 --turn-tokens 16 --prompt-tokens 32")
+    return args
 
 
 def sync(device: torch.device) -> None:
@@ -99,12 +122,14 @@ def _peak_gib(device: torch.device) -> str:
 def build_model(size: str, device: torch.device, checkpointing: bool):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
+    from zerosearch.policy import enable_checkpointing
+
     config = Qwen2Config(**SIZES[size], max_position_embeddings=32768, rope_theta=1_000_000.0,
                          rms_norm_eps=1e-6)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     if checkpointing:
-        model.gradient_checkpointing_enable()  # as the trainer turns it on (gradient_checkpointing=true)
+        enable_checkpointing(model)  # as the trainer turns it on (gradient_checkpointing=true)
     model.config.use_cache = True  # generation; the update passes use_cache=False itself
     return model
 
@@ -177,8 +202,6 @@ def model_flops_per_token(config, context: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.shared_prefix and not args.no_checkpointing:
-        raise SystemExit("--shared-prefix needs --no-checkpointing: checkpointed layers drop the shared KV cache")
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if device.type == "cuda":

@@ -432,3 +432,18 @@ def test_a_run_that_cannot_search_loads_no_simulator(tmp_path, monkeypatch):
     assert trainer.engine.name == "none"
     row = trainer.train_step()[0]
     assert row["searches_per_rollout"] == 0
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # transformers 5.24 deprecates gradient_checkpointing_enable
+@pytest.mark.parametrize("lora", [False, True])
+def test_checkpointing_is_turned_on_without_the_deprecated_name(lora):
+    from zerosearch.policy import enable_checkpointing, load_causal_lm
+
+    model = load_causal_lm("zerosearch:tiny", torch.device("cpu"), torch.float32)
+    enable_checkpointing(model, lora=lora)
+    renamed = hasattr(model, "is_activation_checkpointing")  # transformers >= 5.24
+    assert model.is_activation_checkpointing if renamed else model.is_gradient_checkpointing
+    if lora:  # LoRA freezes the embeddings, yet the checkpointed blocks' input must need a gradient
+        for p in model.parameters():
+            p.requires_grad_(False)
+        assert model.get_input_embeddings()(torch.tensor([[1, 2, 3]])).requires_grad

@@ -51,6 +51,20 @@ def load_causal_lm(model_spec: str, device: torch.device, dtype: torch.dtype) ->
     return model.to(device)
 
 
+def enable_checkpointing(model: nn.Module, lora: bool = False) -> None:
+    """Turn activation (gradient) checkpointing on, before LoRA wraps the model.
+
+    transformers 5.24 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the
+    old name warns and goes in v6); older releases have only the old name, so the new one is used where it
+    exists. With LoRA the embeddings are frozen, and a checkpointed block whose input needs no gradient
+    would give its adapters none: ``enable_input_require_grads`` makes that input need one.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    if lora:
+        model.enable_input_require_grads()
+
+
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
 

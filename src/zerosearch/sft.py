@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 from zerosearch import checkpoint as ckpt
 from zerosearch.config import LoraConfig
 from zerosearch.policy import (
-    Window, apply_lora, build_window, load_causal_lm, load_tokenizer, pick_device, pick_dtype, right_align,
-    selected_logprobs,
+    Window, apply_lora, build_window, enable_checkpointing, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
+    right_align, selected_logprobs,
 )
 from zerosearch.runtime import autocast_context
 
@@ -318,9 +318,7 @@ def load_for_sft(base_model: str, settings: SFTSettings, device: torch.device) -
     tokenizer = load_tokenizer(base_model)
     model = load_causal_lm(base_model, device, pick_dtype("auto", device))
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if settings.lora:
-            model.enable_input_require_grads()
+        enable_checkpointing(model, lora=settings.lora)
     if settings.lora:
         model = apply_lora(model, LoraConfig(enabled=True, r=settings.lora_r, alpha=settings.lora_alpha))
     return model, tokenizer

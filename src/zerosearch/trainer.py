@@ -32,8 +32,8 @@ from zerosearch.config import TrainConfig, save_config
 from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
-    ValueModel, Window, apply_lora, build_window, encode_prompt, frozen_copy, load_causal_lm, load_tokenizer,
-    micro_batches, pick_device, pick_dtype, plain_head, right_align, selected_logprobs, unalign,
+    ValueModel, Window, apply_lora, build_window, enable_checkpointing, encode_prompt, frozen_copy, load_causal_lm,
+    load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align, selected_logprobs, unalign,
     use_chat_template,
 )
 from zerosearch.policy_info import write_policy_info
@@ -178,9 +178,7 @@ class Trainer:
     def _build_policy(self):
         model = load_causal_lm(self.init_model, self.device, self.dtype)
         if self.cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            if self.cfg.lora.enabled:
-                model.enable_input_require_grads()
+            enable_checkpointing(model, lora=self.cfg.lora.enabled)
         if self.cfg.lora.enabled:
             model = apply_lora(model, self.cfg.lora)
         return model
