@@ -345,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.hf_batch_size = args.requests
     if args.max_tokens is None:
         args.max_tokens = 600 if args.vs_original else 128
+    needs_server = args.vs_original or "vllm" in args.backends
+    if needs_server and not args.vllm_url and not (args.vllm_python or _load_server_helper().find_vllm_python()):
+        # said before any model loads, not after the transformers rows have run for minutes
+        p.error(f"{_load_server_helper().INSTALL_HINT}; or pass --vllm-url URL of a running OpenAI-compatible "
+                "server" + ("" if args.vs_original else ", or --backends transformers to measure without vLLM"))
 
     from transformers import AutoTokenizer
 
@@ -383,4 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except _load_server_helper().VLLMServerError as exc:  # the server would not start or answer: its log says why
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
