@@ -53,6 +53,25 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_train_config(bad)
 
 
+def test_an_error_names_the_overrides_or_the_file_whichever_holds_it(tmp_path):
+    """A typo on the command line is not blamed on the config file (the embedded default.yaml, when the
+    user named none); a fault in the file is, even where an override is wrong too; an override may mend
+    the file."""
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("algorithm: grpo\nrollouts_per_prompt: 2\n")
+    bad.write_text("algorithm: grpo\nrollouts_per_prompt: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(good, ["lr=abc"])
+    assert str(caught.value) == "the key=value overrides: lr='abc' has the wrong type (expected a number)"
+    with pytest.raises(ConfigError, match=r"^the key=value overrides: algorithm=grpo normalises"):
+        load_train_config(good, ["rollouts_per_prompt=1"])
+    with pytest.raises(ConfigError, match=rf"^{bad}: algorithm=grpo normalises"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match=rf"^{bad} with the key=value overrides: lr='abc'"):
+        load_train_config(bad, ["lr=abc"])
+    assert load_train_config(bad, ["rollouts_per_prompt=4"]).rollouts_per_prompt == 4
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_train_config(path)

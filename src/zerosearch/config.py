@@ -470,13 +470,22 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
 
     The command line passes :data:`EMBEDDED_DEFAULT` when the user names no file.
     """
-    data = load_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(overrides or []))
+    file_data = load_yaml(path) if path else {}
     try:
-        return from_dict(TrainConfig, data)
+        return from_dict(TrainConfig, deep_merge(file_data, parse_overrides(overrides or [])))
     except ConfigError as exc:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{exc}") from None
+        error = exc
+    # Name what to fix: the overrides where the file alone is valid (a typo in `lr=abc` is not in
+    # default.yaml), else the file. Checked in this order because an override may mend the file.
+    blame_overrides = bool(overrides)
+    if blame_overrides and path:
+        try:
+            from_dict(TrainConfig, file_data)
+        except ConfigError:
+            blame_overrides = False
+    where = ("the key=value overrides" if blame_overrides else f"{path} with the key=value overrides" if overrides
+             and path else str(path) if path else "")
+    raise ConfigError(f"{where}: {error}" if where else str(error)) from None
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
