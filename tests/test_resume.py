@@ -78,10 +78,16 @@ def test_sigkill_then_resume_from_the_command_line(tmp_path):
     proc = subprocess.Popen(cli + [str(TINY), *args, f"output_dir={cut}", "--no-progress"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (cut / "checkpoints" / "step_2" / "state.json").exists():
+    seen: dict[int, float] = {}  # step -> when its checkpoint was first seen
+    while 2 not in seen:
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.02)
-    time.sleep(0.3)  # somewhere inside a later step (or its checkpoint)
+        for step in (1, 2):
+            if step not in seen and (cut / "checkpoints" / f"step_{step}" / "state.json").exists():
+                seen[step] = time.time()
+        time.sleep(0.01)
+    # halfway through step 3 (or its checkpoint), by this machine's own pace rather than a fixed delay,
+    # which a fast machine could overrun to the end of the run
+    time.sleep(0.5 * (seen[2] - seen.get(1, seen[2])))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(_metrics(cut)) < 6, "the kill came too late to test anything"
