@@ -66,6 +66,40 @@ def test_interrupted_and_resumed_equals_uninterrupted(algorithm, tmp_path, monke
     _assert_same_run(full, cut, 4)
 
 
+def test_resume_overrides_change_only_what_a_resumed_run_can_honour(tmp_path, monkeypatch):
+    """--resume with lr, algorithm, lora, seed or output_dir changed is refused before anything loads (the
+    checkpoint's optimizer would silently keep the old lr; a PPO resume of a REINFORCE run found no critic),
+    naming the way on; total_steps below the steps done is refused; total_steps up, logging and speed
+    settings go through, are reported and saved."""
+    from zerosearch.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    run = tmp_path / "run"
+    start_run(load_train_config(TINY, ["total_steps=2", f"output_dir={run}"]), progress=False).train()
+    saved = (run / "config.yaml").read_text()
+    for overrides, message in [
+        (["lr=0.5", "seed=3"], r"^lr \(0\.0001 -> 0\.5\), seed \(0 -> 3\): cannot change when .* resumes"),
+        (["algorithm=ppo"], r"algorithm \('reinforce' -> 'ppo'\): cannot change"),
+        (["lora.enabled=true"], r"lora\.enabled \(False -> True\): cannot change"),
+        (["output_dir=/tmp/elsewhere"], r"output_dir and run_name cannot change"),
+        (["total_steps=1"], r"total_steps=1 is below the 2 steps"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as caught:
+            resume_run(run, overrides, progress=False)
+        assert (run / "config.yaml").read_text() == saved  # nothing written
+    with pytest.raises(ConfigError) as caught:
+        resume_run(run, ["lr=0.5"], progress=False)
+    assert str(caught.value).endswith(f"zerosearch train {run / 'config.yaml'} model="
+                                      f"{run / 'checkpoints' / 'step_2' / 'policy'} warmup.enabled=false "
+                                      "output_dir=NEW_DIR lr=...")
+    trainer = resume_run(run, ["total_steps=3", "log_rollouts=1", "micro_batch_tokens=2048"], progress=False)
+    assert trainer.resume_changes == {"total_steps": (2, 3), "log_rollouts": (4, 1),
+                                      "micro_batch_tokens": (4096, 2048)}
+    assert load_train_config(run / "config.yaml").total_steps == 3
+    trainer.train()
+    assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
+
+
 @pytest.mark.integration
 def test_sigkill_then_resume_from_the_command_line(tmp_path):
     """A real `kill -9` of `zerosearch train` at an arbitrary moment, then `--resume`."""

@@ -14,6 +14,9 @@ examples:
   zerosearch train configs/tiny.yaml                 # a tiny random model, seconds per step on CPU
   zerosearch train configs/tiny.yaml algorithm=grpo total_steps=4 curriculum.end=0.75
   zerosearch train --resume runs/reinforce-20261121-101500
+  zerosearch train --resume runs/reinforce-20261121-101500 total_steps=400   # train it longer
+  (a resume may change total_steps, saving, logging, final_eval, speed settings and the engine's
+  address; lr, algorithm, model, reward... were used by the steps so far and stay)
 
 config keys (key=value, dotted for sections; values are YAML):
   model                  path, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)
@@ -60,6 +63,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         trainer = resume_run(args.resume, overrides, progress=not args.no_progress)
+        for key, (old, new) in trainer.resume_changes.items():
+            print(f"[zerosearch] changed on resume: {key} {old!r} -> {new!r} (saved in config.yaml)", file=sys.stderr)
         if trainer.step >= trainer.cfg.total_steps:  # nothing left: say so rather than "at step 7/6"
             print(f"[zerosearch] {trainer.run_dir} already finished its {trainer.cfg.total_steps} steps; raise "
                   f"total_steps (e.g. --resume {args.resume} total_steps={trainer.cfg.total_steps + 10}) to go on",

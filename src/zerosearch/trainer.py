@@ -111,6 +111,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.step = 0
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}  # {key: (old, new)} that a resume's overrides set
         configure_threads(cfg.num_threads)
         self.device = pick_device(cfg.device)
         self.dtype = pick_dtype(cfg.dtype, self.device)
@@ -580,19 +581,84 @@ def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bo
     return trainer
 
 
+# What a resumed run may change: how long it runs, how it saves, logs and reports, how fast it computes
+# (speed levers that give the same updates), and where its engine answers. Everything else was spent or
+# stored when the steps so far ran: the checkpoint's optimizer and scheduler hold lr, weight decay and the
+# warm-up; its weights hold the model, LoRA and the critic; the warm-up and the seed acted before step 1;
+# and a changed reward, algorithm or curriculum would make the run's curves mix two experiments.
+RESUMABLE_KEYS = (
+    "total_steps", "save_every", "keep_checkpoints", "log_rollouts", "tensorboard", "wandb", "wandb_project",
+    "report", "final_eval", "num_threads", "device", "dtype", "autocast", "micro_batch_tokens",
+    "rollout_batch_size", "kv_cache", "kv_reuse", "shared_prefix", "gradient_checkpointing", "engine.spec",
+    "engine.simulator.base_url", "engine.simulator.api_key_env", "engine.simulator.max_concurrency",
+    "engine.simulator.timeout", "engine.simulator.max_retries", "engine.simulator.max_batch_size",
+)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def resume_changes(before: TrainConfig, after: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every setting that differs between two configs."""
+    from zerosearch.config import to_dict
+
+    old, new = _flat(to_dict(before)), _flat(to_dict(after))
+    return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+
+
+def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, done_steps: int) -> None:
+    """Raise ConfigError for the overrides a resumed run cannot honour (see :data:`RESUMABLE_KEYS`), naming
+    each with the way to train on with it: a new run from this run's newest policy."""
+    from zerosearch.config import ConfigError
+
+    if "output_dir" in changes or "run_name" in changes:
+        raise ConfigError(f"a resumed run stays in {run_dir}: output_dir and run_name cannot change (copy the "
+                          "directory to move it)")
+    fixed = [k for k in changes if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
+    if fixed:
+        latest = ckpt.latest_checkpoint(run_dir)
+        start = (f"{run_dir / 'config.yaml'} model={latest / 'policy'} warmup.enabled=false output_dir=NEW_DIR"
+                 if latest else f"{run_dir / 'config.yaml'} output_dir=NEW_DIR")
+        shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in fixed)
+        raise ConfigError(
+            f"{shown}: cannot change when {run_dir} resumes (its checkpoint and its {done_steps} steps so far "
+            "were made with the old value). A resumed run may change total_steps, saving, logging, reports, "
+            "final_eval, speed settings and the engine's address. To train on with the new value, start a new "
+            f"run from this one's policy: zerosearch train {start} {' '.join(f'{k}=...' for k in fixed)}")
+    if "total_steps" in changes and changes["total_steps"][1] < done_steps:
+        raise ConfigError(f"total_steps={changes['total_steps'][1]} is below the {done_steps} steps {run_dir} "
+                          "has done; give a larger total_steps to train on")
+
+
 def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: SearchEngine | None = None,
                progress: bool = True) -> Trainer:
-    """Rebuild the Trainer from ``run_dir/config.yaml`` and its newest checkpoint."""
+    """Rebuild the Trainer from ``run_dir/config.yaml`` and its newest checkpoint.
+
+    ``overrides`` may change only :data:`RESUMABLE_KEYS` (ConfigError otherwise, before any model loads);
+    what they change is in ``trainer.resume_changes`` (``{key: (old, new)}``) and written to config.yaml.
+    """
     from zerosearch.config import load_train_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    before = load_train_config(run_dir / "config.yaml")
     cfg = load_train_config(run_dir / "config.yaml", overrides)
+    latest = ckpt.latest_checkpoint(run_dir)
+    done = int(ckpt.read_json(latest / "state.json")["step"]) if latest is not None else 0
+    changes = resume_changes(before, cfg)
+    check_resume_changes(changes, run_dir, done)
     cfg.output_dir = str(run_dir)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
-    latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None:
         trainer.load(latest)
+    trainer.resume_changes = changes
     save_config(cfg, run_dir / "config.yaml")
     return trainer
