@@ -53,6 +53,14 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_train_config(bad)
 
 
+def test_a_config_that_is_not_a_yaml_file_is_said_in_one_line(tmp_path):
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00model: x\n")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: not a UTF-8 text file \(byte 0\)"):
+        load_train_config(tmp_path / "binary.yaml")
+    with pytest.raises(ConfigError, match=r"is a directory; give a YAML config file"):
+        load_train_config(tmp_path)
+
+
 def test_an_error_names_the_overrides_or_the_file_whichever_holds_it(tmp_path):
     """A typo on the command line is not blamed on the config file (the embedded default.yaml, when the
     user named none); a fault in the file is, even where an override is wrong too; an override may mend

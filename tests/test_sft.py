@@ -147,8 +147,14 @@ def test_train_sft_resumes_from_its_checkpoints(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SFTRun, "train_step", dies_after_five)
     with pytest.raises(KeyboardInterrupt):
-        train_sft("zerosearch:tiny", data, [], tmp_path / "m", settings, progress=False)
+        train_sft("zerosearch:tiny", data, data[:2], tmp_path / "m", settings, progress=False)
     assert ckpt.latest_checkpoint(tmp_path / "m" / "checkpoints").name == "step_4"
     monkeypatch.setattr(SFTRun, "train_step", original)
-    info = train_sft("zerosearch:tiny", data, [], tmp_path / "m", settings, progress=False)
-    assert info["steps"] == 6 and [s for s, _ in info["loss_curve"]] == [5, 6]  # only the steps run now
+    info = train_sft("zerosearch:tiny", data, data[:2], tmp_path / "m", settings, progress=False)
+    full = train_sft("zerosearch:tiny", data, data[:2], tmp_path / "full", settings, progress=False)
+    # the summary covers the whole training, as the uninterrupted run's does (it once held steps 5-6 only,
+    # a mean over those two steps and no loss before training)
+    assert info["steps"] == 6 and [s for s, _ in info["loss_curve"]] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, loss in info["loss_curve"]] == pytest.approx([loss for _, loss in full["loss_curve"]])
+    assert info["train_loss"] == pytest.approx(full["train_loss"])
+    assert info["eval_loss_before"] == pytest.approx(full["eval_loss_before"]) and info["eval_loss_before"] > 0

@@ -98,6 +98,25 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsy
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model=/nonexistent/model"], "error: no model directory at '/nonexistent/model'"),
+    (["engine.kind=real", "engine.spec=nope"], "error: engine.spec='nope': unknown search engine 'nope'"),
+    (["model=zerosearch:tiny-base"], "error: engine.simulator.model=policy: the simulator writes documents as a "
+                                     "chat model, but the policy's model zerosearch:tiny-base has no chat template"),
+    (["device=cuda:7"], "error: device='cuda:7' but torch sees"),
+])
+def test_a_run_that_cannot_start_says_what_to_fix_in_one_line(tmp_path, monkeypatch, capsys, overrides, message):
+    """Faults in what the user named (a model, an engine, the simulator for a base policy, a device) end
+    `zerosearch train` with exit 2 and one line naming the key, not a traceback; the same output_dir then
+    takes the corrected run."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert main(["train", str(TINY), *overrides, "total_steps=1", f"output_dir={out}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert main(["train", str(TINY), "total_steps=1", f"output_dir={out}", "--no-progress"]) == 0
+
+
 def test_bad_data_row_stops_with_file_row_field(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.jsonl"

@@ -233,6 +233,39 @@ def test_trainer_starts_from_the_warmed_up_model(tmp_path, monkeypatch):
 
 
 def test_warmup_needs_a_search_turn(tmp_path, monkeypatch):
+    from zerosearch.config import ConfigError
+
     monkeypatch.setattr(warmup_module, "cache_dir", lambda: tmp_path / "cache")
-    with pytest.raises(ValueError, match="max_turns=0"):
-        run_warmup(_config(tmp_path, "max_turns=0"), progress=False)
+    with pytest.raises(ConfigError, match="max_turns=0"):  # a run with the warm-up on: when the config loads
+        _config(tmp_path, "max_turns=0")
+    with pytest.raises(ConfigError, match="max_turns=0"):  # `zerosearch warmup` (warm-up off in the config)
+        run_warmup(_config(tmp_path, "max_turns=0", "warmup.enabled=false"), progress=False)
+    assert not (tmp_path / "cache").exists()  # said before any engine or model was built
+
+
+def test_warmup_errors_name_the_warmup_keys_and_leave_nothing_half_built(tmp_path, monkeypatch):
+    from zerosearch.config import ConfigError
+
+    monkeypatch.setattr(warmup_module, "cache_dir", lambda: tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"^none of the 4 warm-up demonstrations fits warmup\.max_length=16 "
+                                          r"tokens; raise warmup\.max_length$"):
+        run_warmup(_config(tmp_path, "warmup.max_length=16"), progress=False)
+    assert list((tmp_path / "cache" / "warmup").iterdir()) == []  # no .partial left to look like a resume
+    with pytest.raises(ConfigError, match=r"^warmup\.engine='nope': unknown search engine 'nope'"):
+        run_warmup(_config(tmp_path, "warmup.engine=nope"), progress=False)
+
+
+def test_warmup_command_says_how_to_train_from_it_with_the_same_config(tmp_path, monkeypatch, capsys):
+    from zerosearch.cli import main
+
+    monkeypatch.setattr(warmup_module, "cache_dir", lambda: tmp_path / "cache")
+    cfg = _config(tmp_path)
+    config = tmp_path / "warm.yaml"
+    from zerosearch.config import save_config
+
+    save_config(cfg, config)
+    assert main(["warmup", str(config), "topk=2", "warmup.epochs=1", "--no-progress"]) == 0
+    hint = next(line for line in capsys.readouterr().err.splitlines() if "train from it:" in line)
+    model_dir = next((tmp_path / "cache" / "warmup").iterdir())
+    assert hint == (f"  train from it: zerosearch train {config} topk=2 model={model_dir} warmup.enabled=false "
+                    "engine.simulator.model=zerosearch:tiny")

@@ -165,8 +165,13 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
           f"{demos['one_search'] + demos['two_searches']} demonstrations ({demos['one_search']} with one search, "
           f"{demos['two_searches']} with two) from {demos['rows']} training rows; {info['sft']['steps']} steps, "
           f"{loss}{info['seconds']:.0f} s", file=sys.stderr)
-    print(f"  train from it: zerosearch train model={result.model_dir} warmup.enabled=false "
-          f"engine.simulator.model={cfg.model}", file=sys.stderr)
+    # the same config and overrides (the warm-up's own aside), so that the run is the one warmed up for
+    words = ["zerosearch train", *([config] if config else []),
+             *[o for o in overrides if not o.startswith(("warmup.", "model="))],
+             f"model={result.model_dir}", "warmup.enabled=false"]
+    if cfg.engine.simulator.model == "policy":  # the documents stay written by the model before its warm-up
+        words.append(f"engine.simulator.model={cfg.model}")
+    print(f"  train from it: {' '.join(words)}", file=sys.stderr)
     print(result.model_dir)
     return 0
 
@@ -248,10 +253,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from zerosearch.config import ConfigError
     from zerosearch.data import DataError
+    from zerosearch.llm.models import ModelNotFoundError
+    from zerosearch.search.serpapi import MissingAPIKeyError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ModelNotFoundError,
+            MissingAPIKeyError) as exc:  # what to fix in the command: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line (the command said what it keeps), not a traceback

@@ -187,6 +187,10 @@ class FinalEvalConfig:
         _check_range("final_eval.batch_size", self.batch_size, 1)
 
 
+NO_SEARCH_TO_DEMONSTRATE = ("the warm-up demonstrates searching, but max_turns=0 allows no search; set max_turns >= 1 "
+                            "or warmup.enabled=false")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Defaults follow the paper where it has one (see METHOD.md)."""
@@ -303,6 +307,8 @@ class TrainConfig:
         _check_range("temperature", self.temperature, 0.0)
         if self.algorithm == "grpo" and self.rollouts_per_prompt < 2:
             raise ConfigError("algorithm=grpo normalises within a group: set rollouts_per_prompt >= 2")
+        if self.warmup.enabled and self.max_turns < 1:  # said before a run directory or a model exists
+            raise ConfigError(NO_SEARCH_TO_DEMONSTRATE)
         if isinstance(self.train_files, str):
             self.train_files = [p for p in self.train_files.split(",") if p]
 
@@ -453,10 +459,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a YAML config file (e.g. configs/tiny.yaml, or a run's "
+                          "config.yaml)")
     try:
         data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); is it a YAML config?") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
     return data

@@ -24,9 +24,22 @@ from zerosearch.shared_prefix import SharedPrefixWindow, shared_prefix_hidden
 
 
 def pick_device(spec: str = "auto") -> torch.device:
+    """``auto``: the GPU if torch sees one, else the CPU; else the torch device ``spec`` names. Raises
+    ConfigError for a name torch does not know and for a CUDA device that is not there (torch would fail
+    later with 'Torch not compiled with CUDA enabled')."""
+    from zerosearch.config import ConfigError
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={spec!r} is not a torch device (cpu, cuda, cuda:1, auto): {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec!r} but torch sees no CUDA device here; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec!r} but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def pick_dtype(spec: str, device: torch.device) -> torch.dtype:

@@ -272,18 +272,20 @@ class SFTRun:
         names = {name for name, p in self.model.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.model.state_dict().items() if k in names}
 
-    def save(self, root: Path) -> Path:
-        """Write a checkpoint under ``root`` (keeping only the newest); returns its directory."""
+    def save(self, root: Path, log: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint under ``root`` (keeping only the newest); returns its directory. ``log``: what
+        the caller has recorded so far (losses, curve...), given back by :meth:`load`."""
         tmp = ckpt.begin(root, self.step)
         torch.save(self._trainable_state(), tmp / "model.pt")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(ckpt.capture_rng(), tmp / "rng.pt")
-        ckpt.write_json(tmp / "state.json", {"step": self.step, "total_steps": self.total_steps})
+        ckpt.write_json(tmp / "state.json", {"step": self.step, "total_steps": self.total_steps, "log": log or {}})
         return ckpt.commit(root, tmp, self.step, keep=1)
 
-    def load(self, path: Path) -> None:
-        """Continue from a checkpoint written by :meth:`save` for the same examples and settings."""
+    def load(self, path: Path) -> dict[str, Any]:
+        """Continue from a checkpoint written by :meth:`save` for the same examples and settings; returns the
+        ``log`` saved with it (``{}`` for checkpoints written without one)."""
         state = ckpt.read_json(path / "state.json")
         if state["total_steps"] != self.total_steps:
             raise ValueError(f"{path} was written for a {state['total_steps']}-step run, this one has "
@@ -296,6 +298,16 @@ class SFTRun:
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         ckpt.restore_rng(torch.load(path / "rng.pt", weights_only=False))
         self.step = int(state["step"])
+        return state.get("log", {})
+
+
+class NoExampleFitsError(ValueError):
+    """Every training example is longer than ``max_length`` tokens (callers name their own option)."""
+
+    def __init__(self, max_length: int, too_long: int) -> None:
+        self.max_length, self.too_long = max_length, too_long
+        super().__init__(f"none of the {too_long} training examples fits max_length={max_length} tokens; "
+                         "raise max_length")
 
 
 def save_merged(model: torch.nn.Module, tokenizer: Any, out_dir: Path, lora: bool) -> None:
@@ -336,32 +348,34 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
 
     Returns: ``{"train_examples", "val_examples", "too_long_dropped", "steps", "train_loss",
     "eval_loss_before", "eval_loss_after", "loss_curve", "seconds", "settings"}``: losses are mean NLL per
-    trained-on token; ``train_loss`` is the mean over this invocation's steps; ``loss_curve`` holds
-    ``[step, loss]`` averaged over every ``logging_steps`` steps; ``eval_loss_before`` is None on a
-    resumed run.
+    trained-on token; ``train_loss`` is the mean over all steps and ``loss_curve`` holds ``[step, loss]``
+    averaged over every ``logging_steps`` steps, both carried across a resume by the checkpoints (as are
+    ``eval_loss_before`` and ``seconds``), so a resumed run reports what an uninterrupted one would.
 
-    Raises ValueError when no training example fits ``max_length``.
+    Raises :class:`NoExampleFitsError` (a ValueError) when no training example fits ``max_length``.
     """
     started = time.perf_counter()
     out = Path(out_dir)
     train_kept, too_long = fitting(train_examples, settings.max_length)
     val_kept = fitting(val_examples, settings.max_length)[0]
     if not train_kept:
-        raise ValueError(f"no training example fits max_length={settings.max_length} tokens; raise max_length")
+        raise NoExampleFitsError(settings.max_length, too_long)
     torch_device = pick_device(device)
     torch.manual_seed(settings.seed)
     model, tokenizer = load_for_sft(base_model, settings, torch_device)
     run = SFTRun(model, tokenizer.pad_token_id, train_kept, settings, torch_device)
     checkpoints = out / "checkpoints"
     latest = ckpt.latest_checkpoint(checkpoints)
+    # what the summary reports, saved with each checkpoint so that a resumed run reports the whole training
+    log: dict[str, Any] = {"losses": [], "curve": [], "window": [], "eval_loss_before": None, "seconds": 0.0}
     if latest is not None:
-        run.load(latest)
+        log.update(run.load(latest))
         print(f"[zerosearch] resuming fine-tuning at step {run.step}/{run.total_steps} from {latest}",
               file=sys.stderr)
-    eval_before = run.evaluate(val_kept) if val_kept and latest is None else None
-    losses: list[float] = []
-    curve: list[list[float]] = []
-    window: list[float] = []
+    elif val_kept:
+        log["eval_loss_before"] = run.evaluate(val_kept)
+    losses, curve, window = log["losses"], log["curve"], log["window"]
+    seconds_before = log["seconds"]
     with tqdm(total=run.total_steps, initial=run.step, desc="fine-tune", unit="step", disable=not progress,
               dynamic_ncols=True) as bar:
         while run.step < run.total_steps:
@@ -370,9 +384,10 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
             window.append(stats["loss"])
             if run.step % settings.logging_steps == 0 or run.step == run.total_steps:
                 curve.append([run.step, float(np.mean(window))])
-                window = []
+                window.clear()  # in place: the log saved with a checkpoint holds this list
             if settings.save_steps > 0 and run.step % settings.save_steps == 0 and run.step < run.total_steps:
-                run.save(checkpoints)
+                log["seconds"] = seconds_before + time.perf_counter() - started
+                run.save(checkpoints, log)
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
     eval_after = run.evaluate(val_kept) if val_kept else None
@@ -381,8 +396,8 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
     return {
         "train_examples": len(train_kept), "val_examples": len(val_kept), "too_long_dropped": too_long,
         "steps": run.step, "train_loss": float(np.mean(losses)) if losses else None,
-        "eval_loss_before": eval_before, "eval_loss_after": eval_after, "loss_curve": curve,
-        "seconds": time.perf_counter() - started,
+        "eval_loss_before": log["eval_loss_before"], "eval_loss_after": eval_after, "loss_curve": curve,
+        "seconds": seconds_before + time.perf_counter() - started,
         "settings": {**asdict(settings), "bf16": run.autocast is not None},
     }
 

@@ -72,9 +72,9 @@ def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> 
     if cfg.max_turns == 0:
         return NoSearch()
     if cfg.engine.kind == "real":
-        from zerosearch.search.factory import build_engine as engine_from_spec
+        from zerosearch.search.factory import build_configured_engine
 
-        return engine_from_spec(cfg.engine.spec)
+        return build_configured_engine(cfg.engine.spec, "engine.spec")
 
     from zerosearch.search.simulated import SimulatedSearchEngine
 
@@ -95,7 +95,18 @@ def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> 
 
         # ``policy``: a frozen copy of the initial policy writes the documents (a prompt-mode simulator).
         path = resolve_model_path(cfg.model if sim.model == "policy" else sim.model)
-        chat = TransformersChatModel(path, device=str(device), dtype=dtype, max_batch_size=sim.max_batch_size,
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)  # as the chat backend loads it
+        if not getattr(tokenizer, "chat_template", None):  # named here, not as the chat backend's tokenizer fault
+            from zerosearch.config import ConfigError
+
+            which = f"the policy's model {cfg.model}" if sim.model == "policy" else sim.model
+            raise ConfigError(f"engine.simulator.model={sim.model}: the simulator writes documents as a chat model, "
+                              f"but {which} has no chat template; set engine.simulator.model to an instruct model "
+                              "(e.g. zerosearch:smollm2-135m-instruct, or zerosearch:tiny with a tiny policy)")
+        chat = TransformersChatModel(path, tokenizer=tokenizer, device=str(device), dtype=dtype,
+                                     max_batch_size=sim.max_batch_size,
                                      autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache)
     return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
 

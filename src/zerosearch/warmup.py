@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from zerosearch import __version__
-from zerosearch.config import TrainConfig
+from zerosearch.config import NO_SEARCH_TO_DEMONSTRATE, ConfigError, TrainConfig
 from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.datasets import default_dev_files, default_train_files
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
@@ -66,9 +66,9 @@ from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
 from zerosearch.runtime import resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.factory import build_engine
+from zerosearch.search.factory import build_configured_engine
 from zerosearch.search.snippets import contains_answer, snippet
-from zerosearch.sft import SFTExample, SFTSettings, train_sft
+from zerosearch.sft import NoExampleFitsError, SFTExample, SFTSettings, train_sft
 
 __all__ = [
     "WARMUP_VERSION",
@@ -325,6 +325,8 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     if (final / INFO_FILE).exists() and not force:
         return WarmupResult(final, json.loads((final / INFO_FILE).read_text(encoding="utf-8")), cached=True)
 
+    if cfg.max_turns < 1:
+        raise ConfigError(NO_SEARCH_TO_DEMONSTRATE)
     started = time.perf_counter()
     _say(f"format warm-up of {cfg.model} (first run only; cached as {final})", progress)
     rows, overlap = _select_rows(load_qa_files(train_files), _eval_questions(eval_files), w.max_examples, cfg.seed)
@@ -332,18 +334,18 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     chat = use_chat_template(tokenizer, cfg.prompt_style)
     prompt_ids = [encode_prompt(tokenizer, policy_prompt(r.question, template), chat) for r in rows]
     if engine is None:
-        engine = build_engine(w.engine)
+        engine = build_configured_engine(w.engine, "warmup.engine")
     settings = DemoSettings(topk=cfg.topk, max_searches=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,
                             max_context_tokens=cfg.max_context_tokens, max_doc_words=w.max_doc_words,
                             require_grounded=w.require_grounded, subquery_field=w.subquery_field,
                             doc_format=cfg.doc_format)
-    if cfg.max_turns < 1:
-        raise ValueError("the warm-up demonstrates searching, but max_turns=0 allows no search; "
-                         "set max_turns >= 1 or warmup.enabled=false")
     demos, stats = build_demonstrations(rows, engine, tokenizer, prompt_ids, settings)
     if not demos:
+        why = (f"; every search through warmup.engine={w.engine} failed: the warm-up needs a real engine that "
+               "answers without gold answers (example, bm25:FILE, dense:FILE, retrieval:URL)"
+               if stats.rows and stats.search_failed_dropped == stats.rows else "")
         raise ValueError(f"no warm-up demonstration could be built from {', '.join(train_files)}: "
-                         f"{dataclasses.asdict(stats)}")
+                         f"{dataclasses.asdict(stats)}{why}")
     _say(f"{len(demos)} demonstrations ({stats.one_search} with one search, {stats.two_searches} with two) "
          f"from {stats.rows} training rows", progress)
 
@@ -355,8 +357,20 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     sft = SFTSettings(lr=w.lr, epochs=w.epochs, batch_size=w.batch_size, max_length=w.max_length, seed=cfg.seed,
                       save_steps=25, lora=w.lora, lora_r=w.lora_r, lora_alpha=w.lora_alpha,
                       bf16=bf16 or None, logging_steps=1)
-    trained = train_sft(cfg.model, [demonstration_example(t) for t in demos], [], work, sft, device=cfg.device,
-                        progress=progress)
+    try:
+        trained = train_sft(cfg.model, [demonstration_example(t) for t in demos], [], work, sft,
+                            device=cfg.device, progress=progress)
+    except NoExampleFitsError as exc:
+        shutil.rmtree(work, ignore_errors=True)  # nothing was trained: no checkpoint to resume
+        raise ConfigError(f"none of the {exc.too_long} warm-up demonstrations fits warmup.max_length="
+                          f"{exc.max_length} tokens; raise warmup.max_length") from None
+    except KeyboardInterrupt:
+        print(f"[zerosearch] warm-up interrupted: its checkpoints (every {sft.save_steps} steps) are kept in "
+              f"{work}; the same command goes on from the newest", file=sys.stderr)
+        raise
+    if trained["too_long_dropped"]:
+        _say(f"{trained['too_long_dropped']} of {len(demos)} demonstrations are longer than warmup.max_length="
+             f"{w.max_length} tokens and were left out", progress)
     info = {
         "base_model": cfg.model, "base_model_path": model_path, "key": key, "engine": w.engine,
         "train_files": train_files, "excluded_eval_files": eval_files, "eval_overlap_dropped": overlap,

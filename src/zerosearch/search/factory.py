@@ -181,3 +181,16 @@ def build_engine(spec: str, **options: Any) -> SearchEngine:
     if sep and kind in _PREFIXED:
         return _PREFIXED[kind](rest.strip(), spec, options)
     raise _unknown_spec(spec)
+
+
+def build_configured_engine(spec: str, key: str, **options: Any) -> SearchEngine:
+    """:func:`build_engine` for a spec read from a config key: a bad spec is a ConfigError naming ``key``
+    (``engine.spec``, ``warmup.engine``), which the command line reports in one line."""
+    from zerosearch.config import ConfigError
+
+    try:
+        return build_engine(spec, **options)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{key}={spec!r}: {exc}") from None
