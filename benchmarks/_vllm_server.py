@@ -245,6 +245,8 @@ class VLLMServer:
 
 
 if __name__ == "__main__":  # manual use: python benchmarks/_vllm_server.py MODEL_DIR
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: python benchmarks/_vllm_server.py MODEL_DIR (a model directory or hub id to serve)")
     model_dir = sys.argv[1]
     with VLLMServer(model_dir) as server:
         print(f"ready in {server.startup_seconds:.1f} s at {server.base_url} (log {server.log_path}); Ctrl-C stops")

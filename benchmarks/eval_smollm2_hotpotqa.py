@@ -19,10 +19,14 @@ import argparse
 import json
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import existing_file, non_negative_int, positive_int  # noqa: E402
 
 from zerosearch.evaluate import EXAMPLES_DIR, RESULTS_MD, evaluate, read_examples
 from zerosearch.rewards import answer_metrics
@@ -33,21 +37,41 @@ MODEL = "zerosearch:smollm2-135m-instruct"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA / "qa" / "hotpotqa_distractor_dev.jsonl",
+    parser.add_argument("--data", type=existing_file, default=DATA / "qa" / "hotpotqa_distractor_dev.jsonl",
                         help="QA jsonl (default: the 300 HotpotQA distractor dev questions)")
-    parser.add_argument("--corpus", type=Path, default=DATA / "corpus" / "hotpotqa_distractor_paragraphs.jsonl",
+    parser.add_argument("--corpus", type=existing_file,
+                        default=DATA / "corpus" / "hotpotqa_distractor_paragraphs.jsonl",
                         help="corpus for BM25 (engine bm25:CORPUS)")
     parser.add_argument("--methods", nargs="+", default=["rag", "agent"], choices=["agent", "direct", "cot", "rag"])
-    parser.add_argument("--limit", type=int, default=None, help="first N questions (default: all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="questions per generation batch")
-    parser.add_argument("--max-turns", type=int, default=4, help="agent: searches before the forced answer")
-    parser.add_argument("--max-turn-tokens", type=int, default=500, help="tokens per turn at most")
-    parser.add_argument("--topk", type=int, default=3, help="documents per search")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N questions (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="questions per generation batch")
+    parser.add_argument("--max-turns", type=non_negative_int, default=4,
+                        help="agent: searches before the forced answer")
+    parser.add_argument("--max-turn-tokens", type=positive_int, default=500, help="tokens per turn at most")
+    parser.add_argument("--topk", type=positive_int, default=3, help="documents per search")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's; on a shared CPU 1 can be many times faster)")
     parser.add_argument("--out-dir", type=Path, default=Path("runs") / "bench-eval-smollm2-hotpotqa",
                         help="one sub-directory per method is written here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # the defaults are not passed through type=, and a file that exists may still not be QA rows or a corpus
+    from zerosearch.data import load_qa_file
+    from zerosearch.search.corpus import iter_corpus
+
+    for option, path in (("--data", args.data), ("--corpus", args.corpus)):
+        if not Path(path).is_file():
+            parser.error(f"argument {option}: {path} does not exist: give the path of an existing file")
+    try:
+        load_qa_file(args.data)
+    except ValueError as exc:  # DataError: names the file, row and field
+        parser.error(f"argument --data: {exc}")
+    try:
+        next(iter_corpus(args.corpus), None)  # the first row's layout
+    except ValueError as exc:  # CorpusError
+        parser.error(f"argument --corpus: {exc}")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        parser.error(f"--out-dir {args.out_dir} is a file: give a directory (it is created if missing)")
+    return args
 
 
 def reply_as_answer(directory: Path) -> dict[str, float]:

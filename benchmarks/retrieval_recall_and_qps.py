@@ -17,14 +17,18 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
 from zerosearch.search.base import Document
-from zerosearch.search.corpus import load_corpus
+from zerosearch.search.corpus import iter_corpus, load_corpus
 from zerosearch.search.local_index import DEFAULT_ENCODER, BM25Index, DenseIndex, LocalIndex
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import existing_file, positive_int, read_jsonl_with_fields  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH_SIZES = (1, 32)
@@ -32,26 +36,46 @@ BATCH_SIZES = (1, 32)
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path,
+    parser.add_argument("--corpus", type=existing_file,
                         default=DATA / "corpus" / "hotpotqa_distractor_paragraphs.jsonl",
                         help="corpus jsonl (Search-R1 layout)")
-    parser.add_argument("--questions", type=Path, default=DATA / "qa" / "hotpotqa_distractor_dev.jsonl",
-                        help="questions jsonl whose rows have metadata.supporting_titles")
+    parser.add_argument("--questions", type=existing_file, default=DATA / "qa" / "hotpotqa_distractor_dev.jsonl",
+                        help="questions jsonl whose rows have question and metadata.supporting_titles")
     parser.add_argument("--kinds", nargs="+", choices=["bm25", "dense"], default=["bm25", "dense"],
                         help="which indexes to measure")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER,
                         help="dense encoder: a sentence-transformers model name or directory")
-    parser.add_argument("--encode-batch-size", type=int, default=64, help="texts per encoder call")
-    parser.add_argument("--topk", type=int, default=5, help="k of recall@k")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--encode-batch-size", type=positive_int, default=64, help="texts per encoder call")
+    parser.add_argument("--topk", type=positive_int, default=5, help="k of recall@k")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("retrieval_recall_and_qps.json"),
                         help="where to write the figures as json")
-    return parser.parse_args()
+    args = parser.parse_args()
+    # checked before any index is built (the defaults are not passed through type=)
+    for option, path in (("--corpus", args.corpus), ("--questions", args.questions)):
+        if not Path(path).is_file():
+            parser.error(f"argument {option}: {path} does not exist: give the path of an existing file")
+    try:
+        next(iter_corpus(args.corpus), None)  # the first row's layout
+    except ValueError as exc:  # CorpusError: names the file, line and field
+        parser.error(f"argument --corpus: {exc}")
+    try:
+        args.question_rows = load_questions(args.questions)
+    except ValueError as exc:
+        parser.error(f"argument --questions: {exc}")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory: give a file name for the json")
+    return args
 
 
 def load_questions(path: Path) -> tuple[list[str], list[set[str]]]:
-    """Questions and, for each, the titles of its supporting paragraphs."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Questions and, for each, the titles of its supporting paragraphs.
+
+    Raises:
+        ValueError: a row without ``question`` or ``metadata.supporting_titles`` (naming the file and line),
+            or no rows.
+    """
+    rows = read_jsonl_with_fields(path, ["question", "metadata.supporting_titles"])
     return [r["question"] for r in rows], [set(r["metadata"]["supporting_titles"]) for r in rows]
 
 
@@ -119,7 +143,7 @@ def main() -> None:
     args = parse_args()
     env = environment(args.threads)
     docs = load_corpus(args.corpus)
-    questions, gold = load_questions(args.questions)
+    questions, gold = args.question_rows
     builders: dict[str, tuple[str, Callable[[], LocalIndex]]] = {
         "bm25": ("BM25 (bm25s, Snowball English stemming, English stopwords)", lambda: BM25Index.build(docs)),
         "dense": (f"dense ({args.encoder}, FAISS flat IP)", lambda: DenseIndex.build(
@@ -134,6 +158,7 @@ def main() -> None:
     report = {"corpus": str(args.corpus), "questions": str(args.questions), "num_docs": len(docs),
               "num_questions": len(questions), "topk": args.topk, "environment": env, "results": rows,
               "table": table}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten to {args.out}")
 

@@ -76,6 +76,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchmarks/_args.py
+from _args import non_negative_float, positive_float, positive_int  # noqa: E402
 
 
 def _load_server_helper():
@@ -143,7 +145,8 @@ def run_once(label: str, concurrency: Any, chat: Any, tokenizer: Any, args, requ
     texts = [c.text for c in recorder.last if c.ok]
     gen_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     ok = sum(r.ok for r in results)
-    call_failures = sum(1 for c in recorder.last if not c.ok)
+    failed = [c for c in recorder.last if not c.ok]
+    call_failures = len(failed)
     docs = sum(len(r.documents) for r in results)
     row = {
         "backend": label,
@@ -159,10 +162,39 @@ def run_once(label: str, concurrency: Any, chat: Any, tokenizer: Any, args, requ
         "docs_per_s": round(docs / wall, 3),
         "tokens_per_s": round(gen_tokens / wall, 1),
     }
+    if failed:
+        # failed calls return at once: a throughput over them is not the server's, so none is given
+        row.update(calls_per_s=None, docs_per_s=None, tokens_per_s=None, first_error=_one_line(failed[0].error))
+        print(f"  {label:<13} conc={str(concurrency):<4} wall={wall:7.2f}s  {call_failures} of {len(results)} calls "
+              f"FAILED, no throughput reported (first error: {row['first_error']})", file=sys.stderr)
+        return row
     print(f"  {label:<13} conc={str(concurrency):<4} wall={wall:7.2f}s  calls/s={row['calls_per_s']:6.2f}  "
           f"docs/s={row['docs_per_s']:6.2f}  tok/s={row['tokens_per_s']:7.1f}  ok={ok}/{len(results)}",
           file=sys.stderr)
     return row
+
+
+def _one_line(text: str | None, limit: int = 200) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def server_problem(url: str, timeout: float = 5.0) -> str | None:
+    """Why the OpenAI-compatible server at ``url`` does not answer ``GET {url}/models``; None where it does."""
+    import urllib.error
+    import urllib.request
+
+    target = f"{url.rstrip('/')}/models"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        return f"GET {target} answered HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        return f"GET {target}: {exc.reason}"
+    except (OSError, ValueError) as exc:  # a timeout, a malformed URL
+        return f"GET {target}: {_one_line(str(exc)) or type(exc).__name__}"
+    return None
 
 
 def bench_transformers(model_dir: str, tokenizer, args, requests) -> list[dict]:
@@ -262,6 +294,7 @@ def bench_vs_original(base_url: str, served: str, tokenizer, args, requests) -> 
         for shape, in_flight in shapes:
             before = _generated_tokens_total(base_url)
             start = time.perf_counter()
+            failed = 0  # the original's client raises on a failed call
             if shape == "original":
                 engine = SimulatedSearchEngine(None, mode=args.mode, max_tokens=args.max_tokens,
                                                temperature=args.temperature)
@@ -277,39 +310,60 @@ def bench_vs_original(base_url: str, served: str, tokenizer, args, requests) -> 
                                                    temperature=args.temperature)
                     docs = sum(len(r.documents) for r in engine.search(requests, topk=args.topk))
                     replies = [c.text for c in recorder.last if c.ok]
+                    failed = len(recorder.last) - len(replies)
             wall = time.perf_counter() - start
             after = _generated_tokens_total(base_url)
             # vLLM's counter where there is one (it also counts tokens a reply was cut from); else the replies
             # as the server sent them, re-tokenised (the original's before its cut)
             tokens = after - before if before is not None and after is not None else count(replies)
             row = {"shape": shape, "in_flight": in_flight, "round": round_index + 1, "requests": len(requests),
-                   "documents": docs, "generated_tokens": int(tokens), "wall_s": round(wall, 2),
-                   "docs_per_s": round(docs / wall, 3), "tokens_per_doc": round(tokens / max(docs, 1), 1)}
-            print(f"  {shape:<10} {in_flight:>3} in flight, round {round_index + 1}: wall={wall:7.1f}s "
-                  f"docs/s={row['docs_per_s']:6.2f} tokens/doc={row['tokens_per_doc']:6.1f} docs={docs}",
-                  file=sys.stderr)
+                   "failed": failed, "documents": docs, "generated_tokens": int(tokens), "wall_s": round(wall, 2),
+                   "docs_per_s": round(docs / wall, 3) if not failed else None,
+                   "tokens_per_doc": round(tokens / max(docs, 1), 1)}
+            if failed:
+                print(f"  {shape:<10} {in_flight:>3} in flight, round {round_index + 1}: wall={wall:7.1f}s "
+                      f"{failed} of {len(requests)} calls FAILED, no throughput reported", file=sys.stderr)
+            else:
+                print(f"  {shape:<10} {in_flight:>3} in flight, round {round_index + 1}: wall={wall:7.1f}s "
+                      f"docs/s={row['docs_per_s']:6.2f} tokens/doc={row['tokens_per_doc']:6.1f} docs={docs}",
+                      file=sys.stderr)
             rows.append(row)
     theirs = [r["docs_per_s"] for r in rows if r["shape"] == "original"]
     for c in args.ours_concurrency:
         ours = [r["docs_per_s"] for r in rows if r["shape"] == "zerosearch" and r["in_flight"] == c]
-        ratios = [o / t for o, t in zip(ours, theirs)]
+        ratios = [o / t for o, t in zip(ours, theirs) if o is not None and t]
+        if not ratios:
+            print(f"documents per second, zerosearch at {c} in flight / original: no round without failed calls",
+                  file=sys.stderr)
+            continue
         print(f"documents per second, zerosearch at {c} in flight / original: {sum(ratios) / len(ratios):.2f} "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})", file=sys.stderr)
+              f"(rounds without failed calls: {', '.join(f'{r:.2f}' for r in ratios)})", file=sys.stderr)
     return rows
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
     if rows and "shape" in rows[0]:
-        cols = ["shape", "in_flight", "round", "requests", "documents", "generated_tokens", "wall_s", "docs_per_s",
-                "tokens_per_doc"]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
-    cols = ["backend", "concurrency", "requests", "ok", "parse_errors", "call_failures", "documents",
-            "generated_tokens", "wall_s", "calls_per_s", "docs_per_s", "tokens_per_s"]
+        cols = ["shape", "in_flight", "round", "requests", "failed", "documents", "generated_tokens", "wall_s",
+                "docs_per_s", "tokens_per_doc"]
+    else:
+        cols = ["backend", "concurrency", "requests", "ok", "parse_errors", "call_failures", "documents",
+                "generated_tokens", "wall_s", "calls_per_s", "docs_per_s", "tokens_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+    for row in rows:  # a rate left out because calls failed shows as "-"
+        lines.append("| " + " | ".join("-" if row.get(c) is None else str(row[c]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def failure_summary(rows: Sequence[dict]) -> tuple[str | None, bool]:
+    """A line on the runs with failed calls (None where there were none), and whether every call of one failed."""
+    failed_rows = [r for r in rows if r.get("call_failures", r.get("failed", 0))]
+    if not failed_rows:
+        return None, False
+    all_failed = any(r.get("call_failures", r.get("failed", 0)) >= r["requests"] for r in failed_rows)
+    first = next((r["first_error"] for r in failed_rows if r.get("first_error")), None)
+    return (f"{'error' if all_failed else 'warning'}: {len(failed_rows)} of {len(rows)} runs had failed calls, "
+            "so their throughput is left out"
+            + (f" (first error: {first})" if first else "")), all_failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,25 +372,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="model dir, hub id or built-in name (zerosearch:tiny-vllm = tiny, head size 32)")
     p.add_argument("--mode", default="prompt", choices=["prompt", "finetuned"],
                    help="simulator prompt mode (prompt: few-shot, for an off-the-shelf instruct model)")
-    p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--max-tokens", type=int, default=None, help="default 128; 600 (the original's) with --vs-original")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--hf-batch-size", type=int, default=None, help="default: --requests (one batch)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the in-process backend")
+    p.add_argument("--requests", type=positive_int, default=32)
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="default 128; 600 (the original's) with --vs-original")
+    p.add_argument("--temperature", type=non_negative_float, default=0.8)
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--hf-batch-size", type=positive_int, default=None, help="default: --requests (one batch)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads for the in-process backend")
     p.add_argument("--backends", nargs="+", default=["transformers", "vllm"], choices=["transformers", "vllm"])
     p.add_argument("--vllm-python", default=None, help="default: $ZEROSEARCH_VLLM_PYTHON or .venv-vllm")
     p.add_argument("--vllm-url", default=None,
                    help="use a running OpenAI-compatible server: vLLM, or `transformers serve` (then tokens are "
                         "counted by re-tokenising the replies), e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--vllm-model-name", default="sim", help="served model name with --vllm-url")
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--max-model-len", type=positive_int, default=2048)
+    p.add_argument("--startup-timeout", type=positive_float, default=300.0)
     p.add_argument("--vs-original", action="store_true",
                    help="compare zerosearch's client with the original's on one vLLM server (see above)")
-    p.add_argument("--rounds", type=int, default=2, help="--vs-original: alternating rounds (default 2)")
-    p.add_argument("--ours-concurrency", type=int, nargs="+", default=[16, 64],
+    p.add_argument("--rounds", type=positive_int, default=2, help="--vs-original: alternating rounds (default 2)")
+    p.add_argument("--ours-concurrency", type=positive_int, nargs="+", default=[16, 64],
                    help="--vs-original: zerosearch's requests in flight, one run each (default: 16, the trainer's "
                         "default, and 64, the paper configs')")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -350,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # said before any model loads, not after the transformers rows have run for minutes
         p.error(f"{_load_server_helper().INSTALL_HINT}; or pass --vllm-url URL of a running OpenAI-compatible "
                 "server" + ("" if args.vs_original else ", or --backends transformers to measure without vLLM"))
+    if needs_server and args.vllm_url:
+        problem = server_problem(args.vllm_url)
+        if problem:
+            p.error(f"--vllm-url {args.vllm_url} does not answer ({problem}): start the server or fix the URL "
+                    "(the OpenAI API root, e.g. http://127.0.0.1:8000/v1)")
 
     from transformers import AutoTokenizer
 
@@ -384,7 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {out}", file=sys.stderr)
-    return 0
+    note, all_failed = failure_summary(rows)
+    if note:
+        print(note, file=sys.stderr)
+    return 1 if all_failed else 0
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import non_negative_float, positive_float, positive_int  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CORPUS = DATA / "corpus" / "hotpotqa_distractor_paragraphs.jsonl"
@@ -74,30 +77,37 @@ WORD_RANGE = (15, 60)  # words per document of a format-valid set (tune-simulato
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_simulator_tuning")
-    parser.add_argument("--topk", type=int, default=3)
-    parser.add_argument("--max-doc-words", type=int, default=30)
+    parser.add_argument("--topk", type=positive_int, default=3)
+    parser.add_argument("--max-doc-words", type=positive_int, default=30)
     parser.add_argument("--extra-queries", default="metadata.supporting_titles",
                         help="row field of extra queries to search besides the question ('' for none)")
     parser.add_argument("--balance", choices=["downsample", "upsample"], default="downsample",
                         help="build's class balance: drop useful calls, or repeat noisy ones (keeps all data)")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, help="learning rate (default: 1e-4 full fine-tuning, 1e-3 with --lora)")
-    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--epochs", type=positive_float, default=2.0)
+    parser.add_argument("--lr", type=positive_float,
+                        help="learning rate (default: 1e-4 full fine-tuning, 1e-3 with --lora)")
+    parser.add_argument("--lora-r", type=positive_int, default=16)
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged) instead of all weights")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--eval-limit", type=int, default=60)
-    parser.add_argument("--max-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument("--max-length", type=positive_int, default=512)
+    parser.add_argument("--eval-limit", type=positive_int, default=60)
+    parser.add_argument("--max-tokens", type=positive_int, default=200)
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
                         help="simulator sampling temperature in evaluate (0: greedy; the paper trains with 0.8)")
-    parser.add_argument("--eval-batch-size", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for training and evaluation (default: cpu)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 mixed-precision training (default: only on a CUDA GPU; 1.3x faster steps on a "
                              "2-core AMD EPYC with avx512_bf16)")
     parser.add_argument("--out", type=Path, help="where the summary json goes (default: WORK_DIR/summary.json)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for path in (CORPUS, TRAIN_QA, DEV_QA):  # said before any stage runs
+        if not path.is_file():
+            parser.error(f"{path} is missing: this benchmark reads the shared data directory {DATA}")
+    if args.work_dir.exists() and not args.work_dir.is_dir():
+        parser.error(f"--work-dir {args.work_dir} is a file: give a directory (it is created if missing)")
+    return args
 
 
 @contextlib.contextmanager
@@ -142,10 +152,6 @@ def main() -> int:
     args = parse_args()
     if args.lr is None:
         args.lr = 1e-3 if args.lora else 1e-4
-    for path in (CORPUS, TRAIN_QA, DEV_QA):
-        if not path.is_file():
-            print(f"error: {path} is missing (the shared data directory)", file=sys.stderr)
-            return 2
     import torch
 
     torch.set_num_threads(args.threads)
@@ -204,6 +210,7 @@ def main() -> int:
         "val_table": val_table,
     }
     out = args.out or work / "summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwall time {report['wall_seconds']:.0f} s ({timings}); summary in {out}")
     return 0

@@ -86,6 +86,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import non_negative_int, positive_int  # noqa: E402
 LEVERS = ("autocast", "kv_cache", "head", "stop", "threads", "kv_reuse")
 
 
@@ -301,11 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of {', '.join(LEVERS)}")
-    parser.add_argument("--pairs", type=int, default=3, help="on/off pairs per lever (default 3)")
+    parser.add_argument("--pairs", type=positive_int, default=3, help="on/off pairs per lever (default 3)")
     parser.add_argument("--work", choices=["update"], help="run one piece of work once and exit")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for --work (0: the CPUs we may use)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="torch threads for --work (0: the CPUs we may use)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
+    levers = [lever.strip() for lever in args.levers.split(",") if lever.strip()]
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        parser.error(f"--levers: unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+    if not levers and not args.work:
+        parser.error(f"--levers: name at least one of {', '.join(LEVERS)}")
+    if args.out and args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
     from zerosearch.runtime import configure_threads
 
     configure_threads(args.threads)
@@ -314,12 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         work_update(model, True)  # first-call costs
         print(_timed(lambda: [work_update(model, True) for _ in range(2)]), flush=True)
         return 0
-    levers = [lever for lever in args.levers.split(",") if lever]
-    unknown = sorted(set(levers) - set(LEVERS))
-    if unknown:
-        parser.error(f"unknown lever(s) {unknown}")
     rows = measure(levers, args.pairs)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0
 

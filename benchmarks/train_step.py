@@ -18,6 +18,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import check_overrides, key_value, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -42,15 +46,21 @@ print("RESULT " + json.dumps(out))
 """
 
 
+def overrides_for(model: str, algorithm: str, steps: int, batch: tuple[int, int], extra: Sequence[str] = (),
+                  output_dir: str = "run") -> list[str]:
+    """The config of one run as ``key=value`` overrides (checked in ``main`` before any run starts)."""
+    return MODELS[model] + [
+        f"algorithm={algorithm}", f"total_steps={steps + 1}", f"prompts_per_step={batch[0]}",
+        f"rollouts_per_prompt={batch[1]}", "max_turns=2", "max_context_tokens=2048",
+        f"train_files={REPO / 'src/zerosearch/example_data/hotpotqa_distractor_train.jsonl'}",
+        f"output_dir={output_dir}", "save_every=1000", *extra,
+    ]
+
+
 def run_one(model: str, algorithm: str, steps: int, batch: tuple[int, int], threads: int,
-            extra: list[str] = ()) -> dict:
+            extra: Sequence[str] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = MODELS[model] + [
-            f"algorithm={algorithm}", f"total_steps={steps + 1}", f"prompts_per_step={batch[0]}",
-            f"rollouts_per_prompt={batch[1]}", "max_turns=2", "max_context_tokens=2048",
-            f"train_files={REPO / 'src/zerosearch/example_data/hotpotqa_distractor_train.jsonl'}",
-            f"output_dir={tmp}/run", "save_every=1000", *extra,
-        ]
+        overrides = overrides_for(model, algorithm, steps, batch, extra, f"{tmp}/run")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides)], capture_output=True,
                               text=True, env=env, cwd=REPO)
@@ -64,14 +74,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--algorithms", nargs="+", default=["reinforce"], choices=["reinforce", "grpo", "ppo"])
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--rollouts", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--steps", type=positive_int, default=2, help="timed steps after one warm-up step")
+    parser.add_argument("--prompts", type=positive_int, default=4)
+    parser.add_argument("--rollouts", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="config overrides for every run, e.g. micro_batch_tokens=2048")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.out and args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
+    if "grpo" in args.algorithms and args.rollouts < 2:
+        parser.error("argument --rollouts: grpo normalises within a group: give --rollouts 2 or more")
+    for model in args.models:  # each run's config, as its process will load it (a key typo is caught here)
+        for algorithm in args.algorithms:
+            problem = check_overrides(overrides_for(model, algorithm, args.steps, (args.prompts, args.rollouts)),
+                                      args.set, "--set")
+            if problem:
+                parser.error(problem)
     results = []
     for model in args.models:
         for algorithm in args.algorithms:
@@ -87,6 +107,7 @@ def main() -> None:
               f"({r['generate_seconds']:.2f} / {r['search_seconds']:.2f}) | {r['update_seconds']:.2f} | "
               f"{r['response_tokens_mean']:.0f} | {r['searches_per_rollout']:.2f} | {r['peak_rss_mb']:.0f} |")
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"batch": [args.prompts, args.rollouts], "results": results}, indent=2))
 
 

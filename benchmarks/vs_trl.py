@@ -65,6 +65,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
+from _args import check_overrides, key_value, non_negative_float, positive_float, positive_int  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 QA = REPO / "src" / "zerosearch" / "example_data" / "hotpotqa_distractor_train.jsonl"
 MODELS = {"tiny": "zerosearch:tiny", "smollm2-135m": "zerosearch:smollm2-135m-instruct"}
@@ -103,15 +106,7 @@ from zerosearch.config import load_train_config
 from zerosearch.trainer import start_run
 import tempfile
 with tempfile.TemporaryDirectory() as tmp:
-    cfg = load_train_config(None, [
-        f"model={spec['model']}", "algorithm=grpo", f"total_steps={spec['steps']}",
-        f"prompts_per_step={spec['prompts']}", f"rollouts_per_prompt={spec['generations']}", "max_turns=0",
-        f"max_turn_tokens={spec['tokens']}", "max_context_tokens=2048", "temperature=1.0",
-        f"kl_coef={spec['kl']}", "kl_estimator=low_var_kl", f"lr={spec['lr']}", "warmup_ratio=0.0",
-        "weight_decay=0.01", "grad_clip=1.0", "dtype=float32", "autocast=off", f"num_threads={spec['threads']}",
-        f"train_files={spec['qa']}", f"output_dir={tmp}/run", "save_every=1000000", "log_rollouts=0",
-        "report=false", f"seed={spec['seed']}", *spec["overrides"],
-    ])
+    cfg = load_train_config(None, spec["config"] + [f"output_dir={tmp}/run"])
     trainer = start_run(cfg, progress=False)
     seconds, tokens = [], []
     for _ in range(spec["steps"]):
@@ -166,6 +161,29 @@ report(timer.seconds, completion_tokens)
 """
 
 
+def zerosearch_config(spec: dict[str, Any]) -> list[str]:
+    """zerosearch's side as ``key=value`` overrides (its child adds ``output_dir``); checked before any run."""
+    return [
+        f"model={spec['model']}", "algorithm=grpo", f"total_steps={spec['steps']}",
+        f"prompts_per_step={spec['prompts']}", f"rollouts_per_prompt={spec['generations']}", "max_turns=0",
+        f"max_turn_tokens={spec['tokens']}", "max_context_tokens=2048", "temperature=1.0",
+        f"kl_coef={spec['kl']}", "kl_estimator=low_var_kl", f"lr={spec['lr']}", "warmup_ratio=0.0",
+        "weight_decay=0.01", "grad_clip=1.0", "dtype=float32", "autocast=off", f"num_threads={spec['threads']}",
+        f"train_files={spec['qa']}", "save_every=1000000", "log_rollouts=0",
+        "report=false", f"seed={spec['seed']}", *spec["overrides"],
+    ]
+
+
+def model_spec(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """What both children of model ``name`` are given."""
+    spec = {"model": MODELS[name], "qa": str(QA), "prompts": args.prompts, "generations": args.generations,
+            "tokens": args.tokens, "kl": args.kl, "lr": args.lr, "steps": args.steps, "threads": args.threads,
+            "seed": args.seed, "out": str(args.out.parent / "bench_vs_trl_tmp"),
+            "overrides": args.zerosearch_override}
+    spec["config"] = zerosearch_config(spec)
+    return spec
+
+
 def check_prompts_identical(model: str) -> int:
     """The prompt token ids zerosearch builds equal those TRL builds for the same message; returns the count."""
     sys.path.insert(0, str(REPO / "src"))
@@ -205,28 +223,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--tokens", type=int, default=32, help="completion tokens at most (default 32)")
-    parser.add_argument("--kl", type=float, default=0.04, help="KL coefficient on both sides (default 0.04)")
-    parser.add_argument("--lr", type=float, default=1e-6)
-    parser.add_argument("--steps", type=int, default=4, help="steps per process; the first is not timed")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating zerosearch/TRL process pairs")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--prompts", type=positive_int, default=4)
+    parser.add_argument("--generations", type=positive_int, default=4, help="completions per prompt (>= 2)")
+    parser.add_argument("--tokens", type=positive_int, default=32, help="completion tokens at most (default 32)")
+    parser.add_argument("--kl", type=non_negative_float, default=0.04,
+                        help="KL coefficient on both sides (default 0.04)")
+    parser.add_argument("--lr", type=positive_float, default=1e-6)
+    parser.add_argument("--steps", type=positive_int, default=4, help="steps per process; the first is not timed")
+    parser.add_argument("--pairs", type=positive_int, default=3, help="alternating zerosearch/TRL process pairs")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--zerosearch-override", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--zerosearch-override", action="append", default=[], metavar="KEY=VALUE", type=key_value,
                         help="extra zerosearch config for its side, e.g. shared_prefix=false (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_vs_trl.json")
     args = parser.parse_args()
+    if args.generations < 2:  # GRPO normalises within a group, on both sides
+        parser.error(f"argument --generations: GRPO needs at least 2 completions per prompt, got {args.generations}")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
+    for name in args.models:  # zerosearch's config, as its child will load it (a key typo is caught here)
+        config = model_spec(args, name)["config"]
+        own = config[: len(config) - len(args.zerosearch_override)]
+        problem = check_overrides(own, args.zerosearch_override, "--zerosearch-override")
+        if problem:
+            parser.error(problem)
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     for name in args.models:
         model = MODELS[name]
         n = check_prompts_identical(model)
         print(f"[bench] {name}: prompt tokens identical on both sides ({n} prompts checked)", file=sys.stderr)
-        spec = {"model": model, "qa": str(QA), "prompts": args.prompts, "generations": args.generations,
-                "tokens": args.tokens, "kl": args.kl, "lr": args.lr, "steps": args.steps, "threads": args.threads,
-                "seed": args.seed, "out": str(args.out.parent / "bench_vs_trl_tmp"),
-                "overrides": args.zerosearch_override}
+        spec = model_spec(args, name)
         runs: dict[str, list[dict[str, Any]]] = {"zerosearch": [], "trl": []}
         for pair in range(args.pairs):
             for side, code in (("zerosearch", ZEROSEARCH_CHILD), ("trl", TRL_CHILD)):

@@ -1,0 +1,136 @@
+"""Argument checks shared by the benchmark scripts, so that a bad option fails at parse time in one line.
+
+``type=`` functions for argparse (a bad value raises :class:`argparse.ArgumentTypeError`, which argparse
+prints as ``error: argument --NAME: ...`` and exits with status 2) and a few checks that need more than
+one value. Loaded from a benchmark script by putting its own directory on ``sys.path``::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _args import positive_int  # noqa: E402
+
+Only the standard library is imported here (``check_overrides`` imports :mod:`zerosearch.config` when
+called), so a script can check its arguments before torch or a model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+
+def _number(text: str, kind: type, words: str) -> Any:
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count: steps, pairs, requests, batch size, ...)."""
+    value = _number(text, int, "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text, float, "a number > 0")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float, "a number >= 0")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """The path of a file that exists."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist: give the path of an existing file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file: give the path of an existing file")
+    return path
+
+
+def key_value(text: str) -> str:
+    """A ``KEY=VALUE`` config override (the key is checked against the config by :func:`check_overrides`)."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} must look like KEY=VALUE, e.g. lr=1e-6")
+    return text
+
+
+def check_overrides(overrides: Sequence[str], extra: Sequence[str] = (), option: str = "--set",
+                    path: str | Path | None = None) -> str | None:
+    """Why ``zerosearch.config.load_train_config(path, [*overrides, *extra])`` would fail; None where it would not.
+
+    ``overrides`` are the script's own (built from its options), ``extra`` the user's ``KEY=VALUE`` items of
+    ``option``: a message about ``extra`` names ``option``.
+    """
+    from zerosearch.config import ConfigError, load_train_config
+
+    def problem(items: list[str]) -> str | None:
+        try:
+            load_train_config(path, items)
+        except ConfigError as exc:
+            return str(exc).removeprefix("the key=value overrides: ")
+        return None
+
+    base = problem(list(overrides))
+    if base is not None or not extra:
+        return base
+    found = problem([*overrides, *extra])
+    return None if found is None else f"{option}: {found}"
+
+
+def _field(row: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = row
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def read_jsonl_with_fields(path: str | Path, fields: Iterable[str]) -> list[dict[str, Any]]:
+    """The rows of a jsonl file, each required to hold every one of ``fields`` (dotted: ``metadata.titles``).
+
+    Raises:
+        ValueError: a one-line message naming the file, the line and what is wrong with it.
+    """
+    path = Path(path)
+    fields = list(fields)
+    rows = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number} is not a JSON object")
+            for name in fields:
+                if not _field(row, name)[0]:
+                    raise ValueError(f"{path}:{number} has no field {name!r} (found fields {sorted(row)})")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    return rows
