@@ -153,6 +153,19 @@ def test_ctrl_c_in_eval_keeps_the_answers_and_names_the_directory_that_resumes(s
     assert json.loads((out_dir / "results.json").read_text())["datasets"]["colours"]["n"] == 2
 
 
+def test_eval_into_a_training_run_directory_is_refused(setup, capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("total_steps: 1\n")
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}) + "\n")
+    assert cli(["eval", *common(setup), "--data", str(qa), "--output-dir", str(run), "--no-progress"]) == 2
+    assert f"{run} is a training run's directory; evaluate into a folder of its own, e.g. --output-dir " \
+           f"{run / 'eval' / 'mine'}" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
 def test_help_texts_have_examples(capsys):
     for command in ("eval", "ask", "chat", "report"):
         with pytest.raises(SystemExit):

@@ -61,6 +61,16 @@ def test_a_config_that_is_not_a_yaml_file_is_said_in_one_line(tmp_path):
         load_train_config(tmp_path)
 
 
+def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("lr: 1.0e-6\ntotal_steps: 3\nlr: 5.0e-6\nengine:\n  kind: simulated\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: not valid YAML: .*key 'lr' is given twice \(lines 1 and 3\)"):
+        load_train_config(twice)
+    twice.write_text("engine:\n  kind: simulated\n  kind: real\n")
+    with pytest.raises(ConfigError, match=r"key 'kind' is given twice \(lines 2 and 3\)"):
+        load_train_config(twice)
+
+
 def test_an_error_names_the_overrides_or_the_file_whichever_holds_it(tmp_path):
     """A typo on the command line is not blamed on the config file (the embedded default.yaml, when the
     user named none); a fault in the file is, even where an override is wrong too; an override may mend

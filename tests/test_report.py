@@ -180,3 +180,18 @@ def test_report_of_a_real_one_step_training_run(tmp_path, monkeypatch, capsys):
     assert len(embedded_pngs(page)) == len(PLOTS)
     text = " ".join(page.text)
     assert "Step 1" in text and "Configuration" in text
+
+
+def test_metrics_with_a_bad_line_in_the_middle_say_what_they_leave_out(tmp_path, capsys):
+    """A torn last line (a kill mid-write) ends the history quietly; a bad line with steps after it is no
+    torn write, and the warning names the file, the line and what is not read."""
+    from zerosearch.metrics import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"st')
+    assert read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
+    assert capsys.readouterr().err == ""
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n\n{"step": 4}\n')
+    assert read_metrics(tmp_path) == [{"step": 1}]
+    assert capsys.readouterr().err == (f"[zerosearch] warning: {path}:2 is not a JSON line; the 1 step(s) before "
+                                       "it are read, the 2 line(s) after it are not\n")

@@ -504,6 +504,10 @@ def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
     before its first batch: a wrong engine spec, a missing model) is taken over, not refused: there is
     nothing in it to protect.
     """
+    if (output_dir / "config.yaml").is_file() and (output_dir / "metrics.jsonl").is_file():
+        # a training run's own directory: results.json, examples/ ... would mix into its files
+        raise ValueError(f"{output_dir} is a training run's directory; evaluate into a folder of its own, "
+                         f"e.g. --output-dir {output_dir / 'eval' / 'mine'}")
     path = output_dir / CONFIG_FILE
     if path.exists():
         old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,20 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if line:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break  # a line torn by a kill mid-write ends the readable history
+                # a line torn by a kill mid-write ends the readable history; a bad line with lines after it
+                # is no torn write, and what it hides is said
+                after = sum(1 for rest in lines[number:] if rest.strip())
+                if after:
+                    print(f"[zerosearch] warning: {path}:{number} is not a JSON line; the {len(rows)} step(s) "
+                          f"before it are read, the {after} line(s) after it are not", file=sys.stderr)
+                break
     return rows
 
 
