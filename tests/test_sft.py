@@ -148,7 +148,8 @@ def test_train_sft_resumes_from_its_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(SFTRun, "train_step", dies_after_five)
     with pytest.raises(KeyboardInterrupt):
         train_sft("zerosearch:tiny", data, data[:2], tmp_path / "m", settings, progress=False)
-    assert ckpt.latest_checkpoint(tmp_path / "m" / "checkpoints").name == "step_4"
+    assert (tmp_path / "m" / "checkpoints" / "step_4" / "state.json").is_file()  # as a training run keeps them
+    assert ckpt.latest_checkpoint(tmp_path / "m").name == "step_4"
     monkeypatch.setattr(SFTRun, "train_step", original)
     info = train_sft("zerosearch:tiny", data, data[:2], tmp_path / "m", settings, progress=False)
     full = train_sft("zerosearch:tiny", data, data[:2], tmp_path / "full", settings, progress=False)

@@ -420,7 +420,8 @@ def test_four_stages_end_to_end(tmp_path, searcher_model):
     rows = [json.loads(line) for line in policy_out.read_text().splitlines()]
     assert rows[0]["searches"][0] == {"turn": 0, "query": "what colour is the sky",
                                       "documents": [{"title": "", "text": "the colour is blue"}]}
-    assert collect(str(searcher_model), fixed, colours, policy_out, limit=3, progress=False).skipped == 3  # resume
+    assert collect(str(searcher_model), fixed, colours, policy_out, limit=3, policy_template=SHORT_TEMPLATE,
+                   progress=False).skipped == 3  # resume
 
     bm25_spec, hotpot = _small_bm25(tmp_path)
     bm25 = build_engine(bm25_spec, index_dir=str(tmp_path / "index"))

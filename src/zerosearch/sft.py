@@ -273,7 +273,7 @@ class SFTRun:
         return {k: v for k, v in self.model.state_dict().items() if k in names}
 
     def save(self, root: Path, log: dict[str, Any] | None = None) -> Path:
-        """Write a checkpoint under ``root`` (keeping only the newest); returns its directory. ``log``: what
+        """Write a checkpoint in ``root/checkpoints/step_N`` (keeping only the newest); returns it. ``log``: what
         the caller has recorded so far (losses, curve...), given back by :meth:`load`."""
         tmp = ckpt.begin(root, self.step)
         torch.save(self._trainable_state(), tmp / "model.pt")
@@ -364,8 +364,8 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
     torch.manual_seed(settings.seed)
     model, tokenizer = load_for_sft(base_model, settings, torch_device)
     run = SFTRun(model, tokenizer.pad_token_id, train_kept, settings, torch_device)
-    checkpoints = out / "checkpoints"
-    latest = ckpt.latest_checkpoint(checkpoints)
+    checkpoints = out / ckpt.CHECKPOINTS  # out/checkpoints/step_N, as a training run keeps them
+    latest = ckpt.latest_checkpoint(out)
     # what the summary reports, saved with each checkpoint so that a resumed run reports the whole training
     log: dict[str, Any] = {"losses": [], "curve": [], "window": [], "eval_loss_before": None, "seconds": 0.0}
     if latest is not None:
@@ -387,7 +387,7 @@ def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_example
                 window.clear()  # in place: the log saved with a checkpoint holds this list
             if settings.save_steps > 0 and run.step % settings.save_steps == 0 and run.step < run.total_steps:
                 log["seconds"] = seconds_before + time.perf_counter() - started
-                run.save(checkpoints, log)
+                run.save(out, log)
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
     eval_after = run.evaluate(val_kept) if val_kept else None

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_tune_simulator_parser"]
@@ -116,6 +120,110 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
+# --- option types: a number out of range is a usage error naming the option, before anything runs ----------
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = _integer(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _real(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _positive_real(value: str) -> float:
+    number = _real(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def _non_negative_real(value: str) -> float:
+    number = _real(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = _real(value)
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return number
+
+
+def _simulator(value: str) -> Any:
+    """``--simulator`` parsed when the command line is, so a bad one is named before any model loads."""
+    from zerosearch.simulator_tuning import parse_simulator_spec
+
+    try:
+        return parse_simulator_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --- Ctrl-C: say what is kept and the command that goes on ----------------------------------------------
+
+
+def _command_line(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command that reruns this stage with the options given: the one that resumes it after Ctrl-C.
+
+    Options left at their default are left out (rerunning gives them the same value anyway).
+    """
+    words = parser.prog.split()
+    for action in parser._actions:  # argparse has no public list of a parser's options
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or value is None or value == action.default:
+            continue
+        flag = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif action.nargs == 0:  # store_true
+            words.append(flag)
+        elif isinstance(value, list) and action.nargs is None:  # append: the flag once per value
+            for item in value:
+                words += [flag, _spelled(item)]
+        elif isinstance(value, list):
+            words += [flag, *map(_spelled, value)]
+        else:
+            words += [flag, _spelled(value)]
+    return shlex.join(words)
+
+
+def _spelled(value: Any) -> str:
+    """A parsed option value as it is typed (a ``--simulator`` spec back in its ``LABEL=MODE:SPEC`` form)."""
+    if hasattr(value, "spec") and hasattr(value, "mode"):
+        return f"{value.label}={value.mode}:{value.spec}" if value.label else f"{value.mode}:{value.spec}"
+    return str(value)
+
+
+def _say_interrupted(kept: str, goes_on: str, command: str) -> None:
+    print(f"[zerosearch] interrupted: {kept}; {goes_on}:\n  {command}", file=sys.stderr)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -129,22 +237,43 @@ def _add_doc_format(parser: argparse.ArgumentParser, what: str) -> None:
 # --- collect -------------------------------------------------------------------------------------------
 
 
-def _run_collect(args: argparse.Namespace) -> int:
+def _check_collect_options(args: argparse.Namespace) -> None:
+    """The option combinations collect cannot run with, named as typed (before the data or a model loads)."""
+    if args.query_source == "policy" and not args.policy:
+        raise ValueError("--query-source policy (the default) needs --policy MODEL, the policy whose searches are "
+                         "recorded; or use --query-source question (the question as the query, no policy)")
+    if args.extra_queries and args.query_source != "question":
+        raise ValueError("--extra-queries works with --query-source question only (a policy writes its own "
+                         "queries); add --query-source question or drop --extra-queries")
+
+
+def _run_collect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from dataclasses import asdict
 
     from zerosearch.prompts import load_template
     from zerosearch.simulator_tuning import collect
 
-    summary = collect(
-        args.policy, args.engine, args.data, args.out, query_source=args.query_source,
-        extra_query_field=args.extra_queries, limit=args.limit,
-        batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
-        max_turn_tokens=args.max_turn_tokens,
-        policy_template=load_template(args.prompt_template) if args.prompt_template else None,
-        seed=args.seed, device=args.device, doc_format=args.doc_format, progress=not args.no_progress,
-    )
+    _check_collect_options(args)
+    try:
+        summary = collect(
+            args.policy, args.engine, args.data, args.out, query_source=args.query_source,
+            extra_query_field=args.extra_queries, limit=args.limit or None,  # --limit 0: all
+            batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
+            max_turn_tokens=args.max_turn_tokens,
+            policy_template=load_template(args.prompt_template) if args.prompt_template else None,
+            seed=args.seed, device=args.device, doc_format=args.doc_format, progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        _say_collect_interrupted(Path(args.out), _command_line(parser, args))
+        raise
     _print_json(asdict(summary))
     return 0
+
+
+def _say_collect_interrupted(out: Path, command: str) -> None:
+    rows = out.read_bytes().count(b"\n") if out.is_file() else 0  # complete lines: a torn one is redone
+    _say_interrupted(f"the {rows} question(s) collected so far are kept in {out}",
+                     "the same command skips them and collects the rest", command)
 
 
 def _add_collect(stages: Any) -> None:
@@ -165,19 +294,24 @@ def _add_collect(stages: Any) -> None:
     parser.add_argument("--extra-queries", metavar="FIELD",
                         help="with --query-source question: also search each query in this field of the rows "
                              "(dotted; a string or a list), e.g. metadata.supporting_titles in HotpotQA")
-    parser.add_argument("--limit", type=int, help="use only the first N questions")
-    parser.add_argument("--batch-size", type=int, default=8, help="questions per rollout batch (default: 8)")
-    parser.add_argument("--max-turns", type=int, default=2, help="search turns before the forced answer (default: 2)")
-    parser.add_argument("--topk", type=int, default=5, help="documents per search (default: 5)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="policy sampling temperature (default: 0, greedy)")
-    parser.add_argument("--max-turn-tokens", type=int, default=500, help="tokens per policy turn (default: 500)")
+    parser.add_argument("--limit", type=_non_negative, metavar="N",
+                        help="use only the first N questions (default, or 0: all)")
+    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+                        help="questions per rollout batch (default: 8)")
+    parser.add_argument("--max-turns", type=_positive, default=2, metavar="N",
+                        help="search turns before the forced answer (default: 2)")
+    parser.add_argument("--topk", type=_positive, default=5, metavar="K", help="documents per search (default: 5)")
+    parser.add_argument("--temperature", type=_non_negative_real, default=0.0,
+                        help="policy sampling temperature (default: 0, greedy)")
+    parser.add_argument("--max-turn-tokens", type=_positive, default=500, metavar="N",
+                        help="tokens per policy turn (default: 500)")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
                         help="the policy prompt template (default: the built-in Search-R1 prompt)")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for a sampling policy (default: 0)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="torch seed for a sampling policy (default: 0)")
     parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
     _add_doc_format(parser, "the policy is shown documents")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(_run_collect))
+    parser.set_defaults(func=_guarded(partial(_run_collect, parser=parser)))
 
 
 # --- build ---------------------------------------------------------------------------------------------
@@ -188,6 +322,8 @@ def _run_build(args: argparse.Namespace) -> int:
 
     from zerosearch.simulator_tuning import build
 
+    if args.max_examples is not None and args.max_examples < 2:
+        raise ValueError(f"--max-examples must be >= 2 (one per class), got {args.max_examples}")
     stats = build(args.collected, args.out_dir, seed=args.seed, val_fraction=args.val_fraction,
                   max_examples=args.max_examples, max_doc_words=args.max_doc_words,
                   correct_metric=args.correct_metric, balance_by=args.balance)
@@ -204,37 +340,57 @@ def _add_build(stages: Any) -> None:
     )
     parser.add_argument("--collected", required=True, nargs="+", metavar="FILE", help="collect output(s)")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the dataset goes")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="share of questions held out for validation (default: 0.1)")
-    parser.add_argument("--max-examples", type=int, help="cap on training examples (half per class)")
-    parser.add_argument("--max-doc-words", type=int, default=40,
+    parser.add_argument("--val-fraction", type=_fraction, default=0.1,
+                        help="share of questions held out for validation, in [0, 1) (default: 0.1)")
+    parser.add_argument("--max-examples", type=_positive, metavar="N",
+                        help="cap on training examples (half per class; at least 2)")
+    parser.add_argument("--max-doc-words", type=_non_negative, default=40, metavar="N",
                         help="cut documents to this many words, snippet-like; 0 keeps them whole (default: 40)")
     parser.add_argument("--balance", choices=["downsample", "upsample"], default="downsample",
                         help="make the classes equal in train by dropping calls of the larger one (default, as "
                              "the paper) or by repeating calls of the smaller one")
     parser.add_argument("--correct-metric", choices=["cover_em", "em"], default="cover_em",
                         help="what makes a trajectory correct (default: cover_em, the original code's EM)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and balancing (default: 0)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of the split and balancing (default: 0)")
     parser.set_defaults(func=_guarded(_run_build))
 
 
 # --- train ---------------------------------------------------------------------------------------------
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from zerosearch.simulator_tuning import train
 
-    info = train(
-        args.dataset, args.base_model, args.out_dir, lora=args.lora, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed,
-        save_steps=args.save_steps, gradient_checkpointing=args.gradient_checkpointing, device=args.device,
-        progress=not args.no_progress, bf16=args.bf16,
-    )
+    try:
+        info = train(
+            args.dataset, args.base_model, args.out_dir, lora=args.lora, lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha, lr=args.lr, max_steps=args.max_steps, epochs=args.epochs,
+            batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed,
+            save_steps=args.save_steps, gradient_checkpointing=args.gradient_checkpointing, device=args.device,
+            progress=not args.no_progress, bf16=args.bf16,
+        )
+    except KeyboardInterrupt:
+        _say_train_interrupted(Path(args.out_dir), args.save_steps, _command_line(parser, args))
+        raise
     _print_json(info)
     print(f"[zerosearch] simulator saved to {args.out_dir}; use it as --engine simulated:{args.out_dir}",
           file=sys.stderr)
     return 0
+
+
+def _say_train_interrupted(out_dir: Path, save_steps: int, command: str) -> None:
+    from zerosearch.checkpoint import latest_checkpoint
+
+    newest = latest_checkpoint(out_dir)  # OUT_DIR/checkpoints/step_N, as train writes them (zerosearch.sft)
+    if newest is not None:
+        _say_interrupted(f"its newest checkpoint, {newest}, is kept (with the losses up to it)",
+                         "the same command resumes from it", command)
+    elif save_steps == 0:
+        _say_interrupted("nothing is kept (checkpoints are off: --save-steps 0)", "the same command starts over",
+                         command)
+    else:
+        _say_interrupted(f"nothing is kept (no checkpoint yet; one is written every {save_steps} steps)",
+                         "the same command starts over", command)
 
 
 def _add_train(stages: Any) -> None:
@@ -250,43 +406,65 @@ def _add_train(stages: Any) -> None:
                         help="an instruct model: path, hub id or zerosearch:smollm2-135m-instruct")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the tuned model goes")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=int, help="optimizer steps (default: 1000, the paper's)")
-    length.add_argument("--epochs", type=float, help="train for this many epochs instead of --max-steps")
-    parser.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: 1e-6, the paper's)")
-    parser.add_argument("--batch-size", type=int, default=2, help="examples per device step (default: 2)")
-    parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default: 1)")
-    parser.add_argument("--max-length", type=int, default=1024,
+    length.add_argument("--max-steps", type=_positive, metavar="N",
+                        help="optimizer steps (default: 1000, the paper's)")
+    length.add_argument("--epochs", type=_positive_real, help="train for this many epochs instead of --max-steps")
+    parser.add_argument("--lr", type=_positive_real, default=1e-6, help="learning rate (default: 1e-6, the paper's)")
+    parser.add_argument("--batch-size", type=_positive, default=2, metavar="N",
+                        help="examples per device step (default: 2)")
+    parser.add_argument("--grad-accum", type=_positive, default=1, metavar="N",
+                        help="gradient accumulation steps (default: 1)")
+    parser.add_argument("--max-length", type=_positive, default=1024, metavar="N",
                         help="longest example in tokens; longer ones are left out (default: 1024)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the output)")
-    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: 16)")
-    parser.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha (default: 32)")
-    parser.add_argument("--save-steps", type=int, default=200,
+    parser.add_argument("--lora-r", type=_positive, default=16, help="LoRA rank (default: 16)")
+    parser.add_argument("--lora-alpha", type=_positive, default=32, help="LoRA alpha (default: 32)")
+    parser.add_argument("--save-steps", type=_non_negative, default=200, metavar="N",
                         help="checkpoint every N steps for resuming; 0 = never (default: 200)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 mixed precision (default: on for a CUDA GPU that supports it; --bf16 also "
                              "speeds up CPUs with avx512_bf16 or AMX, 1.3x per step on a 2-core EPYC)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(_run_train))
+    parser.set_defaults(func=_guarded(partial(_run_train, parser=parser)))
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from zerosearch.simulator_tuning import evaluate, parse_simulator_spec, results_table
-
-    if (args.data is None) == (args.calls is None):
+def _check_evaluate_options(args: argparse.Namespace) -> None:
+    if args.data is None and args.calls is None:
+        raise ValueError("give the items to evaluate: --data FILES (held-apart questions, each the query) or "
+                         "--calls FILE (build's val_calls.jsonl, the collected queries)")
+    if args.data is not None and args.calls is not None:
         raise ValueError("give --data (questions as queries) or --calls (build's val_calls.jsonl), not both")
-    results = evaluate(
-        [parse_simulator_spec(s) for s in args.simulator], args.engine, args.out_dir, qa_files=args.data,
-        calls_file=args.calls, limit=args.limit, topk=args.topk, reader_model=args.reader,
-        max_tokens=args.max_tokens, temperature=args.temperature, batch_size=args.batch_size,
-        word_range=(args.word_range[0], args.word_range[1]), seed=args.seed, device=args.device,
-        doc_format=args.doc_format, progress=not args.no_progress,
-    )
+    low, high = args.word_range
+    if low > high:
+        raise ValueError(f"--word-range LOW HIGH: LOW must not exceed HIGH, got {low} {high}")
+
+
+def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from zerosearch.simulator_tuning import evaluate, results_table
+
+    _check_evaluate_options(args)
+    out_dir = Path(args.out_dir)
+    existed = out_dir.exists()
+    try:
+        results = evaluate(
+            args.simulator, args.engine, out_dir, qa_files=args.data,
+            calls_file=args.calls, limit=args.limit or None, topk=args.topk,  # --limit 0: all
+            reader_model=args.reader, max_tokens=args.max_tokens, temperature=args.temperature,
+            batch_size=args.batch_size, word_range=(args.word_range[0], args.word_range[1]), seed=args.seed,
+            device=args.device, doc_format=args.doc_format, progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        # evaluate() removes an --out-dir it made and left empty; one that was there keeps what it held
+        kept = (f"nothing new is kept ({out_dir} holds what it held before)" if existed
+                else "nothing is kept (evaluate writes its results only at the end)")
+        _say_interrupted(kept, "the same command starts over", _command_line(parser, args))
+        raise
     print(results_table(results))
     return 0
 
@@ -298,26 +476,30 @@ def _add_evaluate(stages: Any) -> None:
                     "containment, output format and a fixed reader's EM/F1, with a real engine as reference.",
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--simulator", action="append", required=True, metavar="[LABEL=]MODE:SPEC",
+    parser.add_argument("--simulator", action="append", required=True, type=_simulator, metavar="[LABEL=]MODE:SPEC",
                         help="a simulator to evaluate (repeatable)")
     parser.add_argument("--engine", metavar="SPEC", help="the real engine, the reference row (optional)")
     parser.add_argument("--data", metavar="FILES", help="held-apart QA files; the question is the query")
     parser.add_argument("--calls", metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where results go")
-    parser.add_argument("--limit", type=int, default=50, help="items to evaluate (default: 50)")
+    parser.add_argument("--limit", type=_non_negative, default=50, metavar="N",
+                        help="evaluate the first N items; 0 = all (default: 50)")
     _add_doc_format(parser, "the reader is shown documents (as the policy you train will see them)")
-    parser.add_argument("--topk", type=int, default=5, help="documents per search (default: 5)")
+    parser.add_argument("--topk", type=_positive, default=5, metavar="K", help="documents per search (default: 5)")
     parser.add_argument("--reader", metavar="MODEL",
                         help="the fixed reader (default: the first in-process simulator's base model)")
-    parser.add_argument("--max-tokens", type=int, default=600, help="simulator tokens per call (default: 600)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="simulator temperature (default: 0, greedy)")
-    parser.add_argument("--batch-size", type=int, default=8, help="requests per generate call (default: 8)")
-    parser.add_argument("--word-range", type=int, nargs=2, default=[15, 60], metavar=("LOW", "HIGH"),
+    parser.add_argument("--max-tokens", type=_positive, default=600, metavar="N",
+                        help="simulator tokens per call (default: 600)")
+    parser.add_argument("--temperature", type=_non_negative_real, default=0.0,
+                        help="simulator temperature (default: 0, greedy)")
+    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+                        help="requests per generate call (default: 8)")
+    parser.add_argument("--word-range", type=_non_negative, nargs=2, default=[15, 60], metavar=("LOW", "HIGH"),
                         help="words a document should have, for the format figures (default: 15 60)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of in-process simulators (default: 0)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of in-process simulators (default: 0)")
     parser.add_argument("--device", default="cpu", help="device of in-process models (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(_run_evaluate))
+    parser.set_defaults(func=_guarded(partial(_run_evaluate, parser=parser)))
 
 
 # --- the group -----------------------------------------------------------------------------------------

@@ -315,7 +315,8 @@ def build(
         raise ValueError(
             f"no training examples: after labelling there are {stats.useful} useful and {stats.noisy} noisy "
             f"calls ({stats.ambiguous_dropped} ambiguous, {stats.undecidable_dropped} undecidable dropped) and "
-            "both classes are needed; collect more rows, or use query_source='question' with a weak policy"
+            "both classes are needed; collect more rows, or (with a weak policy) collect with --query-source "
+            "question --extra-queries FIELD, whose sub-queries give both classes"
         )
     _fill_split_stats(stats, train_set, val_set)
     out = Path(out_dir)

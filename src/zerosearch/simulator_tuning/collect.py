@@ -9,6 +9,7 @@ sub-query read from the rows at ``extra_query_field``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -25,7 +26,9 @@ from zerosearch.simulator_tuning.records import QUERY_SOURCES, PathLike, _doc_di
 
 __all__ = [
     "CollectSummary",
+    "check_settings",
     "collect",
+    "collect_settings",
     "done_row_ids",
 ]
 
@@ -87,9 +90,72 @@ def _unique_ids(rows: Sequence[QARow]) -> None:
         )
 
 
-def _row_record(row: QARow, source: str) -> dict[str, Any]:
+def _row_record(row: QARow, source: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"row_id": row.id, "question": row.question, "golden_answers": list(row.golden_answers),
-            "query_source": source}
+            "query_source": source, "settings": settings}
+
+
+# The settings that shape a collected row, and the option that sets each (what a mismatch is reported as).
+# Left out on purpose: --data and --limit (a rerun may add rows), --batch-size, --device, --no-progress.
+SETTING_OPTIONS = {
+    "query_source": "--query-source", "extra_query_field": "--extra-queries", "engine": "--engine",
+    "topk": "--topk", "policy": "--policy", "max_turns": "--max-turns", "temperature": "--temperature",
+    "max_turn_tokens": "--max-turn-tokens", "policy_template": "--prompt-template", "doc_format": "--doc-format",
+    "seed": "--seed",
+}
+
+
+_POLICY_ONLY = ("policy", "max_turns", "temperature", "max_turn_tokens", "policy_template", "doc_format", "seed")
+
+
+def collect_settings(query_source: str, engine: str | SearchEngine, topk: int, *,
+                     extra_query_field: str | None = None, policy_model: str | None = None, max_turns: int = 2,
+                     temperature: float = 0.0, max_turn_tokens: int = 500, policy_template: str | None = None,
+                     doc_format: str = "zerosearch", seed: int = 0) -> dict[str, Any]:
+    """What a collected row depends on, stored in each row so that a resume with other settings is refused.
+
+    Question mode runs no policy, so the policy's settings are None there (changing them changes nothing).
+    """
+    settings: dict[str, Any] = {
+        "query_source": query_source, "extra_query_field": extra_query_field or None,
+        "engine": engine if isinstance(engine, str) else engine.name, "topk": topk,
+    }
+    policy = query_source == "policy"
+    template = (hashlib.sha256(policy_template.encode("utf-8")).hexdigest()[:12]
+                if policy and policy_template is not None else None)  # the text is long: its digest
+    settings.update(
+        policy=policy_model if policy else None, max_turns=max_turns if policy else None,
+        temperature=temperature if policy else None, max_turn_tokens=max_turn_tokens if policy else None,
+        policy_template=template, doc_format=doc_format if policy else None, seed=seed if policy else None,
+    )
+    return settings
+
+
+def _shown(key: str, value: Any) -> str:
+    if value is None:
+        return "the default" if key == "policy_template" else "none"
+    return f"template {value}" if key == "policy_template" else str(value)
+
+
+def check_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Refuse to append rows collected with other settings than the rows already in ``path``.
+
+    Rows written before settings were recorded carry only their ``query_source``, which is compared.
+    """
+    if not path.exists():
+        return
+    for row in _read_jsonl(path):
+        old = row.get("settings") or {"query_source": row.get("query_source", "policy")}
+        changed = [k for k in SETTING_OPTIONS if k in old and old[k] != settings.get(k)]
+        if "query_source" in changed:  # then the policy's settings differ too, as a matter of course
+            changed = [k for k in changed if k not in _POLICY_ONLY]
+        if changed:
+            details = "; ".join(f"{SETTING_OPTIONS[k]}: {_shown(k, old[k])} there, {_shown(k, settings.get(k))} now"
+                                for k in changed)
+            raise ValueError(
+                f"{path} holds rows collected with other settings ({details}); rerun with the settings it was "
+                "made with to add to it, or pass another --out"
+            )
 
 
 def _extra_queries(row: QARow, extra_query_field: str | None) -> list[str]:
@@ -106,7 +172,7 @@ def _extra_queries(row: QARow, extra_query_field: str | None) -> list[str]:
 
 
 def _question_records(engine: SearchEngine, rows: Sequence[QARow], topk: int, summary: CollectSummary,
-                      extra_query_field: str | None = None) -> list[dict[str, Any]]:
+                      settings: dict[str, Any], extra_query_field: str | None = None) -> list[dict[str, Any]]:
     """``query_source="question"``: per row, a search with the question as the query, then one per extra
     query the row holds at ``extra_query_field`` (e.g. HotpotQA's ``metadata.supporting_titles``).
 
@@ -122,7 +188,7 @@ def _question_records(engine: SearchEngine, rows: Sequence[QARow], topk: int, su
         if not all(result.ok for result in row_results):
             summary.failed += 1
             continue
-        record = _row_record(row, "question")
+        record = _row_record(row, "question", settings)
         record.update(status=None, prediction=None, scores=None, correct=None, searches=[
             {"turn": turn, "query": query, "documents": [_doc_dict(d) for d in result.documents[:topk]]}
             for turn, (query, result) in enumerate(zip(row_queries, row_results))
@@ -140,6 +206,7 @@ class _PolicyRunner:
     tokenizer: Any
     chat: bool
     template: str | None
+    settings: dict[str, Any]  # what each row records it was collected with (collect_settings)
 
     def records(self, rows: Sequence[QARow], summary: CollectSummary) -> list[dict[str, Any]]:
         import numpy as np
@@ -171,7 +238,7 @@ class _PolicyRunner:
             for i, turn in enumerate(traj.turns)
             if turn.action == "search" and turn.query is not None and turn.error is None
         ]
-        record = _row_record(row, "policy")
+        record = _row_record(row, "policy", self.settings)
         record.update(status=traj.status, prediction=prediction, scores=scores,
                       correct=scores["cover_em"] == 1.0, searches=searches)
         return record
@@ -179,7 +246,7 @@ class _PolicyRunner:
 
 def _policy_runner(policy_model: str, engine: SearchEngine, *, topk: int, max_turns: int, max_turn_tokens: int,
                    temperature: float, batch_size: int, template: str | None, device: str,
-                   doc_format: str) -> _PolicyRunner:
+                   doc_format: str, recorded: dict[str, Any]) -> _PolicyRunner:
     from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
     from zerosearch.rollout import RolloutRunner, RolloutSettings
 
@@ -190,7 +257,22 @@ def _policy_runner(policy_model: str, engine: SearchEngine, *, topk: int, max_tu
     settings = RolloutSettings(max_turns=max_turns, topk=topk, max_turn_tokens=max_turn_tokens,
                                temperature=temperature, batch_size=batch_size, doc_format=doc_format)
     runner = RolloutRunner(model, tokenizer, recording, settings, torch_device)
-    return _PolicyRunner(runner, recording, tokenizer, use_chat_template(tokenizer, "auto"), template)
+    return _PolicyRunner(runner, recording, tokenizer, use_chat_template(tokenizer, "auto"), template, recorded)
+
+
+def _check_arguments(policy_model: str | None, query_source: str, extra_query_field: str | None,
+                     limit: int | None, batch_size: int, topk: int, max_turns: int) -> None:
+    """Arguments collect cannot run with (the CLI names its options before it calls; these are the API's)."""
+    if query_source not in QUERY_SOURCES:
+        raise ValueError(f"query_source must be one of {QUERY_SOURCES}, got {query_source!r}")
+    if query_source == "policy" and not policy_model:
+        raise ValueError("query_source='policy' needs a policy model; or use query_source='question'")
+    if limit is not None and limit < 1:  # a slice would read -1 as "all but the last" and 0 as "none"
+        raise ValueError(f"limit must be >= 1 or None (all rows), got {limit}")
+    if batch_size < 1 or topk < 1 or max_turns < 1:
+        raise ValueError("batch_size, topk and max_turns must all be >= 1")
+    if extra_query_field and query_source != "question":
+        raise ValueError("extra_query_field works with query_source='question' only (a policy writes its own)")
 
 
 def collect(
@@ -220,7 +302,8 @@ def collect(
     per search call, ``{"turn", "query", "documents": [{"title", "text", "id"?}]}``. One line per row (not
     per call) so that an interrupted write can never leave a row half recorded; rows whose id is already
     in the file are skipped, a torn last line is removed and redone. Rows whose search *failed* are not
-    written (the next run retries them).
+    written (the next run retries them). Each line also holds the ``settings`` it was collected with
+    (:func:`collect_settings`); appending to a file made with other settings is refused (ValueError).
 
     Args:
         policy_model: the policy (path, hub id, ``zerosearch:*``); unused for ``query_source="question"``.
@@ -231,7 +314,7 @@ def collect(
         extra_query_field: with ``query_source="question"``, a field of the rows (dotted, e.g.
             ``metadata.supporting_titles`` in HotpotQA) holding more queries, a string or a list: each is
             searched too, standing in for the sub-queries a capable policy would issue for a multi-hop question.
-        limit: use only the first ``limit`` rows of the files.
+        limit: use only the first ``limit`` rows of the files (>= 1; None: all).
         batch_size: rows per rollout batch (and per engine call).
         max_turns, topk, max_turn_tokens: rollout settings (paper: 2 turns, 5 documents, 500 tokens).
         temperature: policy sampling temperature; 0 is greedy.
@@ -239,20 +322,18 @@ def collect(
         doc_format: how the policy is shown the documents (``zerosearch`` | ``search_r1``).
         seed: torch seed for a sampling policy.
     """
-    if query_source not in QUERY_SOURCES:
-        raise ValueError(f"query_source must be one of {QUERY_SOURCES}, got {query_source!r}")
-    if query_source == "policy" and not policy_model:
-        raise ValueError("query_source='policy' needs a policy model; or use query_source='question'")
-    if batch_size < 1 or topk < 1 or max_turns < 1:
-        raise ValueError("batch_size, topk and max_turns must all be >= 1")
-    if extra_query_field and query_source != "question":
-        raise ValueError("extra_query_field works with query_source='question' only (a policy writes its own)")
+    _check_arguments(policy_model, query_source, extra_query_field, limit, batch_size, topk, max_turns)
     started = time.perf_counter()
-    rows = load_qa_files(qa_files)[: limit if limit is not None else None]
+    settings = collect_settings(query_source, engine, topk, extra_query_field=extra_query_field,
+                                policy_model=policy_model, max_turns=max_turns, temperature=temperature,
+                                max_turn_tokens=max_turn_tokens, policy_template=policy_template,
+                                doc_format=doc_format, seed=seed)
+    rows = load_qa_files(qa_files)[:limit]
     _unique_ids(rows)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = done_row_ids(out_path)
+    check_settings(out_path, settings)
     todo = [row for row in rows if row.id not in done]
     summary = CollectSummary(rows=len(rows), skipped=len(rows) - len(todo))
     if not todo:
@@ -269,12 +350,12 @@ def collect(
         policy = _policy_runner(policy_model, engine, topk=topk, max_turns=max_turns,  # type: ignore[arg-type]
                                 max_turn_tokens=max_turn_tokens, temperature=temperature,
                                 batch_size=batch_size, template=policy_template, device=device,
-                                doc_format=doc_format)
+                                doc_format=doc_format, recorded=settings)
     with out_path.open("a", encoding="utf-8") as handle, _progress(len(todo), "collect", progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             records = (policy.records(batch, summary) if policy is not None
-                       else _question_records(engine, batch, topk, summary, extra_query_field))
+                       else _question_records(engine, batch, topk, summary, settings, extra_query_field))
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 summary.written += 1

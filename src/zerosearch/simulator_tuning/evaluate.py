@@ -10,7 +10,8 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,30 @@ class EvalItem:
 
 def eval_items(qa_files: Sequence[PathLike] | PathLike | None = None, calls_file: PathLike | None = None,
                limit: int | None = None) -> list[EvalItem]:
-    """Items from QA files (query = the question) or from ``build``'s ``*_calls.jsonl`` (their queries)."""
+    """Items from QA files (query = the question) or from ``build``'s ``*_calls.jsonl`` (their queries);
+    the first ``limit`` of them (>= 1; None: all)."""
     if (qa_files is None) == (calls_file is None):
         raise ValueError("give QA files (the question is the query) or a calls file (build's val_calls.jsonl)")
+    if limit is not None and limit < 1:  # a slice would read -1 as "all but the last" and 0 as "none"
+        raise ValueError(f"limit must be >= 1 or None (all items), got {limit}")
     if calls_file is not None:
-        items = [EvalItem(r["question"], tuple(r["golden_answers"]), r["query"]) for r in _read_jsonl(Path(calls_file))]
+        items = _call_items(Path(calls_file))
     else:
         items = [EvalItem(r.question, r.golden_answers, r.question) for r in load_qa_files(qa_files)]  # type: ignore[arg-type]
-    return items[: limit if limit is not None else None]
+    return items[:limit]
+
+
+def _call_items(path: Path) -> list[EvalItem]:
+    if not path.is_file():
+        raise FileNotFoundError(f"calls file not found: {path} (build writes val_calls.jsonl into its --out-dir)")
+    items = []
+    for number, row in enumerate(_read_jsonl(path), start=1):
+        missing = [k for k in ("question", "golden_answers", "query") if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{path}, row {number}: no {', '.join(missing)}; --calls takes build's "
+                             "val_calls.jsonl (or train_calls.jsonl)")
+        items.append(EvalItem(row["question"], tuple(row["golden_answers"]), row["query"]))
+    return items
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -219,7 +236,8 @@ def _default_reader(simulators: Sequence[SimulatorSpec]) -> str:
 
         info = Path(resolve_model_path(target)) / TUNING_INFO
         return json.loads(info.read_text(encoding="utf-8"))["base_model"] if info.is_file() else target
-    raise ValueError("no in-process simulator to take the reader from; pass reader_model")
+    raise ValueError("every simulator is served over HTTP, so there is no base model to take the reader from; "
+                     "name one with --reader MODEL (reader_model)")
 
 
 def _simulator_engine(sim: SimulatorSpec, *, max_tokens: int, temperature: float, batch_size: int,
@@ -282,7 +300,8 @@ def evaluate(
     sims = [parse_simulator_spec(s) if isinstance(s, str) else s for s in simulators]
     items = eval_items(qa_files, calls_file, limit)
     if not items:
-        raise ValueError("no evaluation items")
+        source = calls_file if calls_file is not None else qa_files
+        raise ValueError(f"no evaluation items in {source}")
     from zerosearch.llm.models import resolve_model_path
     from zerosearch.llm.transformers_backend import TransformersChatModel
 
@@ -290,27 +309,44 @@ def evaluate(
     reader = Reader(TransformersChatModel(resolve_model_path(reader_name), max_batch_size=batch_size, device=device),
                     doc_format=doc_format)
     out = Path(out_dir)
+    with _output_dir(out):
+        rows: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        if real_engine is not None:
+            rows.append(_evaluate_real(real_engine, items, reader, topk, batch_size, word_range, progress, samples))
+        for sim in sims:
+            engine = _simulator_engine(sim, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
+                                       seed=seed, device=device)
+            rows.append(_evaluate_simulator(sim, engine, items, reader, topk, batch_size, word_range, progress,
+                                            samples))
+            del engine
+            gc.collect()
+        results = {
+            "items": len(items), "topk": topk, "word_range": list(word_range), "reader": reader_name,
+            "doc_format": doc_format, "simulator_max_tokens": max_tokens, "simulator_temperature": temperature,
+            "source": str(calls_file) if calls_file is not None else "questions",
+            "engines": rows, "seconds": time.perf_counter() - started,
+        }
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
+        _write_jsonl(out / "samples.jsonl", samples)
+        return results
+
+
+@contextmanager
+def _output_dir(out: Path) -> Iterator[None]:
+    """Create ``out`` (early: an unwritable path fails before any model runs); if the evaluation stops
+    (an error, Ctrl-C) before writing anything, remove the directories made here: nothing is in them."""
+    made = [d for d in (out, *out.parents) if not d.exists()]  # the new ones, deepest first
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    samples: list[dict[str, Any]] = []
-    if real_engine is not None:
-        rows.append(_evaluate_real(real_engine, items, reader, topk, batch_size, word_range, progress, samples))
-    for sim in sims:
-        engine = _simulator_engine(sim, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
-                                   seed=seed, device=device)
-        rows.append(_evaluate_simulator(sim, engine, items, reader, topk, batch_size, word_range, progress, samples))
-        del engine
-        gc.collect()
-    results = {
-        "items": len(items), "topk": topk, "word_range": list(word_range), "reader": reader_name,
-        "doc_format": doc_format, "simulator_max_tokens": max_tokens, "simulator_temperature": temperature,
-        "source": str(calls_file) if calls_file is not None else "questions",
-        "engines": rows, "seconds": time.perf_counter() - started,
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
-    _write_jsonl(out / "samples.jsonl", samples)
-    return results
+    try:
+        yield
+    except BaseException:
+        for directory in made:
+            if not directory.is_dir() or any(directory.iterdir()):
+                break
+            directory.rmdir()
+        raise
 
 
 def _evaluate_real(engine: str | SearchEngine, items: Sequence[EvalItem], reader: Reader, topk: int,
