@@ -134,3 +134,31 @@ def read_jsonl_with_fields(path: str | Path, fields: Iterable[str]) -> list[dict
     if not rows:
         raise ValueError(f"{path} holds no rows")
     return rows
+
+
+def rl_overrides(args: argparse.Namespace) -> list[str]:
+    """The settings every RL arm of fidelity_smollm2 / learning_smollm2 shares, as ``key=value`` overrides of
+    the embedded default (from their common options --steps, --prompts, --rollouts, --lr, --seed,
+    --warmup-examples, --dev)."""
+    return [f"total_steps={args.steps}", f"prompts_per_step={args.prompts}", f"rollouts_per_prompt={args.rollouts}",
+            f"lr={args.lr}", f"seed={args.seed}", f"warmup.max_examples={args.warmup_examples}",
+            f"final_eval.limit={args.dev}", "save_every=1000000", "report=true"]
+
+
+def check_arms(parser: argparse.ArgumentParser, args: argparse.Namespace, arms: dict[str, list[str]]) -> None:
+    """Parse ``args.arms`` (comma-separated names of ``arms``) into a list, check ``--out`` is no file, and
+    load each arm's config (:func:`rl_overrides` + the arm's own) now, not after the warm-up:
+    ``parser.error`` on any fault."""
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(args.arms) - set(arms))
+    if unknown or not args.arms:
+        parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(arms)}" if unknown
+                     else f"--arms: name at least one of {', '.join(arms)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file: give a directory (it is created if missing)")
+    from zerosearch.config import EMBEDDED_DEFAULT
+
+    for arm in args.arms:
+        problem = check_overrides(rl_overrides(args) + arms[arm], path=EMBEDDED_DEFAULT)
+        if problem:
+            parser.error(f"arm {arm}: {problem}")

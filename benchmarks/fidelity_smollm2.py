@@ -70,7 +70,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
-from _args import check_overrides, positive_float, positive_int  # noqa: E402
+from _args import check_arms, positive_float, positive_int, rl_overrides  # noqa: E402
 
 # Overrides of each RL arm on top of the common settings (the embedded default's engine is the simulator).
 ARMS = {
@@ -95,27 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_fidelity")
     args = parser.parse_args(argv)
-    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = sorted(set(args.arms) - set(ARMS))
-    if unknown or not args.arms:
-        parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}" if unknown
-                     else f"--arms: name at least one of {', '.join(ARMS)}")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file: give a directory (it is created if missing)")
-    from zerosearch.config import EMBEDDED_DEFAULT
-
-    for arm in args.arms:  # each arm's config, as it will be loaded (before the warm-up, not after it)
-        problem = check_overrides(common_overrides(args) + ARMS[arm], path=EMBEDDED_DEFAULT)
-        if problem:
-            parser.error(f"arm {arm}: {problem}")
+    check_arms(parser, args, ARMS)
     return args
-
-
-def common_overrides(args: argparse.Namespace) -> list[str]:
-    """The settings every run shares, as ``key=value`` config overrides of the embedded default."""
-    return [f"total_steps={args.steps}", f"prompts_per_step={args.prompts}", f"rollouts_per_prompt={args.rollouts}",
-            f"lr={args.lr}", f"seed={args.seed}", f"warmup.max_examples={args.warmup_examples}",
-            f"final_eval.limit={args.dev}", "save_every=1000000", "report=true"]
 
 
 def training_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.arms
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    common = common_overrides(args)
+    common = rl_overrides(args)
     base = load_train_config(EMBEDDED_DEFAULT, common)
     configure_threads(base.num_threads)
 
