@@ -127,6 +127,54 @@ def server_url(corpus, tmp_path_factory) -> str:
         process.stderr.close()
 
 
+def _small_corpus(corpus, tmp_path) -> Path:
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text("".join(json.dumps(row) + "\n" for row in corpus[:20]), encoding="utf-8")
+    return corpus_file
+
+
+def test_port_0_serves_on_a_free_port_and_says_so_only_once_listening(corpus, tmp_path):
+    """The "serving" line names the port the system picked, and is printed only when the server answers:
+    a request sent the moment it appears succeeds, with no retry."""
+    command = _serve_command(["--corpus", str(_small_corpus(corpus, tmp_path)), "--index", "bm25",
+                              "--index-dir", str(tmp_path / "index"), "--port", "0"])
+    env = {**os.environ, "ZEROSEARCH_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in process.stderr:  # ends if the process exits
+            seen.append(line)
+            if "serving" in line:
+                break
+        serving = [line for line in seen if "serving" in line]
+        assert serving, "".join(seen)
+        prefix = "zerosearch: serving the bm25 index of "
+        assert serving[0].startswith(prefix) and "(20 documents) at http://127.0.0.1:" in serving[0]
+        url = serving[0].rsplit(" at ", 1)[1].strip()
+        port = int(url.split(":")[2].split("/")[0])
+        assert port != 0 and url == f"http://127.0.0.1:{port}/retrieve"
+        health = httpx.get(url.replace("/retrieve", "/health"), timeout=5)  # no waiting: it already listens
+        assert health.status_code == 200 and health.json()["num_docs"] == 20
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
+
+
+def test_a_port_in_use_is_one_line_and_nothing_is_served_or_built(corpus, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = _serve_command(["--corpus", str(_small_corpus(corpus, tmp_path)), "--index", "bm25",
+                                  "--index-dir", str(tmp_path / "index"), "--port", str(port)])
+        env = {**os.environ, "ZEROSEARCH_CACHE": str(tmp_path / "cache")}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=STARTUP_SECONDS)
+    assert done.returncode == 2
+    assert done.stderr == f"error: port {port} is in use on 127.0.0.1; pass --port N (or --port 0 for a free one)\n"
+    assert not (tmp_path / "index").exists()  # checked before the index was built
+
+
 def _post(server_url: str, body) -> httpx.Response:
     return httpx.post(server_url + "/retrieve", json=body, timeout=10)
 

@@ -2,19 +2,32 @@
 
 Wire into the CLI with ``add_search_parser(sub)`` and ``add_serve_retriever_parser(sub)``; each sets
 ``func`` to a handler that takes the parsed arguments and returns the exit code: 0 ok, 1 the search
-failed (the engine's error is printed), 2 a usage problem (bad spec, missing key or file).
+failed (the engine's error is printed), 2 a usage problem (bad spec, missing key or file, an option the
+engine does not take, a port in use), 141 the reader of stdout went away (``| head``), quietly.
+Options are checked before anything slow starts (a model, an index build), and errors name them as typed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
+import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zerosearch.search.base import SearchEngine, SearchRequest, SearchResult
 
-__all__ = ["add_search_parser", "add_serve_retriever_parser", "run_search", "run_serve_retriever"]
+if TYPE_CHECKING:
+    from zerosearch.search.local_index import EncoderNotFoundError
+
+__all__ = ["add_search_parser", "add_serve_retriever_parser", "nonempty", "run_search", "run_serve_retriever",
+           "write_stdout"]
+
+# what a shell reports for a Unix tool whose reader went away (128 + SIGPIPE), e.g. under `set -o pipefail`
+EXIT_CLOSED_PIPE = 141
 
 SEARCH_EPILOG = """\
 engines (--engine):
@@ -58,6 +71,62 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (ValueError, FileNotFoundError, ImportError, MissingAPIKeyError, ModelNotFoundError)
 
 
+# --- argument types (checked at parse time, so argparse names the option as typed) ---------------------
+
+
+def nonempty(text: str) -> str:
+    """An option value that must not be blank: an empty string would otherwise quietly mean the default
+    (or the current directory, or every network interface)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty; give a value")
+    return text
+
+
+def _query(text: str) -> str:
+    if not text.strip():  # an empty query finds nothing, silently
+        raise argparse.ArgumentTypeError("must not be empty; give the text to search for")
+    return text
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535 (or 0 for a free one), got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def write_stdout(text: str) -> bool:
+    """Write ``text`` to stdout and flush it; False if the reader has gone away (``| head``).
+
+    Python would report the closed pipe as a BrokenPipeError traceback, and again when it flushes stdout
+    at exit; pointing stdout at devnull lets it exit quietly instead (the recipe in Python's ``signal``
+    documentation). The caller should then stop and return :data:`EXIT_CLOSED_PIPE`.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
+
+
 # --- zerosearch search -------------------------------------------------------------------------------
 
 
@@ -72,23 +141,83 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=SEARCH_EPILOG.format(specs=ENGINE_SPECS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("query", help="the search query")
+    parser.add_argument("query", type=_query, help="the search query")
     parser.add_argument("--engine", default="example", metavar="SPEC",
                         help="which engine (forms below; default: example)")
-    parser.add_argument("--topk", type=int, default=5, help="documents to return (default: 5)")
-    simulated = parser.add_argument_group("simulated engines (simulated:...)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="documents to return (default: 5)")
+    simulated = parser.add_argument_group("simulated engines (simulated:...; an error with any other engine)")
     simulated.add_argument("--question", default="", help="the question the search is for (the simulator is told it)")
-    simulated.add_argument("--answer", help="the gold answer (the simulator is told it)")
+    simulated.add_argument("--answer", type=nonempty,
+                           help="the gold answer (the simulator is told it; needed except by --mode prompt --noisy)")
     simulated.add_argument("--noisy", action="store_true", help="ask for noisy documents instead of useful ones")
     simulated.add_argument("--mode", choices=["finetuned", "prompt"],
                            help="finetuned: a tuned Simulation LLM (default); prompt: an instruct model, few-shot")
-    simulated.add_argument("--served-model", help="model name on an OpenAI-compatible server "
-                                                  "(default: the one it serves)")
-    simulated.add_argument("--device", help="torch device for an in-process model (default: cpu)")
-    parser.add_argument("--index-dir", help="bm25:/dense:/example: where the index is cached")
+    simulated.add_argument("--served-model", type=nonempty, help="simulated:URL: model name on the "
+                           "OpenAI-compatible server (default: the one it serves)")
+    simulated.add_argument("--device", type=nonempty, help="simulated:MODEL: torch device for the in-process "
+                           "model (default: cpu)")
+    parser.add_argument("--index-dir", type=nonempty,
+                        help="local engines only (example, bm25:, dense:): where the index is cached")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_search)
     return parser
+
+
+_SIMULATED = {"simulated_url", "simulated_model"}
+_LOCAL = {"local"}
+
+# flag -> (its attribute, the engine kinds it applies to, those engines in words). Any other engine would
+# ignore the flag (--noisy, --question, --answer) or reject it under build_engine's option name (mode=...),
+# so it is an error that names the flag as typed.
+_ENGINE_FLAGS: dict[str, tuple[str, set[str], str]] = {
+    "--question": ("question", _SIMULATED, "simulated engines (--engine simulated:MODEL or simulated:URL)"),
+    "--answer": ("answer", _SIMULATED, "simulated engines (--engine simulated:MODEL or simulated:URL)"),
+    "--noisy": ("noisy", _SIMULATED, "simulated engines (--engine simulated:MODEL or simulated:URL)"),
+    "--mode": ("mode", _SIMULATED, "simulated engines (--engine simulated:MODEL or simulated:URL)"),
+    "--served-model": ("served_model", {"simulated_url"}, "a simulation LLM behind a server "
+                       "(--engine simulated:http://HOST:PORT/v1)"),
+    "--device": ("device", {"simulated_model"}, "an in-process simulation LLM (--engine simulated:MODEL)"),
+    "--index-dir": ("index_dir", _LOCAL, "local indexes (--engine example, bm25:FILE or dense:FILE)"),
+}
+
+
+def _engine_kind(spec: str) -> str | None:
+    """The kind of engine a spec names, as build_engine reads it (None: not a spec; it reports that)."""
+    spec = spec.strip()
+    if spec == "example" or spec.startswith(("bm25:", "dense:")):
+        return "local"
+    if spec == "google":
+        return "google"
+    if spec.startswith(("http://", "https://", "retrieval:")):
+        return "retrieval"
+    if spec.startswith("simulated:"):
+        target = spec.partition(":")[2].strip()
+        return "simulated_url" if target.startswith(("http://", "https://")) else "simulated_model"
+    return None
+
+
+def _flag_error(args: argparse.Namespace) -> str | None:
+    """Why the flags given do not fit the engine (one line), or None."""
+    kind = _engine_kind(args.engine)
+    if kind is None:
+        return None  # build_engine lists the accepted forms
+    for flag, (attribute, kinds, engines) in _ENGINE_FLAGS.items():
+        if getattr(args, attribute) and kind not in kinds:
+            return f"{flag} applies only to {engines}, not to --engine {args.engine.strip()}; leave it out"
+    if kind in _SIMULATED and not args.answer and _needs_answer(args.mode, args.noisy):
+        documents = "noisy" if args.noisy else "useful"
+        return (f"the simulator's {args.mode or 'finetuned'} prompt for {documents} documents includes the "
+                'gold answer: pass --answer TEXT (and --question TEXT), e.g. --answer "Steven Spielberg"')
+    return None
+
+
+def _needs_answer(mode: str | None, noisy: bool) -> bool:
+    """Whether the simulator's template for ``mode`` (default finetuned) has an ``{answer}`` placeholder."""
+    from zerosearch.prompts import load_template, placeholders
+    from zerosearch.search.simulated import MODES
+
+    useful, noisy_template = MODES[mode or "finetuned"]
+    return "answer" in placeholders(load_template(noisy_template if noisy else useful))
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,25 +244,27 @@ def _result_json(args: argparse.Namespace, engine: SearchEngine, result: SearchR
     }
 
 
-def _print_result(args: argparse.Namespace, engine: SearchEngine, result: SearchResult) -> None:
+def _result_text(args: argparse.Namespace, engine: SearchEngine, result: SearchResult) -> str:
     header = f"{engine.name} ({args.engine}): {len(result.documents)} document(s) for {args.query!r}"
     if engine.name == "simulated":
         header += f" [{'noisy' if result.noisy else 'useful'}]"
-    print(header)
+    lines = [header]
     for i, doc in enumerate(result.documents, start=1):
         score = f"  (score {doc.score:.3f})" if doc.score is not None else ""
         if doc.title:
-            print(f"\n{i}. {doc.title}{score}\n   {doc.text}")
+            lines.append(f"\n{i}. {doc.title}{score}\n   {doc.text}")
         else:
-            print(f"\n{i}. {doc.text}{score}")
+            lines.append(f"\n{i}. {doc.text}{score}")
+    return "\n".join(lines) + "\n"
 
 
 def run_search(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch search``."""
     from zerosearch.search.factory import build_engine
 
-    if args.topk < 1:
-        print(f"error: --topk must be >= 1, got {args.topk}", file=sys.stderr)
+    problem = _flag_error(args)  # before building: an in-process simulator loads a model
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         engine = build_engine(args.engine, **_engine_options(args))
@@ -147,10 +278,13 @@ def run_search(args: argparse.Namespace) -> int:
         noisy=args.noisy,
     )
     result = engine.search([request], args.topk)[0]
+    text = ""
     if args.json:
-        print(json.dumps(_result_json(args, engine, result), ensure_ascii=False, indent=2))
+        text = json.dumps(_result_json(args, engine, result), ensure_ascii=False, indent=2) + "\n"
     elif result.ok:
-        _print_result(args, engine, result)
+        text = _result_text(args, engine, result)
+    if not write_stdout(text):
+        return EXIT_CLOSED_PIPE
     if not result.ok:
         print(f"error: {engine.name} search failed: {result.error}", file=sys.stderr)
         return 1
@@ -170,43 +304,122 @@ def add_serve_retriever_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--corpus", required=True, metavar="FILE",
+    parser.add_argument("--corpus", required=True, metavar="FILE", type=nonempty,
                         help='corpus jsonl (.gz ok) with rows {"id", "contents": "\\"Title\\"\\ntext"} '
                              'or {"id", "title", "text"}')
     parser.add_argument("--index", required=True, choices=["bm25", "dense"], help="index kind")
-    parser.add_argument("--index-dir", metavar="DIR", help="where the index is cached (default: by corpus hash)")
-    parser.add_argument("--encoder", metavar="NAME",
-                        help="dense only: a sentence-transformers model name or directory "
-                             "(default: all-MiniLM-L6-v2, shipped; Search-R1 used intfloat/e5-base-v2)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; "
-                                                            "0.0.0.0 for other machines)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--topk", type=int, default=3,
+    parser.add_argument("--index-dir", metavar="DIR", type=nonempty,
+                        help="where the index is cached (default: by corpus hash)")
+    parser.add_argument("--encoder", metavar="NAME", type=nonempty,
+                        help="dense only: a sentence-transformers model directory, or a hub name already in "
+                             "the Hugging Face cache (default: all-MiniLM-L6-v2, shipped; Search-R1 used "
+                             "intfloat/e5-base-v2)")
+    parser.add_argument("--host", default="127.0.0.1", type=nonempty,
+                        help="address to listen on (default: 127.0.0.1; 0.0.0.0 for other machines)")
+    parser.add_argument("--port", type=port_number, default=8000,
+                        help="port (default: 8000; 0: a free one, printed when serving)")
+    parser.add_argument("--topk", type=positive_int, default=3,
                         help="documents per query when a request gives no topk (default: 3, as Search-R1)")
-    parser.add_argument("--max-topk", type=int, default=50, help="largest topk a request may ask for (default: 50)")
-    parser.add_argument("--max-batch", type=int, default=4096,
+    parser.add_argument("--max-topk", type=positive_int, default=50,
+                        help="largest topk a request may ask for (default: 50)")
+    parser.add_argument("--max-batch", type=positive_int, default=4096,
                         help="most queries per request (default: 4096; Search-R1's client sends a whole rollout "
                              "batch, often over 2,000, in one request)")
-    parser.add_argument("--chunk-size", type=int, default=256,
+    parser.add_argument("--chunk-size", type=positive_int, default=256,
                         help="most queries the index retrieves at once; larger requests are retrieved in chunks "
                              "so memory stays flat (default: 256)")
     parser.set_defaults(func=run_serve_retriever)
     return parser
 
 
-def run_serve_retriever(args: argparse.Namespace) -> int:
-    """Handler of ``zerosearch serve-retriever``: build or load the index, then serve until stopped."""
-    from zerosearch.search.local_index import open_or_build_index
-    from zerosearch.search.retrieval_server import serve
+class _UsageError(Exception):
+    """A problem with the command line: reported as one line, exit code 2."""
+
+
+def _check_serve_options(args: argparse.Namespace) -> None:
+    """Options that are wrong together (each alone was checked by its argparse type)."""
+    if args.encoder is not None and args.index != "dense":
+        raise _UsageError("--encoder is for --index dense; a BM25 index has no encoder, leave --encoder out")
+    if args.topk > args.max_topk:
+        raise _UsageError(f"--topk {args.topk} is over --max-topk {args.max_topk}; lower --topk or raise --max-topk")
+
+
+def _socket_error(exc: OSError, host: str, port: int) -> str:
+    """A failure to bind or listen, as what to change on the command line."""
+    if isinstance(exc, socket.gaierror):
+        return f"--host {host} is not an address or a name this machine can resolve ({exc.strerror}); pass an " \
+               "address such as 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use on {host}; pass --port N (or --port 0 for a free one)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host} is not an address of this machine; pass 127.0.0.1 (this machine only) or " \
+               "0.0.0.0 (all interfaces)"
+    if exc.errno == errno.EACCES:
+        return f"port {port} on {host} needs more privileges than this process has (ports below 1024 usually " \
+               "need root); pass --port 1024 or above (or --port 0 for a free one)"
+    return f"cannot listen on {host} port {port} ({exc.strerror or exc}); pass another --host or --port"
+
+
+def _bind(args: argparse.Namespace) -> socket.socket:
+    from zerosearch.search.retrieval_server import open_socket
 
     try:
-        index = open_or_build_index(args.corpus, args.index, index_dir=args.index_dir, encoder=args.encoder)
-        info = {"index": args.index, "num_docs": len(index.docs), "corpus": str(args.corpus)}
-        print(f"zerosearch: serving the {args.index} index of {args.corpus} ({len(index.docs)} documents) at "
-              f"http://{args.host}:{args.port}/retrieve", file=sys.stderr)
-        serve(index, args.host, args.port, default_topk=args.topk, max_topk=args.max_topk,
-              max_batch=args.max_batch, chunk_size=args.chunk_size, info=info)
+        return open_socket(args.host, args.port)
+    except OSError as exc:
+        raise _UsageError(_socket_error(exc, args.host, args.port)) from None
+
+
+def _listen(sock: socket.socket, args: argparse.Namespace) -> None:
+    try:
+        # SO_REUSEADDR lets two servers bind one port while neither listens yet: the second one learns here
+        sock.listen(2048)
+    except OSError as exc:
+        raise _UsageError(_socket_error(exc, args.host, args.port)) from None
+
+
+def _encoder_error(args: argparse.Namespace, exc: EncoderNotFoundError) -> str:
+    """A dense encoder that did not load, named as --encoder when the user gave it."""
+    if args.encoder is None:  # the encoder of a cached index, or the shipped default: the library's words
+        return str(exc)
+    return (f"--encoder {args.encoder!r} could not be loaded ({exc.reason}); pass a directory holding a "
+            "sentence-transformers model, a hub name already in the Hugging Face cache (nothing is downloaded "
+            "offline), or leave --encoder out for the shipped all-MiniLM-L6-v2")
+
+
+def _open_index(args: argparse.Namespace) -> Any:
+    from zerosearch.search.local_index import EncoderNotFoundError, open_or_build_index
+
+    try:
+        return open_or_build_index(args.corpus, args.index, index_dir=args.index_dir, encoder=args.encoder)
+    except EncoderNotFoundError as exc:
+        raise _UsageError(_encoder_error(args, exc)) from None
     except _usage_errors() as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _serve(index: Any, sock: socket.socket, args: argparse.Namespace) -> None:
+    from zerosearch.search.retrieval_server import serve
+
+    def ready(url: str) -> None:  # called once uvicorn accepts requests, with the port it really has
+        print(f"zerosearch: serving the {args.index} index of {args.corpus} ({len(index.docs)} documents) at "
+              f"{url}/retrieve", file=sys.stderr, flush=True)
+
+    info = {"index": args.index, "num_docs": len(index.docs), "corpus": str(args.corpus)}
+    serve(index, args.host, args.port, sock=sock, on_ready=ready, default_topk=args.topk, max_topk=args.max_topk,
+          max_batch=args.max_batch, chunk_size=args.chunk_size, info=info)
+
+
+def run_serve_retriever(args: argparse.Namespace) -> int:
+    """Handler of ``zerosearch serve-retriever``: check the options, bind the port (before the index, so a
+    port in use is reported at once, not after a long build), build or load the index, listen, then serve
+    until stopped. "serving" is printed only once the server accepts requests."""
+    try:
+        _check_serve_options(args)
+        with contextlib.closing(_bind(args)) as sock:
+            index = _open_index(args)
+            _listen(sock, args)
+            _serve(index, sock, args)
+    except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

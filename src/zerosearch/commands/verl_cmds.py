@@ -1,13 +1,15 @@
 """``zerosearch export-verl``: verl's RL parquet from QA files.
 
 Wire into the CLI with ``add_export_verl_parser(sub)``; its handler returns 0 ok, 2 a usage problem
-(missing or malformed file).
+(missing or malformed file; an empty option is refused by the parser), 141 stdout's reader went away.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from zerosearch.commands.search_cmds import EXIT_CLOSED_PIPE, nonempty, write_stdout
 
 __all__ = ["add_export_verl_parser", "run_export_verl"]
 
@@ -34,11 +36,15 @@ def add_export_verl_parser(subparsers: argparse._SubParsersAction) -> argparse.A
         description="Write QA files as verl RL parquet: the policy prompt as chat messages, the gold answers "
         "for zerosearch's reward function, and the zerosearch agent loop's name.",
         epilog=EXPORT_VERL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, metavar="FILE[,FILE]", help="QA files, comma-separated")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    parser.add_argument("--split", default="train", help="split name: the file's name and extra_info.split "
-                        "(default: train)")
-    parser.add_argument("--agent-name", default=None, help="agent loop for every row (default: zerosearch_agent)")
+    # every text option is checked for blanks at parse time: an empty --out would write to the current
+    # directory, an empty --agent-name would quietly mean the default, an empty --split is not a file name
+    parser.add_argument("--data", required=True, metavar="FILE[,FILE]", type=nonempty,
+                        help="QA files, comma-separated")
+    parser.add_argument("--out", required=True, metavar="DIR", type=nonempty, help="output directory (created)")
+    parser.add_argument("--split", default="train", type=nonempty,
+                        help="split name: the file's name and extra_info.split (default: train)")
+    parser.add_argument("--agent-name", default=None, type=nonempty,
+                        help="agent loop for every row (default: zerosearch_agent)")
     parser.set_defaults(func=run_export_verl)
     return parser
 
@@ -48,10 +54,10 @@ def run_export_verl(args: argparse.Namespace) -> int:
     from zerosearch.verl.export import export_verl
 
     try:
-        path, n = export_verl(args.data, args.out, split=args.split, agent_name=args.agent_name or AGENT_NAME)
+        agent_name = AGENT_NAME if args.agent_name is None else args.agent_name
+        path, n = export_verl(args.data, args.out, split=args.split, agent_name=agent_name)
     except ValueError as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[zerosearch] wrote {n} rows to {path}", file=sys.stderr)
-    print(path)
-    return 0
+    return 0 if write_stdout(f"{path}\n") else EXIT_CLOSED_PIPE

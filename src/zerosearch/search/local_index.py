@@ -40,6 +40,7 @@ __all__ = [
     "BM25Index",
     "DEFAULT_ENCODER",
     "DenseIndex",
+    "EncoderNotFoundError",
     "LocalIndex",
     "LocalIndexEngine",
     "default_encoder_path",
@@ -233,9 +234,35 @@ def _resolve_encoder(encoder: str) -> str:
     return str(default_encoder_path()) if encoder == DEFAULT_ENCODER else encoder
 
 
+class EncoderNotFoundError(ValueError):
+    """A dense encoder that could not be loaded: not a sentence-transformers model directory, nor a
+    model name the Hugging Face cache (or, online, the hub) has. ``reason`` is the loader's first line."""
+
+    def __init__(self, encoder: str, reason: str) -> None:
+        self.encoder = encoder
+        self.reason = reason
+        offline = " (HF_HUB_OFFLINE is set: nothing is downloaded)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        super().__init__(
+            f"cannot load the dense encoder {encoder!r} ({reason}); give a directory holding a "
+            f"sentence-transformers model, a hub name already in the Hugging Face cache{offline}, or "
+            f"{DEFAULT_ENCODER!r} (all-MiniLM-L6-v2, shipped)"
+        )
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
 def _load_encoder(encoder: str, device: str | None) -> Any:
     st = _require("sentence_transformers")
-    return st.SentenceTransformer(_resolve_encoder(encoder), device=device)
+    path = _resolve_encoder(encoder)
+    try:
+        return st.SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:
+        # a missing model surfaces as a hub error (LocalEntryNotFoundError, OSError, HFValidationError for a
+        # name that cannot be a repo id): many lines about URLs that do not say what --encoder accepts
+        raise EncoderNotFoundError(encoder, _first_line(exc)) from exc
 
 
 def _encode(model: Any, texts: list[str], batch_size: int, show_progress: bool = False) -> Any:
@@ -420,7 +447,7 @@ def _check_reusable(index_dir: Path, kind: str, encoder: str | None) -> None:
     if kind == "dense" and encoder is not None and config["encoder"] != encoder:
         raise ValueError(
             f"{index_dir} was built with encoder {config['encoder']!r}, not {encoder!r}; "
-            "give another index_dir or delete that one"
+            "give another index directory or delete that one"
         )
 
 

@@ -31,8 +31,9 @@ chunk.
 # No ``from __future__ import annotations`` here: FastAPI must see the request model defined inside
 # create_app as a class, not as a string it would look up in this module's globals.
 import logging
+import socket
 import threading
-from typing import Annotated, Any, Mapping, Protocol, Sequence
+from typing import Annotated, Any, Callable, Mapping, Protocol, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -43,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from zerosearch.search.base import Document
 from zerosearch.search.corpus import document_contents
 
-__all__ = ["Retriever", "create_app", "document_json", "serve"]
+__all__ = ["Retriever", "base_url", "create_app", "document_json", "open_socket", "serve"]
 
 _log = logging.getLogger(__name__)
 
@@ -172,8 +173,62 @@ def create_app(
     return app
 
 
-def serve(retriever: Retriever, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Serve ``retriever`` on ``host:port`` until interrupted (options: see :func:`create_app`)."""
+def open_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one the system picks), not yet listening.
+
+    Binding before a long index build finds a port in use at once, while clients still get "connection
+    refused" (not a hang) until :func:`serve` listens. Raises ``OSError`` (``socket.gaierror`` for a host
+    that does not resolve).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # as uvicorn does: a restarted server need not wait out its old connections' TIME_WAIT; a port
+    # another server listens on is still refused (EADDRINUSE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def base_url(host: str, sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a bound socket, with the port it really has (port 0 picks one)."""
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(
+    retriever: Retriever,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    **app_options: Any,
+) -> None:
+    """Serve ``retriever`` on ``host:port`` until interrupted (options: see :func:`create_app`).
+
+    Args:
+        sock: a bound socket (from :func:`open_socket`, listening or not) to serve on instead of binding
+            ``host:port`` here; ``host`` still names it in ``on_ready``'s URL.
+        on_ready: called with the base URL (``http://HOST:PORT``) once the server accepts requests, so a
+            "serving at" line is never printed for a server that failed to start.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(retriever, **app_options), host=host, port=port, log_level="info")
+    app = create_app(retriever, **app_options)  # bad options fail before anything is bound
+    if sock is None:
+        sock = open_socket(host, port)
+    url = base_url(host, sock)
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready(url)
+
+    config = uvicorn.Config(app, host=host, port=sock.getsockname()[1], log_level="info")
+    with sock:
+        _Server(config).run(sockets=[sock])
