@@ -7,65 +7,24 @@ one value. Loaded from a benchmark script by putting its own directory on ``sys.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _args import positive_int  # noqa: E402
 
-Only the standard library is imported here (``check_overrides`` imports :mod:`zerosearch.config` when
-called), so a script can check its arguments before torch or a model loads.
+The number and file types are :mod:`zerosearch.commands.argtypes` (the command line's own); only the
+standard library is imported (``check_overrides`` imports :mod:`zerosearch.config` when called), so a
+script can check its arguments before torch or a model loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-
-def _number(text: str, kind: type, words: str) -> Any:
-    try:
-        return kind(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (a count: steps, pairs, requests, batch size, ...)."""
-    value = _number(text, int, "an integer >= 1")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float, "a number > 0")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float, "a number >= 0")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def existing_file(text: str) -> Path:
-    """The path of a file that exists."""
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist: give the path of an existing file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text} is not a file: give the path of an existing file")
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# the command line's own argument types (standard library only), so the scripts and `zerosearch` say the same
+from zerosearch.commands.argtypes import (  # noqa: E402,F401
+    existing_file, non_negative_float, non_negative_int, positive_float, positive_int,
+)
 
 
 def key_value(text: str) -> str:

@@ -48,3 +48,18 @@ def answerer_model(tmp_path_factory) -> Path:
     """A tiny model that answers directly with a colour chosen roughly at random."""
     demos = [(q, [(f"<answer> {c} </answer>", 1)]) for q in COLOR_TASK for c in COLORS]
     return warm_tiny_model(tmp_path_factory.mktemp("answerer"), demos, steps=100, lr=5e-3)
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    """A three-document corpus in the Search-R1 jsonl format (``"Title"\ntext``), two of them about jaws."""
+    import json
+
+    rows = [
+        {"id": "a", "contents": '"Jaws (film)"\nJaws is a 1975 thriller film directed by Steven Spielberg.'},
+        {"id": "b", "contents": '"Moose Jaw"\nMoose Jaw is a city in south-central Saskatchewan.'},
+        {"id": "c", "contents": '"Hamlet"\nHamlet is a tragedy written by William Shakespeare.'},
+    ]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

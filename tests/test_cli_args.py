@@ -28,3 +28,26 @@ def test_unknown_option_is_still_an_error(monkeypatch, capsys):
         cli.main(["train", "seed=2", "--bogus"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, text, message", [
+    ("positive_int", "0", "must be an integer >= 1, got 0"),
+    ("positive_int", "2.5", "must be an integer >= 1, got '2.5'"),
+    ("non_negative_int", "-1", "must be an integer >= 0, got -1"),
+    ("positive_float", "0", "must be a number > 0, got 0"),
+    ("positive_float", "inf", "must be a number > 0, got inf"),
+    ("non_negative_float", "nan", "must be a number >= 0, got nan"),
+    ("fraction", "1", "must be a number in [0, 1), got 1"),
+    ("port_number", "65536", "must be a port from 1 to 65535 (or 0 for a free one), got 65536"),
+    ("nonempty", "  ", "must not be empty; give a value"),
+])
+def test_argument_types_refuse_with_the_rule(kind, text, message):
+    """The one set of argument types the commands and the benchmark scripts use."""
+    import argparse
+
+    from zerosearch.commands import argtypes
+
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        getattr(argtypes, kind)(text)
+    assert str(caught.value) == message
+    assert argtypes.positive_int("3") == 3 and argtypes.fraction("0.1") == 0.1 and argtypes.port_number("0") == 0

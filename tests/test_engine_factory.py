@@ -7,7 +7,6 @@ cover them), and HTTP engines are only constructed (they connect on first search
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -25,17 +24,7 @@ pytest.importorskip("bm25s")
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))  # default index dirs land here
 
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    rows = [
-        {"id": "a", "contents": '"Jaws (film)"\nJaws is a 1975 thriller film directed by Steven Spielberg.'},
-        {"id": "b", "contents": '"Moose Jaw"\nMoose Jaw is a city in south-central Saskatchewan.'},
-        {"id": "c", "contents": '"Hamlet"\nHamlet is a tragedy written by William Shakespeare.'},
-    ]
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+# corpus_file: tests/conftest.py
 
 
 def test_bm25_spec_builds_a_local_engine(corpus_file, tmp_path):

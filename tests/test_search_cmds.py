@@ -11,7 +11,6 @@ shows (the "serving" line, a port in use) is in tests/test_retrieval_server.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,17 +28,7 @@ pytest.importorskip("bm25s")
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))  # default index dirs land here
 
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    rows = [
-        {"id": "a", "contents": '"Jaws (film)"\nJaws is a 1975 thriller film directed by Steven Spielberg.'},
-        {"id": "b", "contents": '"Moose Jaw"\nMoose Jaw is a city in south-central Saskatchewan.'},
-        {"id": "c", "contents": '"Hamlet"\nHamlet is a tragedy written by William Shakespeare.'},
-    ]
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+# corpus_file: tests/conftest.py
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -97,7 +86,7 @@ def test_serve_port_out_of_range_is_refused_at_parse_time(corpus_file, value, ca
 @pytest.mark.parametrize("flag", ["--topk", "--max-topk", "--max-batch", "--chunk-size"])
 def test_serve_counts_below_one_are_refused_at_parse_time(corpus_file, flag, capsys):
     line = _parse_error(["serve-retriever", "--corpus", str(corpus_file), "--index", "bm25", flag, "0"], capsys)
-    assert f"argument {flag}: must be 1 or more, got 0" in line
+    assert f"argument {flag}: must be an integer >= 1, got 0" in line
 
 
 def test_serve_topk_over_max_topk_names_both_flags_before_loading(corpus_file, no_index_build, capsys):
@@ -215,7 +204,7 @@ def test_a_flag_the_engine_would_ignore_or_reject_is_named(no_engine_build, flag
 
 @pytest.mark.parametrize("argv, named", [
     (["search", ""], "argument query: must not be empty"),
-    (["search", "q", "--topk", "0"], "argument --topk: must be 1 or more"),
+    (["search", "q", "--topk", "0"], "argument --topk: must be an integer >= 1"),
     (["search", "q", "--answer", " "], "argument --answer: must not be empty"),
     (["search", "q", "--index-dir", ""], "argument --index-dir: must not be empty"),
 ])

@@ -54,7 +54,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from zerosearch.config import EVAL_METHODS
+from zerosearch.config import EVAL_METHODS, flat_keys
 from zerosearch.data import QARow, load_qa_file
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
@@ -465,17 +465,6 @@ def json_safe(value: Any) -> Any:
 # The evaluation
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"settings": {"topk": 3}}`` as ``{"settings.topk": 3}``."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def _holds_results(output_dir: Path) -> bool:
     """Whether an evaluation directory holds any answered example (a line in one of its examples files)."""
     return any(line.strip() for file in (output_dir / EXAMPLES_DIR).glob("*.jsonl")
@@ -510,7 +499,7 @@ def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
                          f"e.g. --output-dir {output_dir / 'eval' / 'mine'}")
     path = output_dir / CONFIG_FILE
     if path.exists():
-        old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(config)
+        old, new = flat_keys(json.loads(path.read_text(encoding="utf-8"))), flat_keys(config)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if not changed:
             return

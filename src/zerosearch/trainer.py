@@ -606,21 +606,11 @@ RESUMABLE_KEYS = (
 )
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def resume_changes(before: TrainConfig, after: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (old, new)}`` for every setting that differs between two configs."""
-    from zerosearch.config import to_dict
+    from zerosearch.config import flat_keys, to_dict
 
-    old, new = _flat(to_dict(before)), _flat(to_dict(after))
+    old, new = flat_keys(to_dict(before)), flat_keys(to_dict(after))
     return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
 
 

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any, Callable, Sequence, TextIO
 
+from zerosearch.commands.argtypes import non_negative_int, positive_int
+
 __all__ = [
     "add_ask_parser",
     "add_chat_parser",
@@ -83,13 +85,6 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
 def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> None:
     """Options shared by eval, ask and chat."""
     from zerosearch.config import EVAL_METHODS as METHODS
@@ -97,16 +92,16 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
     parser.add_argument("--model", required=True, metavar="M",
                         help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
     parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
-    parser.add_argument("--max-turns", type=int, default=4, metavar="N",
+    parser.add_argument("--max-turns", type=non_negative_int, default=4, metavar="N",
                         help="agent: searches before the forced answer turn (default: 4; training used 2)")
-    parser.add_argument("--topk", type=_positive, metavar="K",
+    parser.add_argument("--topk", type=positive_int, metavar="K",
                         help="documents per search (default: 5 for google as in the paper, else 3 as Search-R1)")
-    parser.add_argument("--max-turn-tokens", type=_positive, default=500, metavar="N",
+    parser.add_argument("--max-turn-tokens", type=positive_int, default=500, metavar="N",
                         help="tokens generated per turn at most (default: 500)")
-    parser.add_argument("--max-obs-tokens", type=_positive, default=2048, metavar="N",
+    parser.add_argument("--max-obs-tokens", type=positive_int, default=2048, metavar="N",
                         help="tokens of the documents shown after a search at most (default: 2048; a training "
                              "run's final evaluation uses the run's max_obs_tokens)")
-    parser.add_argument("--max-context-tokens", type=_positive, metavar="N",
+    parser.add_argument("--max-context-tokens", type=positive_int, metavar="N",
                         help="prompt + response length limit (default: the model's, at most 8192)")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
                         help="prompt template (default: policy for the agent, eval_<method> for baselines)")
@@ -131,7 +126,7 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
                              "snippet), or search_r1 'Doc 1(Title: \"t\") text' (default: the format the "
                              "model was trained with, recorded in its zerosearch.json; else zerosearch)")
     if batch:
-        parser.add_argument("--batch-size", type=_positive, default=16, metavar="N",
+        parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
                             help="questions per generation batch (default: 16)")
 
 
@@ -175,8 +170,8 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "papers' tables list nq, triviaqa, popqa, hotpotqa, 2wikimultihopqa, musique, "
                              "bamboogle; files without it stay whole); a dotted field such as metadata.type; "
                              "none: never split. The average is over datasets, not questions")
-    parser.add_argument("--limit", type=_positive, metavar="N", help="only the first N questions of each dataset")
-    parser.add_argument("--sample", type=_positive, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N questions of each dataset")
+    parser.add_argument("--sample", type=positive_int, metavar="N",
                         help="a seeded random sample of N questions per dataset, so per source (all if fewer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
     parser.add_argument("--output-dir", metavar="DIR",
@@ -367,7 +362,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (holds metrics.jsonl)")
-    parser.add_argument("--trajectories", type=_positive, default=3, metavar="N",
+    parser.add_argument("--trajectories", type=positive_int, default=3, metavar="N",
                         help="trajectories shown from each of the first, middle and last logged steps (default: 3)")
     parser.set_defaults(func=run_report)
     return parser

@@ -18,6 +18,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+from zerosearch.commands.argtypes import nonempty, port_number, positive_int
 from zerosearch.search.base import SearchEngine, SearchRequest, SearchResult
 
 if TYPE_CHECKING:
@@ -74,39 +75,10 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 # --- argument types (checked at parse time, so argparse names the option as typed) ---------------------
 
 
-def nonempty(text: str) -> str:
-    """An option value that must not be blank: an empty string would otherwise quietly mean the default
-    (or the current directory, or every network interface)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty; give a value")
-    return text
-
-
 def _query(text: str) -> str:
     if not text.strip():  # an empty query finds nothing, silently
         raise argparse.ArgumentTypeError("must not be empty; give the text to search for")
     return text
-
-
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535 (or 0 for a free one), got {value}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
 def write_stdout(text: str) -> bool:

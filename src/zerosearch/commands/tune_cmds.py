@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from zerosearch.commands.argtypes import (
+    fraction, non_negative_float, non_negative_int, positive_float, positive_int,
+)
 
 __all__ = ["add_tune_simulator_parser"]
 
@@ -120,59 +123,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
-# --- option types: a number out of range is a usage error naming the option, before anything runs ----------
-
-
-def _integer(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-
-
-def _positive(value: str) -> int:
-    number = _integer(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    number = _integer(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
-
-
-def _real(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
-    return number
-
-
-def _positive_real(value: str) -> float:
-    number = _real(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return number
-
-
-def _non_negative_real(value: str) -> float:
-    number = _real(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
-
-
-def _fraction(value: str) -> float:
-    number = _real(value)
-    if not 0 <= number < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return number
+# --- option types (numbers: zerosearch.commands.argtypes) ---------------------------------------------------
 
 
 def _simulator(value: str) -> Any:
@@ -294,20 +245,20 @@ def _add_collect(stages: Any) -> None:
     parser.add_argument("--extra-queries", metavar="FIELD",
                         help="with --query-source question: also search each query in this field of the rows "
                              "(dotted; a string or a list), e.g. metadata.supporting_titles in HotpotQA")
-    parser.add_argument("--limit", type=_non_negative, metavar="N",
+    parser.add_argument("--limit", type=non_negative_int, metavar="N",
                         help="use only the first N questions (default, or 0: all)")
-    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="questions per rollout batch (default: 8)")
-    parser.add_argument("--max-turns", type=_positive, default=2, metavar="N",
+    parser.add_argument("--max-turns", type=positive_int, default=2, metavar="N",
                         help="search turns before the forced answer (default: 2)")
-    parser.add_argument("--topk", type=_positive, default=5, metavar="K", help="documents per search (default: 5)")
-    parser.add_argument("--temperature", type=_non_negative_real, default=0.0,
+    parser.add_argument("--topk", type=positive_int, default=5, metavar="K", help="documents per search (default: 5)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
                         help="policy sampling temperature (default: 0, greedy)")
-    parser.add_argument("--max-turn-tokens", type=_positive, default=500, metavar="N",
+    parser.add_argument("--max-turn-tokens", type=positive_int, default=500, metavar="N",
                         help="tokens per policy turn (default: 500)")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
                         help="the policy prompt template (default: the built-in Search-R1 prompt)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="torch seed for a sampling policy (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="torch seed for a sampling policy (default: 0)")
     parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
     _add_doc_format(parser, "the policy is shown documents")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -340,18 +291,18 @@ def _add_build(stages: Any) -> None:
     )
     parser.add_argument("--collected", required=True, nargs="+", metavar="FILE", help="collect output(s)")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the dataset goes")
-    parser.add_argument("--val-fraction", type=_fraction, default=0.1,
+    parser.add_argument("--val-fraction", type=fraction, default=0.1,
                         help="share of questions held out for validation, in [0, 1) (default: 0.1)")
-    parser.add_argument("--max-examples", type=_positive, metavar="N",
+    parser.add_argument("--max-examples", type=positive_int, metavar="N",
                         help="cap on training examples (half per class; at least 2)")
-    parser.add_argument("--max-doc-words", type=_non_negative, default=40, metavar="N",
+    parser.add_argument("--max-doc-words", type=non_negative_int, default=40, metavar="N",
                         help="cut documents to this many words, snippet-like; 0 keeps them whole (default: 40)")
     parser.add_argument("--balance", choices=["downsample", "upsample"], default="downsample",
                         help="make the classes equal in train by dropping calls of the larger one (default, as "
                              "the paper) or by repeating calls of the smaller one")
     parser.add_argument("--correct-metric", choices=["cover_em", "em"], default="cover_em",
                         help="what makes a trajectory correct (default: cover_em, the original code's EM)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of the split and balancing (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and balancing (default: 0)")
     parser.set_defaults(func=_guarded(_run_build))
 
 
@@ -406,23 +357,23 @@ def _add_train(stages: Any) -> None:
                         help="an instruct model: path, hub id or zerosearch:smollm2-135m-instruct")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the tuned model goes")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=_positive, metavar="N",
+    length.add_argument("--max-steps", type=positive_int, metavar="N",
                         help="optimizer steps (default: 1000, the paper's)")
-    length.add_argument("--epochs", type=_positive_real, help="train for this many epochs instead of --max-steps")
-    parser.add_argument("--lr", type=_positive_real, default=1e-6, help="learning rate (default: 1e-6, the paper's)")
-    parser.add_argument("--batch-size", type=_positive, default=2, metavar="N",
+    length.add_argument("--epochs", type=positive_float, help="train for this many epochs instead of --max-steps")
+    parser.add_argument("--lr", type=positive_float, default=1e-6, help="learning rate (default: 1e-6, the paper's)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, metavar="N",
                         help="examples per device step (default: 2)")
-    parser.add_argument("--grad-accum", type=_positive, default=1, metavar="N",
+    parser.add_argument("--grad-accum", type=positive_int, default=1, metavar="N",
                         help="gradient accumulation steps (default: 1)")
-    parser.add_argument("--max-length", type=_positive, default=1024, metavar="N",
+    parser.add_argument("--max-length", type=positive_int, default=1024, metavar="N",
                         help="longest example in tokens; longer ones are left out (default: 1024)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (merged into the output)")
-    parser.add_argument("--lora-r", type=_positive, default=16, help="LoRA rank (default: 16)")
-    parser.add_argument("--lora-alpha", type=_positive, default=32, help="LoRA alpha (default: 32)")
-    parser.add_argument("--save-steps", type=_non_negative, default=200, metavar="N",
+    parser.add_argument("--lora-r", type=positive_int, default=16, help="LoRA rank (default: 16)")
+    parser.add_argument("--lora-alpha", type=positive_int, default=32, help="LoRA alpha (default: 32)")
+    parser.add_argument("--save-steps", type=non_negative_int, default=200, metavar="N",
                         help="checkpoint every N steps for resuming; 0 = never (default: 200)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 mixed precision (default: on for a CUDA GPU that supports it; --bf16 also "
@@ -482,21 +433,21 @@ def _add_evaluate(stages: Any) -> None:
     parser.add_argument("--data", metavar="FILES", help="held-apart QA files; the question is the query")
     parser.add_argument("--calls", metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="where results go")
-    parser.add_argument("--limit", type=_non_negative, default=50, metavar="N",
+    parser.add_argument("--limit", type=non_negative_int, default=50, metavar="N",
                         help="evaluate the first N items; 0 = all (default: 50)")
     _add_doc_format(parser, "the reader is shown documents (as the policy you train will see them)")
-    parser.add_argument("--topk", type=_positive, default=5, metavar="K", help="documents per search (default: 5)")
+    parser.add_argument("--topk", type=positive_int, default=5, metavar="K", help="documents per search (default: 5)")
     parser.add_argument("--reader", metavar="MODEL",
                         help="the fixed reader (default: the first in-process simulator's base model)")
-    parser.add_argument("--max-tokens", type=_positive, default=600, metavar="N",
+    parser.add_argument("--max-tokens", type=positive_int, default=600, metavar="N",
                         help="simulator tokens per call (default: 600)")
-    parser.add_argument("--temperature", type=_non_negative_real, default=0.0,
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
                         help="simulator temperature (default: 0, greedy)")
-    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="requests per generate call (default: 8)")
-    parser.add_argument("--word-range", type=_non_negative, nargs=2, default=[15, 60], metavar=("LOW", "HIGH"),
+    parser.add_argument("--word-range", type=non_negative_int, nargs=2, default=[15, 60], metavar=("LOW", "HIGH"),
                         help="words a document should have, for the format figures (default: 15 60)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of in-process simulators (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of in-process simulators (default: 0)")
     parser.add_argument("--device", default="cpu", help="device of in-process models (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_guarded(partial(_run_evaluate, parser=parser)))
