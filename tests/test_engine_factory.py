@@ -144,3 +144,33 @@ def test_an_option_the_engine_does_not_take_is_an_error(corpus_file):
     with pytest.raises(ValueError, match="mode do not apply to engine 'bm25:.*it takes: encoder, index_dir"):
         build_engine(f"bm25:{corpus_file}", mode="prompt")
     assert isinstance(build_engine(f"bm25:{corpus_file}", mode=None, index_dir=None), local_index.LocalIndexEngine)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("bing", "unknown search engine 'bing'"),
+    ("", "unknown search engine ''"),
+    ("bm25:", "needs a corpus file"),
+    ("dense:/nonexistent.jsonl", "corpus file /nonexistent.jsonl does not exist"),
+    ("retrieval:ftp://x", r"needs an http\(s\) URL"),
+    ("simulated:", "needs a model after the colon"),
+    ("simulated:/nonexistent/model", "no model directory at '/nonexistent/model'"),
+])
+def test_check_engine_spec_finds_a_bad_spec_without_building_anything(spec, message, monkeypatch):
+    from zerosearch.search.factory import check_engine_spec
+
+    monkeypatch.setattr(local_index, "open_or_build_index", lambda *a, **k: pytest.fail("built an index"))
+    with pytest.raises(Exception, match=message):
+        check_engine_spec(spec)
+
+
+def test_check_engine_spec_passes_good_specs_untouched(corpus_file, monkeypatch):
+    from zerosearch.search.factory import check_engine_spec
+
+    monkeypatch.setattr(local_index, "open_or_build_index", lambda *a, **k: pytest.fail("built an index"))
+    for spec in ("example", f"bm25:{corpus_file}", f"dense:{corpus_file}", "http://127.0.0.1:1/retrieve",
+                 "retrieval:http://127.0.0.1:1", "simulated:zerosearch:tiny", "simulated:http://127.0.0.1:1/v1"):
+        check_engine_spec(spec)
+    monkeypatch.delenv("SERPAPI_API_KEY", raising=False)
+    monkeypatch.delenv("SER_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="google needs a SerpAPI key"):
+        check_engine_spec("google")

@@ -104,6 +104,11 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsy
     (["model=zerosearch:tiny-base"], "error: engine.simulator.model=policy: the simulator writes documents as a "
                                      "chat model, but the policy's model zerosearch:tiny-base has no chat template"),
     (["device=cuda:7"], "error: device='cuda:7' but torch sees"),
+    # used only after the last step: found wrong before the first
+    (["final_eval.enabled=true", "final_eval.engine=bm25:/nonexistent/corpus.jsonl"],
+     "error: final_eval.engine='bm25:/nonexistent/corpus.jsonl': bm25: corpus file /nonexistent/corpus.jsonl does not "
+     "exist"),
+    (["final_eval.enabled=true", "final_eval.engine=bing"], "error: final_eval.engine='bing': unknown search engine"),
 ])
 def test_a_run_that_cannot_start_says_what_to_fix_in_one_line(tmp_path, monkeypatch, capsys, overrides, message):
     """Faults in what the user named (a model, an engine, the simulator for a base policy, a device) end

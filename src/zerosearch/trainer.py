@@ -578,6 +578,30 @@ def finish_run(trainer: Trainer) -> dict[str, Path]:
     return written
 
 
+def check_engine_specs(cfg: TrainConfig) -> None:
+    """The engine specs a run will use, checked before it starts (no index built, no model loaded): the
+    final evaluation's is used only after the last step, where a typo used to surface hours in. Raises
+    ConfigError naming the key."""
+    from zerosearch.config import ConfigError
+    from zerosearch.evaluate import NEEDS_ENGINE
+    from zerosearch.search.factory import check_engine_spec
+
+    used = []
+    if cfg.engine.kind == "real" and cfg.max_turns > 0:
+        used.append(("engine.spec", cfg.engine.spec))
+    if cfg.warmup.enabled:
+        used.append(("warmup.engine", cfg.warmup.engine))
+    if cfg.final_eval.enabled and cfg.final_eval.method in NEEDS_ENGINE:
+        used.append(("final_eval.engine", cfg.final_eval.engine))
+    for key, spec in used:
+        try:
+            check_engine_spec(spec)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"{key}={spec!r}: {exc}") from None
+
+
 def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bool = True) -> Trainer:
     """Create the run directory (refusing to overwrite a run that has checkpoints) and a Trainer."""
     run_dir = default_run_dir(cfg)
@@ -586,6 +610,7 @@ def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bo
             f"{run_dir} already holds a run with checkpoints; continue it with "
             f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
         )
+    check_engine_specs(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
     save_config(cfg, run_dir / "config.yaml")
@@ -656,6 +681,7 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: 
     done = int(ckpt.read_json(latest / "state.json")["step"]) if latest is not None else 0
     changes = resume_changes(before, cfg)
     check_resume_changes(changes, run_dir, done)
+    check_engine_specs(cfg)
     cfg.output_dir = str(run_dir)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
     if latest is not None:

@@ -15,11 +15,12 @@ Heavy libraries (bm25s, faiss, transformers) are imported only for the engine th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from zerosearch.search.base import SearchEngine
 
-__all__ = ["ENGINE_SPECS", "build_engine"]
+__all__ = ["ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec"]
 
 ENGINE_SPECS = """\
   example                          BM25 over the shipped HotpotQA corpus
@@ -194,3 +195,42 @@ def build_configured_engine(spec: str, key: str, **options: Any) -> SearchEngine
         raise
     except ValueError as exc:
         raise ConfigError(f"{key}={spec!r}: {exc}") from None
+
+
+def check_engine_spec(spec: str) -> None:
+    """What can be checked of ``spec`` without building its engine (no index is built, no model loads, no
+    server is asked): a known form, an existing corpus file, an http(s) URL, a model that resolves, a
+    SerpAPI key in the environment. Raises the ValueError :func:`build_engine` would (ModelNotFoundError
+    for a model), so that a spec used only at the end of a long job is found wrong at its start.
+    """
+    import os
+
+    spec = spec.strip()
+    if not spec:
+        raise _unknown_spec(spec)
+    if spec == "example" or _is_url(spec):
+        return
+    if spec == "google":
+        from zerosearch.search.serpapi import KEY_ENV_VARS
+
+        if not any(os.environ.get(name) for name in KEY_ENV_VARS):
+            raise ValueError(f"google needs a SerpAPI key in ${KEY_ENV_VARS[0]} (or ${KEY_ENV_VARS[1]})")
+        return
+    kind, sep, rest = spec.partition(":")
+    rest = rest.strip()
+    if not (sep and kind in _PREFIXED):
+        raise _unknown_spec(spec)
+    if kind in ("bm25", "dense"):
+        if not rest:
+            raise ValueError(f"{kind}: needs a corpus file after the colon, e.g. {kind}:data/corpus.jsonl")
+        if not Path(rest).is_file():
+            raise ValueError(f"{kind}: corpus file {rest} does not exist")
+    elif kind == "retrieval" and not _is_url(rest):
+        raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {rest!r}")
+    elif kind == "simulated":
+        if not rest:
+            raise ValueError("simulated: needs a model after the colon, e.g. simulated:zerosearch:smollm2-135m-instruct")
+        if not _is_url(rest):
+            from zerosearch.llm.models import resolve_model_path
+
+            resolve_model_path(rest)
