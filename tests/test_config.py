@@ -127,3 +127,14 @@ def test_yaml_1_1_booleans_stay_words_where_a_word_is_expected(tmp_path):
 
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_train_config(tmp_path / "saved.yaml") == cfg
+
+
+@pytest.mark.parametrize("override", ["lr=nan", "kl_coef=inf", "temperature=nan", "engine.simulator.timeout=nan",
+                                      "engine.simulator.max_batch_size=0", "engine.simulator.temperature=-1",
+                                      "engine.simulator.max_concurrency=0", "engine.simulator.max_retries=-1",
+                                      "engine.simulator.timeout=0", "clip_ratio=-1", "grad_clip=0"])
+def test_numbers_that_would_fail_or_mislead_later_are_refused_when_the_config_loads(override):
+    """nan passes every range check and inf none meaningfully; these used to fail as tracebacks inside
+    torch or the simulator, or train on silently (kl_coef=inf gave a null grad_norm)."""
+    with pytest.raises(ConfigError, match=rf"^the key=value overrides: {override.split('=')[0]}"):
+        load_train_config(None, [override])

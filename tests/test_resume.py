@@ -100,6 +100,50 @@ def test_resume_overrides_change_only_what_a_resumed_run_can_honour(tmp_path, mo
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
 
 
+def test_resume_checks_config_yaml_edits_damaged_checkpoints_and_the_working_directory(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A resume is checked against what the newest checkpoint recorded, so an edit of config.yaml is refused
+    like an override; a damaged newest checkpoint is one line naming the one before it; the data files are
+    stored absolute, so the run resumes from any directory; the engine may move, not change kind."""
+    from zerosearch.checkpoint import CheckpointError
+    from zerosearch.cli import main
+    from zerosearch.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    run = tmp_path / "run"
+    start_run(load_train_config(TINY, ["total_steps=2", f"output_dir={run}"]), progress=False).train()
+    saved = (run / "config.yaml").read_text()
+    assert Path(load_train_config(run / "config.yaml").train_files[0]).is_absolute()
+    (run / "config.yaml").write_text(saved.replace("algorithm: reinforce", "algorithm: grpo"))
+    with pytest.raises(ConfigError, match=r"algorithm \('reinforce' -> 'grpo'\): cannot change .* an edit of its "
+                                          r"config\.yaml"):
+        resume_run(run, ["total_steps=3"], progress=False)
+    (run / "config.yaml").write_text(saved)
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative train_files of configs/tiny.yaml still resolve
+    relative = Path(load_train_config(TINY).train_files[0])
+    same = str(REPO / relative)
+    assert resume_run(run, [f"train_files={same}"], progress=False).resume_changes == {}
+    (run / "checkpoints" / "step_2" / "state.json").write_text("")
+    assert main(["train", "--resume", str(run), "total_steps=3", "--no-progress"]) == 2
+    assert f"checkpoint {run / 'checkpoints' / 'step_2'} cannot be read back" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="moving it out of .* resumes from step_1"):
+        resume_run(run, ["total_steps=3"], progress=False)
+    (run / "checkpoints" / "step_2" / "state.json").unlink()  # step_1 is the newest readable one now
+    (run / "checkpoints" / "step_1" / "policy" / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match="step_1 cannot be read back"):
+        resume_run(run, ["total_steps=3"], progress=False)
+
+
+def test_resume_may_move_the_engine_not_change_its_kind(tmp_path, monkeypatch):
+    from zerosearch.config import ConfigError
+    from zerosearch.trainer import check_resume_changes
+
+    ok = {"engine.spec": ("http://a:8000/retrieve", "retrieval:http://b:9000/retrieve")}
+    check_resume_changes(ok, tmp_path, 2)
+    with pytest.raises(ConfigError, match="not change it for another kind"):
+        check_resume_changes({"engine.spec": ("http://a:8000/retrieve", "example")}, tmp_path, 2)
+
+
 @pytest.mark.integration
 def test_sigkill_then_resume_from_the_command_line(tmp_path):
     """A real `kill -9` of `zerosearch train` at an arbitrary moment, then `--resume`."""

@@ -45,6 +45,22 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read back (a file missing, truncated or from another model)."""
+
+
+def damaged(path: Path, why: Exception | str) -> CheckpointError:
+    """The error for a damaged checkpoint, naming the one before it (what removing this one resumes from)."""
+    run_dir = path.parent.parent
+    older = [p for p in (run_dir / CHECKPOINTS).iterdir() if p != path and p.is_dir() and (p / "state.json").exists()
+             and p.name.split("_", 1)[-1].isdigit()] if (run_dir / CHECKPOINTS).is_dir() else []
+    before = max(older, key=lambda p: int(p.name.split("_", 1)[1]), default=None)
+    then = f"resumes from {before.name}" if before else "starts the run over"
+    reason = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return CheckpointError(f"checkpoint {path} cannot be read back ({reason[:200]}); moving it out of "
+                           f"{path.parent} {then}")
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"step_{step}"
 

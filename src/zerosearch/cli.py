@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from zerosearch.checkpoint import CheckpointError
     from zerosearch.config import ConfigError
     from zerosearch.data import DataError
     from zerosearch.llm.models import ModelNotFoundError
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ModelNotFoundError,
-            MissingAPIKeyError) as exc:  # what to fix in the command: one line, not a traceback
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ModelNotFoundError, MissingAPIKeyError,
+            CheckpointError) as exc:  # what to fix in the command: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line (the command said what it keeps), not a traceback

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -96,6 +97,12 @@ class SimulatorConfig:
                 "e.g. engine.simulator.base_url=http://localhost:8000/v1"
             )
         _check_range("engine.simulator.max_tokens", self.max_tokens, 1)
+        _check_range("engine.simulator.temperature", self.temperature, 0.0)
+        _check_range("engine.simulator.max_concurrency", self.max_concurrency, 1)
+        _check_range("engine.simulator.max_batch_size", self.max_batch_size, 1)
+        _check_range("engine.simulator.max_retries", self.max_retries, 0)
+        if not self.timeout > 0:
+            raise ConfigError(f"engine.simulator.timeout={self.timeout} must be > 0 (seconds per request)")
 
 
 @dataclass
@@ -300,6 +307,10 @@ class TrainConfig:
         _check_range("rollout_batch_size", self.rollout_batch_size, 0)
         _check_range("log_rollouts", self.log_rollouts, 0)
         _check_range("lr", self.lr, 0.0)
+        for name in ("critic_lr", "weight_decay", "clip_ratio", "entropy_coef", "value_clip"):
+            _check_range(name, getattr(self, name), 0.0)
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip={self.grad_clip} must be > 0 (the largest gradient norm kept)")
         _check_range("kl_coef", self.kl_coef, 0.0)
         _check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _check_range("gamma", self.gamma, 0.0, 1.0)
@@ -410,13 +421,15 @@ def _coerce(name: str, value: Any, ftype: Any) -> Any:
         if type(None) in allowed:
             return None
         raise ConfigError(f"{name} may not be null")
-    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if float in allowed and isinstance(value, str):
+    if float in allowed and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)  # YAML reads 1e-6 as a string
+            number = float(value)  # YAML reads 1e-6 as a string
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            if not math.isfinite(number):  # nan passes every range check, and inf none meaningfully
+                raise ConfigError(f"{name}={value!r} must be a finite number")
+            return number
     if int in allowed and isinstance(value, int) and not isinstance(value, bool):
         return value
     if bool in allowed and isinstance(value, bool):

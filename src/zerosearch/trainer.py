@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from zerosearch import checkpoint as ckpt
-from zerosearch.config import TrainConfig, save_config
+from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
 from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
@@ -514,6 +514,7 @@ class Trainer:
         torch.save(ckpt.capture_rng(), tmp / "rng.pt")
         ckpt.write_json(tmp / "state.json", {
             "step": self.step,
+            "config": to_dict(self.cfg),  # what these steps were made with: a resume is checked against it
             "sampler": self.sampler.state_dict(),
             "noise_rng": self.noise_rng.bit_generator.state,
             "shuffle_rng": self.shuffle_rng.bit_generator.state,
@@ -611,6 +612,7 @@ def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bo
             f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
         )
     check_engine_specs(cfg)
+    absolute_files(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
     save_config(cfg, run_dir / "config.yaml")
@@ -636,7 +638,32 @@ def resume_changes(before: TrainConfig, after: TrainConfig) -> dict[str, tuple[A
     from zerosearch.config import flat_keys, to_dict
 
     old, new = flat_keys(to_dict(before)), flat_keys(to_dict(after))
+    for key in PATH_LIST_KEYS:  # the same files under another spelling (relative, ./, absolute) are no change
+        if _same_files(old.get(key) or [], new.get(key) or []):
+            old[key] = new[key]
     return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+
+
+PATH_LIST_KEYS = ("train_files", "final_eval.files")
+
+
+def _same_files(a: list[str], b: list[str]) -> bool:
+    return len(a) == len(b) and all(Path(x).resolve() == Path(y).resolve() for x, y in zip(a, b))
+
+
+def absolute_files(cfg: TrainConfig) -> None:
+    """Write the run's data files as absolute paths (where they exist), so that its config.yaml, and a
+    resume from it, mean the same files from any working directory."""
+    cfg.train_files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.train_files]
+    cfg.final_eval.files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.final_eval.files]
+
+
+def _engine_kind(spec: str | None) -> str:
+    """``http`` for a retrieval server's URL, else the spec's form (``bm25``, ``simulated``, ``google``...)."""
+    spec = (spec or "").strip()
+    if spec.startswith(("http://", "https://", "retrieval:")):
+        return "http"
+    return spec.partition(":")[0]
 
 
 def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, done_steps: int) -> None:
@@ -644,9 +671,6 @@ def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, don
     each with the way to train on with it: a new run from this run's newest policy."""
     from zerosearch.config import ConfigError
 
-    if "output_dir" in changes or "run_name" in changes:
-        raise ConfigError(f"a resumed run stays in {run_dir}: output_dir and run_name cannot change (copy the "
-                          "directory to move it)")
     fixed = [k for k in changes if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
     if fixed:
         latest = ckpt.latest_checkpoint(run_dir)
@@ -655,9 +679,13 @@ def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, don
         shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in fixed)
         raise ConfigError(
             f"{shown}: cannot change when {run_dir} resumes (its checkpoint and its {done_steps} steps so far "
-            "were made with the old value). A resumed run may change total_steps, saving, logging, reports, "
+            "were made with the old value; the new one comes from the overrides or an edit of its config.yaml). A resumed run may change total_steps, saving, logging, reports, "
             "final_eval, speed settings and the engine's address. To train on with the new value, start a new "
             f"run from this one's policy: zerosearch train {start} {' '.join(f'{k}=...' for k in fixed)}")
+    if "engine.spec" in changes and len({_engine_kind(spec) for spec in changes["engine.spec"]}) > 1:
+        old, new = changes["engine.spec"]
+        raise ConfigError(f"engine.spec {old!r} -> {new!r}: a resumed run may move its engine (another URL or "
+                          "corpus path of the same kind), not change it for another kind")
     if "total_steps" in changes and changes["total_steps"][1] < done_steps:
         raise ConfigError(f"total_steps={changes['total_steps'][1]} is below the {done_steps} steps {run_dir} "
                           "has done; give a larger total_steps to train on")
@@ -675,17 +703,34 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    before = load_train_config(run_dir / "config.yaml")
     cfg = load_train_config(run_dir / "config.yaml", overrides)
     latest = ckpt.latest_checkpoint(run_dir)
-    done = int(ckpt.read_json(latest / "state.json")["step"]) if latest is not None else 0
+    state: dict[str, Any] = {}
+    if latest is not None:
+        try:
+            state = ckpt.read_json(latest / "state.json")
+            done = int(state["step"])
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise ckpt.damaged(latest, exc) from None
+    # compared with what the newest checkpoint's steps were made with (a hand-edited config.yaml is a
+    # change too), or with config.yaml for checkpoints that did not record it
+    before = from_dict(TrainConfig, state["config"]) if "config" in state else load_train_config(run_dir / "config.yaml")
+    if any(item.partition("=")[0].strip() in ("output_dir", "run_name") for item in overrides or []):
+        from zerosearch.config import ConfigError
+
+        raise ConfigError(f"a resumed run stays in {run_dir}: output_dir and run_name cannot change (copy the "
+                          "directory to move it)")
+    before.output_dir, before.run_name = cfg.output_dir, cfg.run_name  # where it lives is run_dir, wherever that is
     changes = resume_changes(before, cfg)
-    check_resume_changes(changes, run_dir, done)
+    check_resume_changes(changes, run_dir, done if latest is not None else 0)
     check_engine_specs(cfg)
     cfg.output_dir = str(run_dir)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
     if latest is not None:
-        trainer.load(latest)
+        try:
+            trainer.load(latest)
+        except Exception as exc:  # noqa: BLE001 - torch, safetensors and pickle each raise their own kind
+            raise ckpt.damaged(latest, exc) from exc
     trainer.resume_changes = changes
     save_config(cfg, run_dir / "config.yaml")
     return trainer
