@@ -51,3 +51,52 @@ def test_argument_types_refuse_with_the_rule(kind, text, message):
         getattr(argtypes, kind)(text)
     assert str(caught.value) == message
     assert argtypes.positive_int("3") == 3 and argtypes.fraction("0.1") == 0.1 and argtypes.port_number("0") == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune-simulator", "build", "--collected", "c.jsonl", "--out-dir", ""], "argument --out-dir: must not be empty"),
+    (["tune-simulator", "train", "--dataset", "d", "--base-model", "zerosearch:tiny", "--out-dir", ""],
+     "argument --out-dir: must not be empty"),
+    (["tune-simulator", "collect", "--engine", "example", "--data", "q.jsonl", "--out", ""],
+     "argument --out: must not be empty"),
+    (["export-verl", "--data", "q.jsonl", "--out", "o", "--split", "../../escape"], "argument --split: must be a plain"),
+    (["eval", "--model", "m", "--data", "q.jsonl", "--names", "a/b"], "argument --names: must be a plain name"),
+    (["eval", "--model", "m", "--data", "q.jsonl", "--limit", "-1"], "argument --limit: must be an integer >= 0"),
+])
+def test_options_that_would_write_in_the_wrong_place_are_refused_at_parse_time(argv, message, capsys, tmp_path,
+                                                                                monkeypatch):
+    """An empty --out-dir wrote a model into the working directory; --split ../../x wrote outside --out."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_models_data_and_devices_are_one_line(tmp_path, capsys, monkeypatch):
+    """A run directory given as the model, a non-UTF-8 or non-parquet data file, a folder as data and the meta
+    device each end in exit 2 and one line (they were tracebacks from transformers, json, pyarrow, torch)."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_3" / "policy").mkdir(parents=True)
+    (run / "checkpoints" / "step_3" / "state.json").write_text("{}")
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"question": "caf\xe9", "golden_answers": ["x"]}\n')
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet")
+    cases = [
+        (["ask", "q", "--model", str(run)], f"is a directory but not a model (no config.json); a training run's "
+                                             f"policy is in {run}/checkpoints/step_N/policy (the newest: "
+                                             f"{run / 'checkpoints' / 'step_3' / 'policy'})"),
+        (["ask", "q", "--model", "zerosearch:tiny", "--device", "meta"], "device='meta': zerosearch runs on cpu"),
+        (["eval", "--model", "zerosearch:tiny", "--data", str(latin1), "--method", "direct"],
+         f"{latin1}: expected UTF-8 text, but byte 17 is not"),
+        (["eval", "--model", "zerosearch:tiny", "--data", str(fake), "--method", "direct"],
+         f"{fake}: expected a readable .parquet file, but reading it failed"),
+        (["eval", "--model", "zerosearch:tiny", "--data", str(tmp_path), "--method", "direct"],
+         f"QA data file expected, got a folder: {tmp_path}"),
+    ]
+    monkeypatch.chdir(tmp_path)
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)

@@ -348,12 +348,23 @@ def load_qa_file(path: PathLike) -> list[QARow]:
             file, row and field).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"QA data file expected, got a folder: {path}; name the files in it")
     if not path.is_file():
         raise FileNotFoundError(f"QA data file not found: {path}")
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(path, None, None, f"a file ending in one of {', '.join(SUFFIXES)}")
-    records = reader(path)
+    try:
+        records = reader(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, None, f"UTF-8 text, but byte {exc.start} is not (is it a {path.suffix} file?)") \
+            from None
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid and kin: the file is not what it says
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(path, None, None, f"a readable {path.suffix} file, but reading it failed: {first}") from None
     if not records:
         raise DataError(path, None, None, "at least one QA row, but the file has none")
     for where, record in records:
@@ -390,6 +401,10 @@ def load_qa_files(paths: Sequence[PathLike] | PathLike) -> list[QARow]:
         DataError: as :func:`load_qa_file`.
     """
     items = _split_paths(paths)
+    folders = [str(item) for item in items if Path(item).is_dir()]
+    if folders:
+        raise FileNotFoundError(f"QA data file(s) expected, got folder(s): {', '.join(folders)}; name the files "
+                                f"in them (comma-separated)")
     missing = [str(item) for item in items if not Path(item).is_file()]
     if missing:
         raise FileNotFoundError(f"QA data file(s) not found: {', '.join(missing)}")

@@ -35,6 +35,8 @@ def pick_device(spec: str = "auto") -> torch.device:
         device = torch.device(spec)
     except RuntimeError as exc:
         raise ConfigError(f"device={spec!r} is not a torch device (cpu, cuda, cuda:1, auto): {exc}") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # meta holds no data; the rest are not set up here
+        raise ConfigError(f"device={spec!r}: zerosearch runs on cpu, cuda (cuda:N), mps or xpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={spec!r} but torch sees no CUDA device here; use device=cpu or device=auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

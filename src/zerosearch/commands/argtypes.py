@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 __all__ = [
-    "existing_file", "fraction", "non_negative_float", "non_negative_int", "nonempty", "port_number",
+    "existing_file", "file_name", "fraction", "non_negative_float", "non_negative_int", "nonempty", "port_number",
     "positive_float", "positive_int",
 ]
 
@@ -98,3 +98,12 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text} is not a file: give the path of an existing file")
     return path
+
+
+def file_name(text: str) -> str:
+    """A name that becomes one file's name inside the output folder: not empty, no folder separators, not
+    ``.``/``..`` (``--split ../../x`` wrote outside ``--out``)."""
+    name = nonempty(text).strip()
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise argparse.ArgumentTypeError(f"must be a plain name (it names a file in the output folder), got {text!r}")
+    return name

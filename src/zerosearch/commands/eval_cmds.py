@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence, TextIO
 
-from zerosearch.commands.argtypes import non_negative_int, positive_int
+from zerosearch.commands.argtypes import file_name, non_negative_int, nonempty, positive_int
 
 __all__ = [
     "add_ask_parser",
@@ -81,6 +81,11 @@ def _usage_errors() -> tuple[type[Exception], ...]:
             ModelNotFoundError)
 
 
+def _names(value: str) -> list[str]:
+    """``--names``: each becomes a file name under the output directory's examples/."""
+    return [file_name(part) for part in _split(value)]
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -89,7 +94,7 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> Non
     """Options shared by eval, ask and chat."""
     from zerosearch.config import EVAL_METHODS as METHODS
 
-    parser.add_argument("--model", required=True, metavar="M",
+    parser.add_argument("--model", type=nonempty, required=True, metavar="M",
                         help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
     parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
     parser.add_argument("--max-turns", type=non_negative_int, default=4, metavar="N",
@@ -157,24 +162,25 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EVAL_EPILOG.format(specs=ENGINE_SPECS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, action="append", metavar="FILE[,FILE...]",
+    parser.add_argument("--data", type=nonempty, required=True, action="append", metavar="FILE[,FILE...]",
                         help="QA files (FlashRAG jsonl, Search-R1 parquet...); each is one dataset named after "
                              "its file stem, or, for a file whose rows name their data_source (the published "
                              "test parquet), one dataset per source; repeat or comma-separate")
-    parser.add_argument("--engine", metavar="SPEC", help="search engine for agent and rag (forms below)")
+    parser.add_argument("--engine", type=nonempty, metavar="SPEC", help="search engine for agent and rag (forms below)")
     _add_generation_options(parser, batch=True)
-    parser.add_argument("--names", type=_split, metavar="NAME[,NAME...]",
+    parser.add_argument("--names", type=_names, metavar="NAME[,NAME...]",
                         help="dataset names, one per file (default: the file stems)")
     parser.add_argument("--group-by", default="data_source", metavar="FIELD",
                         help="split each file into datasets by this row field (default: data_source, as the "
                              "papers' tables list nq, triviaqa, popqa, hotpotqa, 2wikimultihopqa, musique, "
                              "bamboogle; files without it stay whole); a dotted field such as metadata.type; "
                              "none: never split. The average is over datasets, not questions")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N questions of each dataset")
+    parser.add_argument("--limit", type=non_negative_int, metavar="N",
+                        help="only the first N questions of each dataset (default, or 0: all, as final_eval.limit)")
     parser.add_argument("--sample", type=positive_int, metavar="N",
                         help="a seeded random sample of N questions per dataset, so per source (all if fewer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
-    parser.add_argument("--output-dir", metavar="DIR",
+    parser.add_argument("--output-dir", type=nonempty, metavar="DIR",
                         help="where to write (default: runs/eval-<model>-<method>-<time>); resumed if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     parser.set_defaults(func=run_eval)
@@ -191,7 +197,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         results = evaluate(
             args.model, data_files, args.engine, args.method, output_dir,
-            limit=args.limit, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
+            limit=args.limit or None, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_obs_tokens=args.max_obs_tokens, max_context_tokens=args.max_context_tokens,
             prompt_template=args.prompt_template,
@@ -221,6 +227,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # --- zerosearch ask / chat ---------------------------------------------------------------------------
+
+
+def _valid_text(text: str) -> str:
+    """Text as the model's tokenizer takes it: bytes that were not UTF-8 (kept by Python as lone surrogates
+    in argv and stdin) become U+FFFD instead of failing inside the tokenizer."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _abbreviate(text: str, limit: int = DOC_CHARS) -> str:
@@ -278,7 +290,7 @@ def _answer_and_print(answerer: Any, question: str, out: TextIO) -> bool:
 
 
 def _add_ask_chat_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="example", metavar="SPEC",
+    parser.add_argument("--engine", type=nonempty, default="example", metavar="SPEC",
                         help="search engine (default: example, BM25 over the shipped HotpotQA corpus; "
                              "forms as in `zerosearch search --help`)")
     _add_generation_options(parser, batch=False)
@@ -314,7 +326,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def run_ask(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch ask``."""
     answerer = _load_answerer(args)
-    return 0 if _answer_and_print(answerer, args.question, sys.stdout) else 1
+    return 0 if _answer_and_print(answerer, _valid_text(args.question), sys.stdout) else 1
 
 
 def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -340,7 +352,7 @@ def run_chat(args: argparse.Namespace) -> int:
         except EOFError:
             print()
             return 0
-        question = line.strip()
+        question = _valid_text(line).strip()
         if question.lower() in ("exit", "quit"):
             return 0
         if question:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.commands.argtypes import (
-    fraction, non_negative_float, non_negative_int, positive_float, positive_int,
+    fraction, non_negative_float, non_negative_int, nonempty, positive_float, positive_int,
 )
 
 __all__ = ["add_tune_simulator_parser"]
@@ -234,11 +234,11 @@ def _add_collect(stages: Any) -> None:
                     "question: its search calls (query and documents) and whether it answered correctly.",
         epilog=COLLECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--engine", required=True, metavar="SPEC",
+    parser.add_argument("--engine", type=nonempty, required=True, metavar="SPEC",
                         help="the real engine: example, bm25:FILE, http://HOST:PORT/retrieve, google, ...")
-    parser.add_argument("--data", required=True, metavar="FILES", help="QA files, comma-separated")
-    parser.add_argument("--out", required=True, metavar="FILE", help="the jsonl to append to (resumable)")
-    parser.add_argument("--policy", metavar="MODEL", help="the policy model (path, hub id, zerosearch:*); "
+    parser.add_argument("--data", type=nonempty, required=True, metavar="FILES", help="QA files, comma-separated")
+    parser.add_argument("--out", type=nonempty, required=True, metavar="FILE", help="the jsonl to append to (resumable)")
+    parser.add_argument("--policy", type=nonempty, metavar="MODEL", help="the policy model (path, hub id, zerosearch:*); "
                                                          "needed for --query-source policy")
     parser.add_argument("--query-source", choices=["policy", "question"], default="policy",
                         help="policy: the policy's searches (default); question: the question as the query")
@@ -289,8 +289,8 @@ def _add_build(stages: Any) -> None:
                     "for the simulator, split by question.",
         epilog=BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--collected", required=True, nargs="+", metavar="FILE", help="collect output(s)")
-    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the dataset goes")
+    parser.add_argument("--collected", type=nonempty, required=True, nargs="+", metavar="FILE", help="collect output(s)")
+    parser.add_argument("--out-dir", type=nonempty, required=True, metavar="DIR", help="where the dataset goes")
     parser.add_argument("--val-fraction", type=fraction, default=0.1,
                         help="share of questions held out for validation, in [0, 1) (default: 0.1)")
     parser.add_argument("--max-examples", type=positive_int, metavar="N",
@@ -352,10 +352,10 @@ def _add_train(stages: Any) -> None:
                     "plain Hugging Face directory, LoRA merged.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", required=True, metavar="DIR", help="build's output directory")
-    parser.add_argument("--base-model", required=True, metavar="MODEL",
+    parser.add_argument("--dataset", type=nonempty, required=True, metavar="DIR", help="build's output directory")
+    parser.add_argument("--base-model", type=nonempty, required=True, metavar="MODEL",
                         help="an instruct model: path, hub id or zerosearch:smollm2-135m-instruct")
-    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where the tuned model goes")
+    parser.add_argument("--out-dir", type=nonempty, required=True, metavar="DIR", help="where the tuned model goes")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=positive_int, metavar="N",
                         help="optimizer steps (default: 1000, the paper's)")
@@ -429,10 +429,10 @@ def _add_evaluate(stages: Any) -> None:
     )
     parser.add_argument("--simulator", action="append", required=True, type=_simulator, metavar="[LABEL=]MODE:SPEC",
                         help="a simulator to evaluate (repeatable)")
-    parser.add_argument("--engine", metavar="SPEC", help="the real engine, the reference row (optional)")
-    parser.add_argument("--data", metavar="FILES", help="held-apart QA files; the question is the query")
-    parser.add_argument("--calls", metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
-    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where results go")
+    parser.add_argument("--engine", type=nonempty, metavar="SPEC", help="the real engine, the reference row (optional)")
+    parser.add_argument("--data", type=nonempty, metavar="FILES", help="held-apart QA files; the question is the query")
+    parser.add_argument("--calls", type=nonempty, metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
+    parser.add_argument("--out-dir", type=nonempty, required=True, metavar="DIR", help="where results go")
     parser.add_argument("--limit", type=non_negative_int, default=50, metavar="N",
                         help="evaluate the first N items; 0 = all (default: 50)")
     _add_doc_format(parser, "the reader is shown documents (as the policy you train will see them)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zerosearch.commands.search_cmds import EXIT_CLOSED_PIPE, nonempty, write_stdout
+from zerosearch.commands.argtypes import file_name, nonempty
+from zerosearch.commands.search_cmds import EXIT_CLOSED_PIPE, write_stdout
 
 __all__ = ["add_export_verl_parser", "run_export_verl"]
 
@@ -41,7 +42,7 @@ def add_export_verl_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--data", required=True, metavar="FILE[,FILE]", type=nonempty,
                         help="QA files, comma-separated")
     parser.add_argument("--out", required=True, metavar="DIR", type=nonempty, help="output directory (created)")
-    parser.add_argument("--split", default="train", type=nonempty,
+    parser.add_argument("--split", default="train", type=file_name,
                         help="split name: the file's name and extra_info.split (default: train)")
     parser.add_argument("--agent-name", default=None, type=nonempty,
                         help="agent loop for every row (default: zerosearch_agent)")

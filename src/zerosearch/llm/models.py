@@ -41,11 +41,21 @@ def resolve_model_path(spec: str) -> str:
         return str(tiny_model_dir(chat_template=spec == "zerosearch:tiny"))
     if spec.startswith("zerosearch:"):
         raise ModelNotFoundError(f"unknown built-in model {spec!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
-    if _is_local_path(spec) and not Path(spec).expanduser().exists():
-        raise ModelNotFoundError(
-            f"no model directory at {spec!r}: pass an existing directory (e.g. runs/NAME/checkpoints/step_N/policy), "
-            f"a hub id (namespace/name) or a built-in ({', '.join(BUILTIN_MODELS)})"
-        )
+    what = (f"pass an existing directory (e.g. runs/NAME/checkpoints/step_N/policy), a hub id (namespace/name) "
+            f"or a built-in ({', '.join(BUILTIN_MODELS)})")
+    if not spec.strip():
+        raise ModelNotFoundError(f"no model named (an empty string): {what}")
+    path = Path(spec).expanduser()
+    if _is_local_path(spec) and not path.exists():
+        raise ModelNotFoundError(f"no model directory at {spec!r}: {what}")
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        # a run directory given for its policy is the easy mistake; from_pretrained says "sentencepiece"
+        from zerosearch.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(path)
+        hint = (f"; a training run's policy is in {path}/checkpoints/step_N/policy (the newest: "
+                f"{latest / 'policy'})" if latest else "")
+        raise ModelNotFoundError(f"{spec!r} is a directory but not a model (no config.json){hint}")
     return spec
 
 

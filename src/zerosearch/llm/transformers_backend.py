@@ -72,7 +72,9 @@ class TransformersChatModel:
                 dtype = getattr(torch, dtype)
             kwargs = {"dtype": dtype} if dtype is not None else {}
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-            model.to(device)
+            from zerosearch.policy import pick_device
+
+            model.to(pick_device(str(device)))  # a device torch lacks is a ConfigError, not an assertion
         model.eval()
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
