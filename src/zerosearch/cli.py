@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(or CONFIG) with the overrides applied.")
     config.add_argument("config", nargs="?", help="a YAML config, e.g. configs/tiny.yaml or a run's config.yaml "
                         "(default: the embedded default)")
-    config.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-6 engine.simulator.mode=finetuned")
+    config.add_argument("overrides", nargs="*",
+                        help="key=value overrides, e.g. lr=1e-6 engine.simulator.mode=finetuned")
     config.set_defaults(func=_cmd_config)
     return parser
 

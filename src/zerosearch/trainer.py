@@ -679,9 +679,10 @@ def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, don
         shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in fixed)
         raise ConfigError(
             f"{shown}: cannot change when {run_dir} resumes (its checkpoint and its {done_steps} steps so far "
-            "were made with the old value; the new one comes from the overrides or an edit of its config.yaml). A resumed run may change total_steps, saving, logging, reports, "
-            "final_eval, speed settings and the engine's address. To train on with the new value, start a new "
-            f"run from this one's policy: zerosearch train {start} {' '.join(f'{k}=...' for k in fixed)}")
+            "were made with the old value; the new one comes from the overrides or an edit of its config.yaml). "
+            "A resumed run may change total_steps, saving, logging, reports, final_eval, speed settings and the "
+            "engine's address. To train on with the new value, start a new run from this one's policy: "
+            f"zerosearch train {start} {' '.join(f'{k}=...' for k in fixed)}")
     if "engine.spec" in changes and len({_engine_kind(spec) for spec in changes["engine.spec"]}) > 1:
         old, new = changes["engine.spec"]
         raise ConfigError(f"engine.spec {old!r} -> {new!r}: a resumed run may move its engine (another URL or "
@@ -689,6 +690,20 @@ def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, don
     if "total_steps" in changes and changes["total_steps"][1] < done_steps:
         raise ConfigError(f"total_steps={changes['total_steps'][1]} is below the {done_steps} steps {run_dir} "
                           "has done; give a larger total_steps to train on")
+
+
+def _recorded_config(state: dict[str, Any]) -> TrainConfig | None:
+    """The config the newest checkpoint's steps were made with, which a resume is compared with (so a hand
+    edit of config.yaml is a change too); None for checkpoints that did not record one, or recorded keys
+    this version no longer has (then config.yaml is the reference)."""
+    from zerosearch.config import ConfigError
+
+    if "config" not in state:
+        return None
+    try:
+        return from_dict(TrainConfig, state["config"])
+    except ConfigError:
+        return None
 
 
 def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: SearchEngine | None = None,
@@ -706,15 +721,14 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: 
     cfg = load_train_config(run_dir / "config.yaml", overrides)
     latest = ckpt.latest_checkpoint(run_dir)
     state: dict[str, Any] = {}
+    done = 0
     if latest is not None:
         try:
             state = ckpt.read_json(latest / "state.json")
             done = int(state["step"])
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise ckpt.damaged(latest, exc) from None
-    # compared with what the newest checkpoint's steps were made with (a hand-edited config.yaml is a
-    # change too), or with config.yaml for checkpoints that did not record it
-    before = from_dict(TrainConfig, state["config"]) if "config" in state else load_train_config(run_dir / "config.yaml")
+    before = _recorded_config(state) or load_train_config(run_dir / "config.yaml")
     if any(item.partition("=")[0].strip() in ("output_dir", "run_name") for item in overrides or []):
         from zerosearch.config import ConfigError
 
@@ -722,7 +736,7 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: 
                           "directory to move it)")
     before.output_dir, before.run_name = cfg.output_dir, cfg.run_name  # where it lives is run_dir, wherever that is
     changes = resume_changes(before, cfg)
-    check_resume_changes(changes, run_dir, done if latest is not None else 0)
+    check_resume_changes(changes, run_dir, done)
     check_engine_specs(cfg)
     cfg.output_dir = str(run_dir)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)

@@ -237,9 +237,10 @@ def _add_collect(stages: Any) -> None:
     parser.add_argument("--engine", type=nonempty, required=True, metavar="SPEC",
                         help="the real engine: example, bm25:FILE, http://HOST:PORT/retrieve, google, ...")
     parser.add_argument("--data", type=nonempty, required=True, metavar="FILES", help="QA files, comma-separated")
-    parser.add_argument("--out", type=nonempty, required=True, metavar="FILE", help="the jsonl to append to (resumable)")
-    parser.add_argument("--policy", type=nonempty, metavar="MODEL", help="the policy model (path, hub id, zerosearch:*); "
-                                                         "needed for --query-source policy")
+    parser.add_argument("--out", type=nonempty, required=True, metavar="FILE",
+                        help="the jsonl to append to (resumable)")
+    parser.add_argument("--policy", type=nonempty, metavar="MODEL",
+                        help="the policy model (path, hub id, zerosearch:*); needed for --query-source policy")
     parser.add_argument("--query-source", choices=["policy", "question"], default="policy",
                         help="policy: the policy's searches (default); question: the question as the query")
     parser.add_argument("--extra-queries", metavar="FIELD",
@@ -258,7 +259,8 @@ def _add_collect(stages: Any) -> None:
                         help="tokens per policy turn (default: 500)")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
                         help="the policy prompt template (default: the built-in Search-R1 prompt)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="torch seed for a sampling policy (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="torch seed for a sampling policy (default: 0)")
     parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
     _add_doc_format(parser, "the policy is shown documents")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -289,7 +291,8 @@ def _add_build(stages: Any) -> None:
                     "for the simulator, split by question.",
         epilog=BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--collected", type=nonempty, required=True, nargs="+", metavar="FILE", help="collect output(s)")
+    parser.add_argument("--collected", type=nonempty, required=True, nargs="+", metavar="FILE",
+                        help="collect output(s)")
     parser.add_argument("--out-dir", type=nonempty, required=True, metavar="DIR", help="where the dataset goes")
     parser.add_argument("--val-fraction", type=fraction, default=0.1,
                         help="share of questions held out for validation, in [0, 1) (default: 0.1)")
@@ -431,7 +434,8 @@ def _add_evaluate(stages: Any) -> None:
                         help="a simulator to evaluate (repeatable)")
     parser.add_argument("--engine", type=nonempty, metavar="SPEC", help="the real engine, the reference row (optional)")
     parser.add_argument("--data", type=nonempty, metavar="FILES", help="held-apart QA files; the question is the query")
-    parser.add_argument("--calls", type=nonempty, metavar="FILE", help="build's val_calls.jsonl: collected queries instead")
+    parser.add_argument("--calls", type=nonempty, metavar="FILE",
+                        help="build's val_calls.jsonl: collected queries instead")
     parser.add_argument("--out-dir", type=nonempty, required=True, metavar="DIR", help="where results go")
     parser.add_argument("--limit", type=non_negative_int, default=50, metavar="N",
                         help="evaluate the first N items; 0 = all (default: 50)")
