@@ -95,6 +95,18 @@ def read_jsonl_with_fields(path: str | Path, fields: Iterable[str]) -> list[dict
     return rows
 
 
+def add_rl_options(parser: argparse.ArgumentParser, steps: int, dev_help: str) -> None:
+    """The options :func:`rl_overrides` reads (fidelity_smollm2 and learning_smollm2 share them)."""
+    parser.add_argument("--steps", type=positive_int, default=steps, help=f"RL steps per arm (default {steps})")
+    parser.add_argument("--prompts", type=positive_int, default=4, help="questions per step (default 4)")
+    parser.add_argument("--rollouts", type=positive_int, default=2, help="rollouts per question (default 2)")
+    parser.add_argument("--lr", type=positive_float, default=2e-5, help="RL learning rate (default 2e-5)")
+    parser.add_argument("--warmup-examples", type=positive_int, default=128,
+                        help="warm-up demonstrations (default 128)")
+    parser.add_argument("--dev", type=positive_int, default=200, help=dev_help)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def rl_overrides(args: argparse.Namespace) -> list[str]:
     """The settings every RL arm of fidelity_smollm2 / learning_smollm2 shares, as ``key=value`` overrides of
     the embedded default (from their common options --steps, --prompts, --rollouts, --lr, --seed,

@@ -70,7 +70,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
-from _args import check_arms, positive_float, positive_int, rl_overrides  # noqa: E402
+from _args import add_rl_options, check_arms, rl_overrides  # noqa: E402
 
 # Overrides of each RL arm on top of the common settings (the embedded default's engine is the simulator).
 ARMS = {
@@ -84,15 +84,8 @@ RUNS = ("simulated", "real", "fixed", "warmup", "rag", "direct")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=positive_int, default=10, help="RL steps per arm (default 10)")
-    parser.add_argument("--prompts", type=positive_int, default=4, help="questions per step (default 4)")
-    parser.add_argument("--rollouts", type=positive_int, default=2, help="rollouts per question (default 2)")
-    parser.add_argument("--lr", type=positive_float, default=2e-5, help="RL learning rate (default 2e-5)")
-    parser.add_argument("--warmup-examples", type=positive_int, default=128,
-                        help="warm-up demonstrations (default 128)")
-    parser.add_argument("--dev", type=positive_int, default=200, help="HotpotQA dev questions evaluated (default 200)")
+    add_rl_options(parser, steps=10, dev_help="HotpotQA dev questions evaluated (default 200)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated RL arms (default {','.join(ARMS)})")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_fidelity")
     args = parser.parse_args(argv)
     check_arms(parser, args, ARMS)

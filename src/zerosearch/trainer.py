@@ -583,9 +583,8 @@ def check_engine_specs(cfg: TrainConfig) -> None:
     """The engine specs a run will use, checked before it starts (no index built, no model loaded): the
     final evaluation's is used only after the last step, where a typo used to surface hours in. Raises
     ConfigError naming the key."""
-    from zerosearch.config import ConfigError
     from zerosearch.evaluate import NEEDS_ENGINE
-    from zerosearch.search.factory import check_engine_spec
+    from zerosearch.search.factory import check_engine_spec, naming_key
 
     used = []
     if cfg.engine.kind == "real" and cfg.max_turns > 0:
@@ -595,12 +594,8 @@ def check_engine_specs(cfg: TrainConfig) -> None:
     if cfg.final_eval.enabled and cfg.final_eval.method in NEEDS_ENGINE:
         used.append(("final_eval.engine", cfg.final_eval.engine))
     for key, spec in used:
-        try:
+        with naming_key(key, spec):
             check_engine_spec(spec)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"{key}={spec!r}: {exc}") from None
 
 
 def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bool = True) -> Trainer:
@@ -658,18 +653,11 @@ def absolute_files(cfg: TrainConfig) -> None:
     cfg.final_eval.files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.final_eval.files]
 
 
-def _engine_kind(spec: str | None) -> str:
-    """``http`` for a retrieval server's URL, else the spec's form (``bm25``, ``simulated``, ``google``...)."""
-    spec = (spec or "").strip()
-    if spec.startswith(("http://", "https://", "retrieval:")):
-        return "http"
-    return spec.partition(":")[0]
-
-
 def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, done_steps: int) -> None:
     """Raise ConfigError for the overrides a resumed run cannot honour (see :data:`RESUMABLE_KEYS`), naming
     each with the way to train on with it: a new run from this run's newest policy."""
     from zerosearch.config import ConfigError
+    from zerosearch.search.factory import engine_kind
 
     fixed = [k for k in changes if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
     if fixed:
@@ -683,7 +671,7 @@ def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, don
             "A resumed run may change total_steps, saving, logging, reports, final_eval, speed settings and the "
             "engine's address. To train on with the new value, start a new run from this one's policy: "
             f"zerosearch train {start} {' '.join(f'{k}=...' for k in fixed)}")
-    if "engine.spec" in changes and len({_engine_kind(spec) for spec in changes["engine.spec"]}) > 1:
+    if "engine.spec" in changes and len({engine_kind(spec or "") for spec in changes["engine.spec"]}) > 1:
         old, new = changes["engine.spec"]
         raise ConfigError(f"engine.spec {old!r} -> {new!r}: a resumed run may move its engine (another URL or "
                           "corpus path of the same kind), not change it for another kind")

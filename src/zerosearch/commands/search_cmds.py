@@ -136,7 +136,7 @@ def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 _SIMULATED = {"simulated_url", "simulated_model"}
-_LOCAL = {"local"}
+_LOCAL = {"example", "bm25", "dense"}
 
 # flag -> (its attribute, the engine kinds it applies to, those engines in words). Any other engine would
 # ignore the flag (--noisy, --question, --answer) or reject it under build_engine's option name (mode=...),
@@ -153,24 +153,11 @@ _ENGINE_FLAGS: dict[str, tuple[str, set[str], str]] = {
 }
 
 
-def _engine_kind(spec: str) -> str | None:
-    """The kind of engine a spec names, as build_engine reads it (None: not a spec; it reports that)."""
-    spec = spec.strip()
-    if spec == "example" or spec.startswith(("bm25:", "dense:")):
-        return "local"
-    if spec == "google":
-        return "google"
-    if spec.startswith(("http://", "https://", "retrieval:")):
-        return "retrieval"
-    if spec.startswith("simulated:"):
-        target = spec.partition(":")[2].strip()
-        return "simulated_url" if target.startswith(("http://", "https://")) else "simulated_model"
-    return None
-
-
 def _flag_error(args: argparse.Namespace) -> str | None:
     """Why the flags given do not fit the engine (one line), or None."""
-    kind = _engine_kind(args.engine)
+    from zerosearch.search.factory import engine_kind
+
+    kind = engine_kind(args.engine)
     if kind is None:
         return None  # build_engine lists the accepted forms
     for flag, (attribute, kinds, engines) in _ENGINE_FLAGS.items():

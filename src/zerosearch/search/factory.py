@@ -15,12 +15,16 @@ Heavy libraries (bm25s, faiss, transformers) are imported only for the engine th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 from zerosearch.search.base import SearchEngine
 
-__all__ = ["ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec"]
+__all__ = [
+    "ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec", "engine_kind", "naming_key",
+]
 
 ENGINE_SPECS = """\
   example                          BM25 over the shipped HotpotQA corpus
@@ -75,10 +79,25 @@ def _openai_base_url(url: str) -> str:
     return url.rstrip("/") + "/v1" if urlsplit(url).path in ("", "/") else url
 
 
-def _local(kind: str, corpus: str, spec: str, options: dict[str, Any]) -> SearchEngine:
-    _check_options(spec, options, _LOCAL_OPTIONS)
+def _require_corpus(kind: str, corpus: str) -> None:
     if not corpus:
         raise ValueError(f"{kind}: needs a corpus file after the colon, e.g. {kind}:data/corpus.jsonl")
+
+
+def _require_url(url: str) -> None:
+    if not _is_url(url):
+        raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {url!r}")
+
+
+def _require_target(target: str) -> None:
+    if not target:
+        raise ValueError("simulated: needs a model after the colon, e.g. simulated:zerosearch:smollm2-135m-instruct "
+                         "or simulated:http://127.0.0.1:8001/v1")
+
+
+def _local(kind: str, corpus: str, spec: str, options: dict[str, Any]) -> SearchEngine:
+    _check_options(spec, options, _LOCAL_OPTIONS)
+    _require_corpus(kind, corpus)
     from zerosearch.search.local_index import LocalIndexEngine, open_or_build_index
 
     return LocalIndexEngine(open_or_build_index(corpus, kind, **options))
@@ -93,8 +112,7 @@ def _example(spec: str, options: dict[str, Any]) -> SearchEngine:
 
 def _retrieval(url: str, spec: str, options: dict[str, Any]) -> SearchEngine:
     _check_options(spec, options, _HTTP_OPTIONS)
-    if not _is_url(url):
-        raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {url!r}")
+    _require_url(url)
     from zerosearch.search.http_engine import RetrievalHTTPEngine
 
     return RetrievalHTTPEngine(_retrieval_url(url), **options)
@@ -131,9 +149,7 @@ def _served_model_name(base_url: str, api_key: str | None) -> str:
 def _simulated(target: str, spec: str, options: dict[str, Any]) -> SearchEngine:
     from zerosearch.search.simulated import SimulatedSearchEngine
 
-    if not target:
-        raise ValueError("simulated: needs a model after the colon, e.g. simulated:zerosearch:smollm2-135m-instruct "
-                         "or simulated:http://127.0.0.1:8001/v1")
+    _require_target(target)
     engine_options = _split(options, _SIMULATED_OPTIONS)
     backend_options = {key: value for key, value in options.items() if key not in _SIMULATED_OPTIONS}
     if _is_url(target):
@@ -184,17 +200,40 @@ def build_engine(spec: str, **options: Any) -> SearchEngine:
     raise _unknown_spec(spec)
 
 
-def build_configured_engine(spec: str, key: str, **options: Any) -> SearchEngine:
-    """:func:`build_engine` for a spec read from a config key: a bad spec is a ConfigError naming ``key``
-    (``engine.spec``, ``warmup.engine``), which the command line reports in one line."""
+@contextmanager
+def naming_key(key: str, spec: str) -> Iterator[None]:
+    """Turn a bad engine spec's ValueError into a ConfigError naming the config key it was read from
+    (``engine.spec``, ``warmup.engine``, ``final_eval.engine``), which the command line reports in one line."""
     from zerosearch.config import ConfigError
 
     try:
-        return build_engine(spec, **options)
+        yield
     except ConfigError:
         raise
     except ValueError as exc:
         raise ConfigError(f"{key}={spec!r}: {exc}") from None
+
+
+def build_configured_engine(spec: str, key: str, **options: Any) -> SearchEngine:
+    """:func:`build_engine` for a spec read from the config key ``key`` (see :func:`naming_key`)."""
+    with naming_key(key, spec):
+        return build_engine(spec, **options)
+
+
+def engine_kind(spec: str) -> str | None:
+    """The kind of engine ``spec`` names, read as :func:`build_engine` reads it: ``example``, ``bm25``,
+    ``dense``, ``retrieval``, ``google``, ``simulated_url`` or ``simulated_model``; None for no known form."""
+    spec = spec.strip()
+    if spec in ("example", "google"):
+        return spec
+    if _is_url(spec):
+        return "retrieval"
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in _PREFIXED:
+        return None
+    if kind == "simulated":
+        return "simulated_url" if _is_url(rest.strip()) else "simulated_model"
+    return kind
 
 
 def check_engine_spec(spec: str) -> None:
@@ -203,34 +242,25 @@ def check_engine_spec(spec: str) -> None:
     SerpAPI key in the environment. Raises the ValueError :func:`build_engine` would (ModelNotFoundError
     for a model), so that a spec used only at the end of a long job is found wrong at its start.
     """
-    import os
+    kind = engine_kind(spec)
+    if kind is None:
+        raise _unknown_spec(spec.strip())
+    rest = spec.strip().partition(":")[2].strip()
+    if kind in ("bm25", "dense"):
+        _require_corpus(kind, rest)
+        if not Path(rest).is_file():
+            raise ValueError(f"{kind}: corpus file {rest} does not exist")
+    elif kind == "retrieval" and not _is_url(spec.strip()):
+        _require_url(rest)
+    elif kind == "google":
+        import os
 
-    spec = spec.strip()
-    if not spec:
-        raise _unknown_spec(spec)
-    if spec == "example" or _is_url(spec):
-        return
-    if spec == "google":
         from zerosearch.search.serpapi import KEY_ENV_VARS
 
         if not any(os.environ.get(name) for name in KEY_ENV_VARS):
             raise ValueError(f"google needs a SerpAPI key in ${KEY_ENV_VARS[0]} (or ${KEY_ENV_VARS[1]})")
-        return
-    kind, sep, rest = spec.partition(":")
-    rest = rest.strip()
-    if not (sep and kind in _PREFIXED):
-        raise _unknown_spec(spec)
-    if kind in ("bm25", "dense"):
-        if not rest:
-            raise ValueError(f"{kind}: needs a corpus file after the colon, e.g. {kind}:data/corpus.jsonl")
-        if not Path(rest).is_file():
-            raise ValueError(f"{kind}: corpus file {rest} does not exist")
-    elif kind == "retrieval" and not _is_url(rest):
-        raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {rest!r}")
-    elif kind == "simulated":
-        if not rest:
-            raise ValueError("simulated: needs a model after the colon, e.g. simulated:zerosearch:smollm2-135m-instruct")
-        if not _is_url(rest):
-            from zerosearch.llm.models import resolve_model_path
+    elif kind == "simulated_model":
+        from zerosearch.llm.models import resolve_model_path
 
-            resolve_model_path(rest)
+        _require_target(rest)
+        resolve_model_path(rest)
