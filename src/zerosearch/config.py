@@ -331,7 +331,7 @@ class TrainConfig:
             what = "normalises within" if self.algorithm == "grpo" else "compares each rollout with the rest of"
             raise ConfigError(f"algorithm={self.algorithm} {what} a group: set rollouts_per_prompt >= 2")
         if self.drop_uniform_groups and self.algorithm not in GROUP_BASELINES:
-            why = ("its advantage is the reward itself (or its distance from the batch mean)"
+            why = ("its advantage is the reward itself, or its distance from the batch mean"
                    if self.algorithm == "reinforce" else "the critic, not the group, sets the baseline")
             raise ConfigError(f"drop_uniform_groups=true drops the groups whose equal rewards a group baseline turns "
                               f"into advantage 0, but under algorithm={self.algorithm} such a group still has a "
