@@ -270,8 +270,10 @@ class Trainer:
                     self.save()
                 bar.update(1)
                 p = metrics["noise_probability"]
+                groups = ({"groups": f"{metrics['groups_trained']}/{self.cfg.prompts_per_step}"}
+                          if self.cfg.drop_uniform_groups else {})  # informative groups trained on / wanted
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", p_noisy="-" if p is None else f"{p:.2f}",
-                                searches=f"{metrics['searches_per_rollout']:.2f}")
+                                searches=f"{metrics['searches_per_rollout']:.2f}", **groups)
         finally:
             bar.close()
             logger.close()
