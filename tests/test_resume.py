@@ -70,11 +70,11 @@ def test_dynamic_sampling_resumes_exactly(tmp_path, monkeypatch, answerer_model)
     """drop_uniform_groups draws a varying number of rounds, prompts and noise flags per step; the sampler,
     the noise generator and the torch RNG saved after each step make a resumed run draw exactly what the
     uninterrupted one did. "purple" questions are never answered right (uniform groups, always dropped)."""
-    from conftest import COLOR_TASK
     from support import SHORT_TEMPLATE, FixedDocumentsEngine
 
+    questions = ["what colour is the sky", "what colour is grass", "what colour is an apple", "what colour is a banana"]
     qa = tmp_path / "qa.jsonl"
-    rows = [(q, "blue") for q in COLOR_TASK] + [(q.replace("what", "which"), "purple") for q in COLOR_TASK]
+    rows = [(q, "blue") for q in questions] + [(q.replace("what", "which"), "purple") for q in questions]
     qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": [a]}) + "\n"
                           for i, (q, a) in enumerate(rows)))
     template = tmp_path / "template.txt"

@@ -74,7 +74,7 @@ def test_rloo_launch_uses_zerosearch_rloo():
     assert config.algorithm.adv_estimator == "zerosearch_rloo"
     assert config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook == "zerosearch.verl.advantage.register"
     tiny = tiny_model_dir()
-    config = compose_verl(args + [f"actor_rollout_ref.model.path={tiny}"])
+    config = compose_verl(args + [f"actor_rollout_ref.model.path={tiny}", f"critic.model.path={tiny}"])
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 
