@@ -4,7 +4,7 @@ Each configuration runs in its own process (so peak RSS is its own), for ``--ste
 warm-up step; the table reports the mean seconds per step of each phase and the process's peak RSS.
 
     python benchmarks/train_step.py                       # tiny model + SmolLM2-135M-Instruct, REINFORCE
-    python benchmarks/train_step.py --models tiny --algorithms reinforce grpo ppo --out bench.json
+    python benchmarks/train_step.py --models tiny --algorithms reinforce grpo rloo ppo --out bench.json
 
 Machines are shared and noisy: compare rows of one run with each other, not with another day's run.
 """
@@ -73,7 +73,7 @@ def run_one(model: str, algorithm: str, steps: int, batch: tuple[int, int], thre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--algorithms", nargs="+", default=["reinforce"], choices=["reinforce", "grpo", "ppo"])
+    parser.add_argument("--algorithms", nargs="+", default=["reinforce"], choices=["reinforce", "grpo", "rloo", "ppo"])
     parser.add_argument("--steps", type=positive_int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--prompts", type=positive_int, default=4)
     parser.add_argument("--rollouts", type=positive_int, default=2)
@@ -84,8 +84,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.out and args.out.is_dir():
         parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
-    if "grpo" in args.algorithms and args.rollouts < 2:
-        parser.error("argument --rollouts: grpo normalises within a group: give --rollouts 2 or more")
+    grouped = [a for a in args.algorithms if a in ("grpo", "rloo")]
+    if grouped and args.rollouts < 2:
+        verb = "compare" if len(grouped) > 1 else "compares"
+        parser.error(f"argument --rollouts: {' and '.join(grouped)} {verb} the rollouts of a group: give --rollouts 2 "
+                     "or more")
     for model in args.models:  # each run's config, as its process will load it (a key typo is caught here)
         for algorithm in args.algorithms:
             problem = check_overrides(overrides_for(model, algorithm, args.steps, (args.prompts, args.rollouts)),

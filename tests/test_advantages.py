@@ -1,4 +1,4 @@
-"""Hand-worked tests for zerosearch.rl.advantages (REINFORCE, GRPO, GAE, whiten)."""
+"""Hand-worked tests for zerosearch.rl.advantages (REINFORCE, GRPO, RLOO, GAE, whiten)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import torch
 from zerosearch.rl.advantages import (
     gae_advantages,
     grpo_advantages,
+    informative_groups,
     reinforce_advantages,
+    rloo_advantages,
     whiten,
 )
 
@@ -180,6 +182,108 @@ def test_grpo_bad_inputs_raise() -> None:
         grpo_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0, 1]), mask)
     with pytest.raises(ValueError, match="singleton"):
         grpo_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), mask, singleton="nan")
+
+
+# --------------------------------------------------------------------------- RLOO
+
+
+def test_rloo_two_groups_hand_worked() -> None:
+    # The batch of the GRPO test: group 7 gets rewards [1, 0, 0, 1, 0] (n = 5, sum 2), group 3 gets
+    # [0.5, 1.0, 0.0] (n = 3, sum 1.5). A_i = r_i - (sum - r_i) / (n - 1):
+    #   group 7, r = 1: 1 - (2 - 1) / 4 = 0.75;   r = 0: 0 - (2 - 0) / 4 = -0.5
+    #     (check: 5/4 * (r - mean 0.4) = 5/4 * 0.6 = 0.75 and 5/4 * -0.4 = -0.5; sum 2*0.75 - 3*0.5 = 0)
+    #   group 3, r = 0.5: 0.5 - 1.0 / 2 = 0.0;   r = 1.0: 1.0 - 0.5 / 2 = 0.75;   r = 0.0: 0 - 1.5 / 2 = -0.75
+    group_ids = torch.tensor([7, 7, 3, 7, 3, 7, 3, 7])
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 1.0, 1.0, 0.0, 0.0])
+    mask = torch.ones(8, 4, dtype=torch.long)
+    mask[:, 3] = 0  # a padding column
+    adv = rloo_advantages(rewards, group_ids, mask)
+    per_row = torch.tensor([0.75, -0.5, 0.0, -0.5, 0.75, 0.75, -0.75, -0.5])
+    assert torch.allclose(adv[:, :3], per_row.unsqueeze(-1).expand(8, 3), atol=1e-6)
+    assert torch.all(adv[:, 3] == 0)
+
+
+def test_rloo_broadcasts_over_policy_tokens_only() -> None:
+    # MASK3's three rows as one group, rewards [1, 0, 0.5] (sum 1.5, n = 3):
+    #   row 0: 1 - 0.5 / 2 = 0.75;  row 1: 0 - 1.5 / 2 = -0.75;  row 2: 0.5 - 1.0 / 2 = 0.0
+    adv = rloo_advantages(torch.tensor([1.0, 0.0, 0.5]), torch.zeros(3, dtype=torch.long), MASK3)
+    expected = torch.tensor(
+        [
+            [0.75, 0.75, 0.0, 0.0, 0.75, 0.0],
+            [-0.75, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    assert torch.equal(adv, expected)
+    assert adv.dtype == torch.float32
+    # integer rewards compute in float32: group [1, 0] -> 1 - 0 = 1 and 0 - 1 = -1
+    ints = rloo_advantages(torch.tensor([1, 0]), torch.tensor([0, 0]), torch.ones(2, 1))
+    assert ints.dtype == torch.float32 and ints[:, 0].tolist() == [1.0, -1.0]
+
+
+def test_rloo_is_dr_grpo_scaled_by_n_over_n_minus_1_and_sums_to_zero() -> None:
+    gen = torch.Generator().manual_seed(3)
+    group_ids = torch.randint(0, 5, (30,), generator=gen)
+    rewards = torch.rand(30, generator=gen, dtype=torch.float64)
+    mask = torch.ones(30, 1)
+    adv = rloo_advantages(rewards, group_ids, mask)[:, 0]
+    dr = grpo_advantages(rewards, group_ids, mask, scale_by_std=False, singleton="zero")[:, 0]
+    for g in group_ids.unique():
+        sel = group_ids == g
+        n = int(sel.sum())
+        if n == 1:
+            assert adv[sel].item() == 0.0
+            continue
+        others = torch.stack([(rewards[sel].sum() - r) / (n - 1) for r in rewards[sel]])
+        assert torch.allclose(adv[sel], rewards[sel] - others, atol=1e-12)  # the definition, row by row
+        assert torch.allclose(adv[sel], dr[sel] * n / (n - 1), atol=1e-12)
+        assert abs(adv[sel].sum().item()) < 1e-12
+
+
+def test_rloo_singleton_and_equal_groups_are_exactly_zero() -> None:
+    # Group 0: one member (its others failed): no leave-one-out baseline -> 0, not its reward 0.7.
+    # Group 1: [1, 1, 1]: no comparison -> 0. Group 2: [1, 0] -> 1 - 0 = 1 and 0 - 1 = -1.
+    rewards = torch.tensor([0.7, 1.0, 1.0, 1.0, 1.0, 0.0])
+    ids = torch.tensor([0, 1, 1, 1, 2, 2])
+    adv = rloo_advantages(rewards, ids, torch.ones(6, 2))
+    assert torch.equal(adv[:, 0], torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, -1.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("size", [2, 3, 5, 8, 64, 320])
+@pytest.mark.parametrize("value", [2 / 3, 1 / 3, 0.1, 0.7, 1.0, 1e-7, 123.456])
+def test_rloo_equal_group_is_exactly_zero(dtype, size, value) -> None:
+    """As for GRPO (issue 14.1): a float sum of equal values can leave a residue; equal rewards carry no
+    comparison, so exactly 0, beside a group that does."""
+    rewards = torch.cat([torch.full((size,), value, dtype=dtype), torch.tensor([1.0, 0.0], dtype=dtype)])
+    ids = torch.tensor([0] * size + [1, 1])
+    adv = rloo_advantages(rewards, ids, torch.ones(size + 2, 3))
+    assert torch.equal(adv[:size], torch.zeros(size, 3, dtype=adv.dtype))
+    assert adv[size, 0] == 1 and adv[size + 1, 0] == -1
+
+
+def test_rloo_bad_inputs_raise() -> None:
+    mask = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="integer"):
+        rloo_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), mask)
+    with pytest.raises(ValueError, match="group_ids"):
+        rloo_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0, 1]), mask)
+    with pytest.raises(ValueError, match="rewards must be"):
+        rloo_advantages(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]), mask)
+
+
+def test_informative_groups_have_two_members_and_two_rewards() -> None:
+    # group 4: [1, 0] mixed -> informative; group 5: [0.5, 0.5] equal -> not; group 6: one member -> not
+    # (no comparison however its reward); group 9: [0, 0, 1e-9] -> informative (compared exactly).
+    rewards = [1.0, 0.5, 0.0, 0.5, 0.3, 0.0, 0.0, 1e-9]
+    ids = [4, 5, 4, 5, 6, 9, 9, 9]
+    assert informative_groups(rewards, ids) == {4, 9}
+    assert informative_groups([], []) == set()
+    # exactly the groups a group baseline gives nonzero advantages
+    adv = rloo_advantages(torch.tensor(rewards, dtype=torch.float64), torch.tensor(ids), torch.ones(8, 1))[:, 0]
+    assert {g for g, a in zip(ids, adv.tolist()) if a != 0} == {4, 9}
+    with pytest.raises(ValueError, match="same length"):
+        informative_groups([1.0], [0, 0])
 
 
 # --------------------------------------------------------------------------- GAE

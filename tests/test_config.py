@@ -29,7 +29,7 @@ def test_unknown_key_lists_close_matches():
 
 
 def test_bad_values_say_what_to_fix():
-    with pytest.raises(ConfigError, match="algorithm='a2c' is not one of reinforce, grpo, ppo"):
+    with pytest.raises(ConfigError, match="algorithm='a2c' is not one of reinforce, grpo, rloo, ppo"):
         load_train_config(None, ["algorithm=a2c"])
     with pytest.raises(ConfigError, match="rollouts_per_prompt >= 2"):
         load_train_config(None, ["algorithm=grpo", "rollouts_per_prompt=1"])
@@ -44,6 +44,29 @@ def test_bad_values_say_what_to_fix():
     with pytest.raises(ConfigError, match="doc_format='markdown' is not one of zerosearch, search_r1"):
         load_train_config(None, ["doc_format=markdown"])
     assert load_train_config(None, []).doc_format == "zerosearch"  # the original ZeroSearch rendering
+
+
+def test_group_baselines_and_dynamic_sampling_are_checked():
+    """rloo, like grpo, compares the rollouts of one prompt; drop_uniform_groups needs a group baseline
+    (under reinforce or ppo a group of equal rewards still has a gradient); the round bound is >= 1."""
+    with pytest.raises(ConfigError, match=r"^the key=value overrides: algorithm=rloo compares each rollout with "
+                                          r"the rest of a group: set rollouts_per_prompt >= 2"):
+        load_train_config(None, ["algorithm=rloo", "rollouts_per_prompt=1"])
+    for algorithm, why in [("reinforce", "its advantage is the reward itself"),
+                           ("ppo", "the critic, not the group, sets the baseline")]:
+        with pytest.raises(ConfigError, match=rf"drop_uniform_groups=true .* under algorithm={algorithm} such a "
+                                              rf"group still has a gradient \({why}.*use algorithm=grpo or rloo"):
+            load_train_config(None, [f"algorithm={algorithm}", "drop_uniform_groups=true"])
+    with pytest.raises(ConfigError, match=r"max_sampling_rounds=0 must lie in \[1, inf\]"):
+        load_train_config(None, ["algorithm=rloo", "drop_uniform_groups=true", "max_sampling_rounds=0"])
+    cfg = load_train_config(None, ["algorithm=rloo", "drop_uniform_groups=true", "max_sampling_rounds=8"])
+    assert (cfg.algorithm, cfg.drop_uniform_groups, cfg.max_sampling_rounds) == ("rloo", True, 8)
+    cfg = load_train_config(None, ["algorithm=grpo", "grpo_scale_by_std=false", "drop_uniform_groups=true"])
+    assert not cfg.grpo_scale_by_std and cfg.drop_uniform_groups
+    defaults = TrainConfig()  # off by default, as in the paper (and so in configs/qwen2.5-*.yaml)
+    assert (defaults.drop_uniform_groups, defaults.grpo_scale_by_std) == (False, True)
+    for path in (REPO / "configs").glob("qwen2.5-*.yaml"):
+        assert not load_train_config(path).drop_uniform_groups, path.name
 
 
 def test_config_file_errors_name_the_file(tmp_path):

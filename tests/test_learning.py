@@ -21,7 +21,7 @@ from zerosearch.trainer import Trainer
 STEPS = 30
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "grpo", "ppo"])
+@pytest.mark.parametrize("algorithm", ["reinforce", "grpo", "rloo", "ppo"])
 def test_reward_rises(algorithm, answerer_model, tmp_path):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": ["blue"]}) + "\n"

@@ -66,6 +66,54 @@ def test_interrupted_and_resumed_equals_uninterrupted(algorithm, tmp_path, monke
     _assert_same_run(full, cut, 4)
 
 
+def test_dynamic_sampling_resumes_exactly(tmp_path, monkeypatch, answerer_model):
+    """drop_uniform_groups draws a varying number of rounds, prompts and noise flags per step; the sampler,
+    the noise generator and the torch RNG saved after each step make a resumed run draw exactly what the
+    uninterrupted one did. "purple" questions are never answered right (uniform groups, always dropped)."""
+    from support import SHORT_TEMPLATE, FixedDocumentsEngine
+
+    questions = ["what colour is the sky", "what colour is grass", "what colour is an apple", "what colour is a banana"]
+    qa = tmp_path / "qa.jsonl"
+    rows = [(q, "blue") for q in questions] + [(q.replace("what", "which"), "purple") for q in questions]
+    qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": [a]}) + "\n"
+                          for i, (q, a) in enumerate(rows)))
+    template = tmp_path / "template.txt"
+    template.write_text(SHORT_TEMPLATE)
+    common = [f"model={answerer_model}", f"train_files={qa}", f"prompt_template={template}", "algorithm=rloo",
+              "drop_uniform_groups=true", "max_sampling_rounds=3", "prompts_per_step=2", "rollouts_per_prompt=3",
+              "max_turns=1", "max_turn_tokens=12", "total_steps=4", "lr=1e-3", "warmup_ratio=0", "log_rollouts=100",
+              "report=false"]
+
+    def engine():
+        return FixedDocumentsEngine(["the sky is blue"])
+
+    full = tmp_path / "full"
+    start_run(load_train_config(None, common + [f"output_dir={full}"]), engine=engine(), progress=False).train()
+    rows = _metrics(full)
+    assert any(r["groups_dropped"] for r in rows) and any(r["sampling_rounds"] > 1 for r in rows)
+    assert any(r["groups_trained"] for r in rows)
+
+    cut = tmp_path / "cut"
+    trainer = start_run(load_train_config(None, common + [f"output_dir={cut}"]), engine=engine(), progress=False)
+    real_step = trainer.train_step
+
+    def dies_in_step_3():
+        if trainer.step == 2:
+            real_step()
+            raise KeyboardInterrupt
+        return real_step()
+
+    trainer.train_step = dies_in_step_3
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    resumed = resume_run(cut, engine=engine(), progress=False)
+    assert resumed.step == 2
+    resumed.train()
+    _assert_same_run(full, cut, 4)
+    for step in (1, 2, 3):
+        assert (full / "rollouts" / f"step_{step}.jsonl").read_text() == (cut / "rollouts" / f"step_{step}.jsonl").read_text()
+
+
 def test_resume_overrides_change_only_what_a_resumed_run_can_honour(tmp_path, monkeypatch):
     """--resume with lr, algorithm, lora, seed or output_dir changed is refused before anything loads (the
     checkpoint's optimizer would silently keep the old lr; a PPO resume of a REINFORCE run found no critic),

@@ -29,7 +29,7 @@ REQUIRED_METRICS = {
 }
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "grpo", "ppo"])
+@pytest.mark.parametrize("algorithm", ["reinforce", "grpo", "rloo", "ppo"])
 def test_tiny_config_runs_two_steps(algorithm, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / algorithm
@@ -417,6 +417,22 @@ def test_grpo_singleton_rule_is_a_config_choice(tmp_path, searcher_model, single
         load_train_config(None, ["grpo_singleton=raw"])
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    # one group, rewards [1, 0]: mean 0.5, unbiased std sqrt(0.5)
+    ({"algorithm": "grpo"}, 0.5 / (0.5 ** 0.5 + 1e-6)),  # (r - mean) / (std + eps) = 0.7071
+    ({"algorithm": "grpo", "grpo_scale_by_std": "false"}, 0.5),  # Dr. GRPO: r - mean
+    ({"algorithm": "rloo"}, 1.0),  # r - the other's reward: 1 - 0 (and 0 - 1)
+])
+def test_group_advantages_follow_the_config(tmp_path, searcher_model, overrides, expected):
+    trainer = _trainer(tmp_path, searcher_model, rollouts_per_prompt=2, **overrides)
+    trajs = [_traj(trainer, ["the sky is blue"]), _traj(trainer, ["the sky is blue"], answer="green")]
+    adv, _ = trainer._advantages(trajs, [1.0, 0.0], None)
+    for t, a, sign in zip(trajs, adv, (1, -1)):
+        policy = torch.tensor(t.loss_mask, dtype=torch.bool)
+        assert torch.allclose(a[policy], torch.full((int(policy.sum()),), sign * expected), atol=1e-6)
+        assert torch.equal(a[~policy], torch.zeros(int((~policy).sum())))
+
+
 @pytest.mark.integration
 def test_training_against_a_real_engine_has_no_curriculum(tmp_path, searcher_model):
     """engine.kind=real, as Search-R1 trains: BM25 over the bundled paragraphs answers every search; no
@@ -471,3 +487,100 @@ def test_checkpointing_is_turned_on_without_the_deprecated_name(lora):
         for p in model.parameters():
             p.requires_grad_(False)
         assert model.get_input_embeddings()(torch.tensor([[1, 2, 3]])).requires_grad
+
+
+# ------------------------------------------------------------------------------------------------
+# dynamic sampling: uniform groups are dropped and further prompts drawn
+
+
+def _dynamic_trainer(tmp_path, monkeypatch, **overrides):
+    """Six questions whose rewards the test decides (the tiny model only has to write something): "always"
+    rows score 1 on every rollout, "never" rows 0, "mixed" rows 1 on their group's first rollout and 0 on
+    the others, and "flaky" rows like "mixed" but their first rollout's search fails, so what is left of
+    the group is uniform. The sampler's seeded order (seed 0, six rows) is asserted below."""
+    from zerosearch.rollout import SEARCH_FAILED
+
+    kinds = ["never", "always", "mixed", "always", "mixed", "flaky"]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"id": str(i), "question": f"{kind} question {i}", "golden_answers": ["x"]})
+                          + "\n" for i, kind in enumerate(kinds)))
+    items = ["model=zerosearch:tiny", f"train_files={qa}", "algorithm=rloo", "max_turns=0", "max_turn_tokens=4",
+             "prompts_per_step=2", "rollouts_per_prompt=3", "drop_uniform_groups=true", "max_sampling_rounds=3",
+             "kl_coef=0", "total_steps=2", "log_rollouts=100", "lr=1e-3", "warmup_ratio=0"]
+    cfg = load_train_config(None, items + [f"{k}={v}" for k, v in overrides.items()])
+    trainer = Trainer(cfg, tmp_path / "run", engine=FixedDocumentsEngine(["x"]), progress=False)
+    seen: set[tuple[int, int]] = set()
+
+    def score(t):
+        kind = t.question.split()[0]
+        first = (trainer.step, t.group) not in seen
+        seen.add((trainer.step, t.group))
+        value = float(kind == "always" or (kind in ("mixed", "flaky") and first))
+        return {"f1": value, "em": value, "cover_em": value}
+
+    run = trainer.runner.run
+
+    def run_with_flaky_search(trajs, *args, **kwargs):
+        stats = run(trajs, *args, **kwargs)
+        firsts = {}
+        for t in trajs:
+            if t.question.startswith("flaky") and firsts.setdefault(t.group, t) is t:
+                t.status = SEARCH_FAILED  # the rollout that would have scored 1
+        return stats
+
+    updates = []
+    update = trainer._update
+    monkeypatch.setattr(trainer, "_score", score)
+    monkeypatch.setattr(trainer.runner, "run", run_with_flaky_search)
+    monkeypatch.setattr(trainer, "_update", lambda trajs, rewards: updates.append((list(trajs), list(rewards)))
+                        or update(trajs, rewards))
+    return trainer, updates
+
+
+def test_uniform_groups_are_dropped_and_more_prompts_drawn(tmp_path, monkeypatch):
+    from zerosearch.data import PromptSampler
+
+    sampler = PromptSampler(6, seed=0)
+    assert sampler.next_batch(6) + sampler.next_batch(6) == [3, 2, 5, 4, 0, 1] + [1, 4, 3, 0, 2, 5]
+    trainer, updates = _dynamic_trainer(tmp_path, monkeypatch)
+
+    # Step 1. Round 1 draws 2 prompts: 3 (always: uniform), 2 (mixed: informative) -> 1 of 2 in hand.
+    # Round 2 draws the 1 missing: 5 (flaky: the 1 failed, the two left are 0, 0: uniform).
+    # Round 3 draws 1: 4 (mixed) -> 2 of 2: the step is full after 3 rounds, 4 groups drawn, 2 dropped.
+    # reward_mean is over all 12 trajectories: 3 (row 3) + 1 (row 2) + 1 (row 5, failed) + 1 (row 4) = 6 / 12.
+    metrics, records = trainer.train_step()
+    assert {k: metrics[k] for k in ("sampling_rounds", "groups_sampled", "groups_uniform", "groups_dropped",
+                                    "groups_trained", "trajectories_updated")} == {
+        "sampling_rounds": 3, "groups_sampled": 4, "groups_uniform": 2, "groups_dropped": 2, "groups_trained": 2,
+        "trajectories_updated": 6}
+    assert metrics["reward_mean"] == pytest.approx(6 / 12) and metrics["f1_mean"] == pytest.approx(6 / 12)
+    trajs, rewards = updates[0]
+    assert [t.question for t in trajs] == ["mixed question 2"] * 3 + ["mixed question 4"] * 3
+    assert rewards == [1.0, 0.0, 0.0] * 2
+    assert [t.group for t in trajs] == [1, 1, 1, 3, 3, 3]  # group ids run on across the step's rounds
+    assert len(records) == 12
+    assert [r["round"] for r in records] == [1] * 6 + [2] * 3 + [3] * 3
+    assert [r["question"].split()[0] for r in records[::3]] == ["always", "mixed", "flaky", "mixed"]
+    assert [r["dropped_uniform"] for r in records[::3]] == [True, False, True, False]
+    assert [r["reward"] for r in records] == [1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+
+    # Step 2 (the sampler goes on where step 1 stopped). Round 1: 0 (never), 1 (always) -> 0 in hand.
+    # Round 2 draws 2 (the new epoch's first): 1 (always), 4 (mixed) -> 1. Round 3 draws 1: 3 (always) -> 1.
+    # No rounds left: the step trains on the 1 group it has and says so (groups_trained 1 < prompts_per_step 2).
+    # reward_mean: 0 + 3 + 3 + 1 + 3 = 10 over 15 trajectories.
+    metrics, records = trainer.train_step()
+    assert (metrics["sampling_rounds"], metrics["groups_sampled"], metrics["groups_uniform"], metrics["groups_dropped"],
+            metrics["groups_trained"], metrics["trajectories_updated"]) == (3, 5, 4, 4, 1, 3)
+    assert metrics["reward_mean"] == pytest.approx(10 / 15)
+    assert [t.question for t in updates[1][0]] == ["mixed question 4"] * 3
+    assert trainer.sampler.state_dict()["epoch"] == 1 and trainer.sampler.state_dict()["position"] == 3
+
+
+def test_without_dynamic_sampling_uniform_groups_are_counted_not_dropped(tmp_path, monkeypatch):
+    # One round of 2 prompts: 3 (always) and 2 (mixed); both train, the uniform one counted.
+    trainer, updates = _dynamic_trainer(tmp_path, monkeypatch, drop_uniform_groups="false")
+    metrics, records = trainer.train_step()
+    assert (metrics["sampling_rounds"], metrics["groups_sampled"], metrics["groups_uniform"], metrics["groups_dropped"],
+            metrics["groups_trained"], metrics["trajectories_updated"]) == (1, 2, 1, 0, 2, 6)
+    assert [t.question.split()[0] for t in updates[0][0]] == ["always"] * 3 + ["mixed"] * 3
+    assert "round" not in records[0] and "dropped_uniform" not in records[0]

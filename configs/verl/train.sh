@@ -11,7 +11,8 @@
 #   MODEL            policy: hub id or path (Qwen/Qwen2.5-3B)
 #   ALGORITHM        reinforce (the paper's default: advantage = the outcome reward, zerosearch_reinforce)
 #                    | grpo (zerosearch_grpo: verl's grpo without failed searches in the groups, 5 rollouts
-#                    a prompt) | ppo (verl's gae with a critic, gamma = lam = 1)
+#                    a prompt) | rloo (zerosearch_rloo: the leave-one-out baseline, likewise; not one of the
+#                    paper's settings, no wrapper) | ppo (verl's gae with a critic, gamma = lam = 1)
 #   NOISE_START, NOISE_END   the curriculum (0, 0.5); the paper: 3B 0 -> 0.25, 7B 0 -> 0.75
 #   SIMULATOR_URL    the simulation LLM's OpenAI-compatible server (http://127.0.0.1:6001/v1)
 #   SIMULATOR_MODE   finetuned (Simulation_LLM_*) | prompt (an off-the-shelf instruct model) (finetuned)
@@ -96,12 +97,16 @@ case "$ALGORITHM" in
     # zerosearch's GRPO: verl's, but a failed search stays out of its group's mean and std
     args+=(algorithm.adv_estimator=zerosearch_grpo actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.95
            ++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=zerosearch.verl.advantage.register) ;;
+  rloo)
+    # zerosearch's RLOO: verl's rloo, but a failed search stays out of its group's baseline
+    args+=(algorithm.adv_estimator=zerosearch_rloo actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.95
+           ++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=zerosearch.verl.advantage.register) ;;
   ppo)
     args+=(algorithm.adv_estimator=gae algorithm.gamma=1.0 algorithm.lam=1.0
            actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.285
            critic.model.path="$MODEL" critic.optim.lr=1e-5 critic.model.enable_gradient_checkpointing=true
            critic.ppo_max_token_len_per_gpu=32768) ;;
-  *) echo "ALGORITHM must be reinforce, grpo or ppo, got '$ALGORITHM'" >&2; exit 2 ;;
+  *) echo "ALGORITHM must be reinforce, grpo, rloo or ppo, got '$ALGORITHM'" >&2; exit 2 ;;
 esac
 args+=("$@")
 

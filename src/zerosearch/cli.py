@@ -20,8 +20,11 @@ examples:
 
 config keys (key=value, dotted for sections; values are YAML):
   model                  path, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)
-  algorithm              reinforce | grpo | ppo
+  algorithm              reinforce | grpo | rloo (leave-one-out baseline) | ppo
   grpo_singleton         grpo: a prompt left with one rollout gets its raw reward (verl) or 0 (zero)
+  grpo_scale_by_std      grpo: divide by the group's std (true) or only centre (false: Dr. GRPO)
+  drop_uniform_groups    grpo/rloo: drop groups whose rewards are all equal (no gradient) and draw more
+                         prompts, in at most max_sampling_rounds rounds a step (DAPO's dynamic sampling)
   train_files            QA files (FlashRAG jsonl, Search-R1 parquet, ...), comma-separated or a list
   total_steps            training steps
   prompts_per_step       questions per step; rollouts_per_prompt trajectories each

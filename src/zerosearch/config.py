@@ -194,6 +194,9 @@ class FinalEvalConfig:
         _check_range("final_eval.batch_size", self.batch_size, 1)
 
 
+ALGORITHMS = ("reinforce", "grpo", "rloo", "ppo")
+GROUP_BASELINES = ("grpo", "rloo")  # advantages compare the rollouts of one prompt
+
 NO_SEARCH_TO_DEMONSTRATE = ("the warm-up demonstrates searching, but max_turns=0 allows no search; set max_turns >= 1 "
                             "or warmup.enabled=false")
 
@@ -218,6 +221,14 @@ class TrainConfig:
     # grpo only: the advantage of a prompt left with one rollout (its others failed to search, or
     # rollouts_per_prompt=1): verl = its raw reward (verl's mean 0 / std 1 rule), zero = 0 (no comparison)
     grpo_singleton: str = "verl"
+    # grpo only: divide by the group's std (GRPO) or not (Dr. GRPO, Liu et al. 2025; verl's
+    # algorithm.norm_adv_by_std_in_grpo=False)
+    grpo_scale_by_std: bool = True
+    # dynamic sampling (DAPO, Yu et al. 2025, section 3.2; grpo and rloo only): a group whose rewards are all
+    # equal gets advantage 0 under a group baseline, so it is dropped and further prompts are drawn, in at most
+    # max_sampling_rounds rollout rounds a step, until prompts_per_step informative groups are in hand
+    drop_uniform_groups: bool = False
+    max_sampling_rounds: int = 4
     total_steps: int = 200
     prompts_per_step: int = 64
     rollouts_per_prompt: int = 5
@@ -285,7 +296,7 @@ class TrainConfig:
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("algorithm", self.algorithm, ("reinforce", "grpo", "ppo"))
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
         _check_choice("reward", self.reward, ("f1", "em", "cover_em"))
         _check_choice("baseline", self.baseline, ("none", "mean"))
         _check_choice("grpo_singleton", self.grpo_singleton, ("verl", "zero"))
@@ -300,7 +311,7 @@ class TrainConfig:
         _check_range("num_threads", self.num_threads, 0)
         for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "topk",
                      "max_turn_tokens", "max_obs_tokens", "max_context_tokens", "micro_batch_tokens",
-                     "save_every", "keep_checkpoints"):
+                     "save_every", "keep_checkpoints", "max_sampling_rounds"):
             _check_range(name, getattr(self, name), 1)
         _check_range("max_turns", self.max_turns, 0)
         _check_range("mini_batch_size", self.mini_batch_size, 0)
@@ -316,8 +327,15 @@ class TrainConfig:
         _check_range("gamma", self.gamma, 0.0, 1.0)
         _check_range("lam", self.lam, 0.0, 1.0)
         _check_range("temperature", self.temperature, 0.0)
-        if self.algorithm == "grpo" and self.rollouts_per_prompt < 2:
-            raise ConfigError("algorithm=grpo normalises within a group: set rollouts_per_prompt >= 2")
+        if self.algorithm in GROUP_BASELINES and self.rollouts_per_prompt < 2:
+            what = "normalises within" if self.algorithm == "grpo" else "compares each rollout with the rest of"
+            raise ConfigError(f"algorithm={self.algorithm} {what} a group: set rollouts_per_prompt >= 2")
+        if self.drop_uniform_groups and self.algorithm not in GROUP_BASELINES:
+            why = ("its advantage is the reward itself, or its distance from the batch mean"
+                   if self.algorithm == "reinforce" else "the critic, not the group, sets the baseline")
+            raise ConfigError(f"drop_uniform_groups=true drops the groups whose equal rewards a group baseline turns "
+                              f"into advantage 0, but under algorithm={self.algorithm} such a group still has a "
+                              f"gradient ({why}): use algorithm=grpo or rloo, or drop_uniform_groups=false")
         if self.warmup.enabled and self.max_turns < 1:  # said before a run directory or a model exists
             raise ConfigError(NO_SEARCH_TO_DEMONSTRATE)
         if isinstance(self.train_files, str):

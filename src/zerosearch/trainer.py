@@ -1,10 +1,12 @@
 """One training step: rollout -> reward -> advantage -> policy (and critic) update; plus the run loop.
 
-All three algorithms go through the same PPO-clip loss with KL to a frozen reference as a loss term:
+All four algorithms go through the same PPO-clip loss with KL to a frozen reference as a loss term:
 
 - ``reinforce`` (the paper's default): advantage = outcome reward on every policy token (optional
   batch-mean baseline).
-- ``grpo``: reward normalised within the ``rollouts_per_prompt`` group of each prompt.
+- ``grpo``: reward normalised within the ``rollouts_per_prompt`` group of each prompt (``grpo_scale_by_std``
+  false: centred only, Dr. GRPO).
+- ``rloo``: reward minus the mean reward of the other rollouts of its prompt (the leave-one-out baseline).
 - ``ppo``: a critic and GAE over the policy tokens only (environment tokens are skipped, not zeroed),
   advantages whitened over the batch as verl does.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,11 @@ from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
 from zerosearch.protocol import well_formed
 from zerosearch.rewards import answer_metrics, extract_answer, format_shaped_reward
-from zerosearch.rl.advantages import gae_advantages, grpo_advantages, reinforce_advantages, whiten
+from zerosearch.rl.advantages import (
+    gae_advantages, grpo_advantages, informative_groups, reinforce_advantages, rloo_advantages, whiten,
+)
 from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
-from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory
+from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, RolloutStats, Trajectory
 from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
 from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches, shares_cache
 from zerosearch.search.base import SearchEngine
@@ -109,6 +114,34 @@ def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> 
                                      max_batch_size=sim.max_batch_size,
                                      autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache)
     return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
+
+
+@dataclass
+class SampledStep:
+    """What one training step sampled, over all its rounds, in the order drawn: trajectories with their
+    rewards, answer scores (F1 / EM / cover-EM) and format flags, the round (1-based) each came from, the
+    summed rollout counts and seconds, and how many rounds ran and groups (prompts) were drawn."""
+
+    trajectories: list[Trajectory] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    scores: list[dict[str, float]] = field(default_factory=list)
+    formats: list[bool] = field(default_factory=list)
+    round_of: list[int] = field(default_factory=list)
+    stats: RolloutStats = field(default_factory=RolloutStats)
+    rollout_seconds: float = 0.0
+    rounds: int = 0
+    groups: int = 0
+
+    def add(self, trajectories: list[Trajectory], rewards: list[float], scores: list[dict[str, float]],
+            formats: list[bool], stats: RolloutStats) -> None:
+        """Append one round (``rounds`` already counts it)."""
+        self.trajectories += trajectories
+        self.rewards += rewards
+        self.scores += scores
+        self.formats += formats
+        self.round_of += [self.rounds] * len(trajectories)
+        for f in fields(RolloutStats):
+            setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(stats, f.name))
 
 
 class Trainer:
@@ -237,8 +270,10 @@ class Trainer:
                     self.save()
                 bar.update(1)
                 p = metrics["noise_probability"]
+                groups = ({"groups": f"{metrics['groups_trained']}/{self.cfg.prompts_per_step}"}
+                          if self.cfg.drop_uniform_groups else {})  # informative groups trained on / wanted
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", p_noisy="-" if p is None else f"{p:.2f}",
-                                searches=f"{metrics['searches_per_rollout']:.2f}")
+                                searches=f"{metrics['searches_per_rollout']:.2f}", **groups)
         finally:
             bar.close()
             logger.close()
@@ -251,6 +286,22 @@ class Trainer:
         return self._prompt_cache[index]
 
     def train_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One step: sample (:meth:`_sample`), score, update on what is kept; returns the step's metrics and
+        its rollout records.
+
+        Kept for the update: every trajectory whose search did not fail; with ``drop_uniform_groups`` only
+        those of informative groups (:func:`~zerosearch.rl.advantages.informative_groups`). The rollout
+        metrics (``reward_mean``, ``f1_mean``, ``em_mean``, searches, turns, rates, lengths, search counts) are
+        over *every* trajectory sampled in the step, in every round, dropped and failed ones included: they
+        measure the policy on the questions drawn, not on the subset that happened to be informative
+        (verl's DAPO recipe reports the kept batch). What reached the update is counted apart:
+        ``trajectories_updated``, ``groups_trained``; and the sampling: ``sampling_rounds``,
+        ``groups_sampled`` (prompts drawn, each a group of ``rollouts_per_prompt``), ``groups_uniform`` (groups
+        with no contrast: fewer than two trajectories left after failed searches, or all rewards equal;
+        counted whether or not they are dropped) and ``groups_dropped`` (those left out, 0 unless
+        ``drop_uniform_groups``). A step with ``groups_trained < prompts_per_step`` ran out of rounds (or
+        lost groups to failed searches) and trained on what it had.
+        """
         cfg = self.cfg
         self.step += 1
         t_step = time.perf_counter()
@@ -258,20 +309,12 @@ class Trainer:
         # a real engine decides what comes back: no curriculum, no noisy flags (null in the metrics)
         p = None if cfg.engine.kind == "real" else noise_probability(
             self.step, cfg.total_steps, cfg.curriculum.start, cfg.curriculum.end, cfg.curriculum.base)
-        indices = self.sampler.next_batch(cfg.prompts_per_step)
-        trajectories = [
-            Trajectory(question=self.rows[i].question, golden_answers=self.rows[i].golden_answers,
-                       prompt_ids=self._prompt_ids(i), group=g)
-            for g, i in enumerate(indices) for _ in range(cfg.rollouts_per_prompt)
-        ]
-        t0 = time.perf_counter()
-        stats = self.runner.run(trajectories, p, self.noise_rng)
-        rollout_seconds = time.perf_counter() - t0
-
-        scores = [self._score(t) for t in trajectories]
-        formats = [well_formed([turn.text for turn in t.turns]) for t in trajectories]
-        rewards = [format_shaped_reward(s[cfg.reward], f, cfg.format_reward) for s, f in zip(scores, formats)]
-        kept = [i for i, t in enumerate(trajectories) if t.status != SEARCH_FAILED and sum(t.loss_mask) > 0]
+        sampled = self._sample(p)
+        trajectories, rewards, scores, formats = sampled.trajectories, sampled.rewards, sampled.scores, sampled.formats
+        stats, rollout_seconds = sampled.stats, sampled.rollout_seconds
+        trainable = [i for i, t in enumerate(trajectories) if self._trainable(t)]
+        informative = informative_groups([rewards[i] for i in trainable], [trajectories[i].group for i in trainable])
+        kept = [i for i in trainable if not cfg.drop_uniform_groups or trajectories[i].group in informative]
 
         t0 = time.perf_counter()
         update = self._update([trajectories[i] for i in kept], [rewards[i] for i in kept]) if kept else {}
@@ -299,6 +342,11 @@ class Trainer:
             "search_failures": stats.search_failures,
             "noisy_share": None if p is None else stats.noisy_calls / max(1, stats.search_calls),
             "trajectories_updated": len(kept),
+            "sampling_rounds": sampled.rounds,
+            "groups_sampled": sampled.groups,
+            "groups_uniform": sampled.groups - len(informative),
+            "groups_dropped": sampled.groups - len(informative) if cfg.drop_uniform_groups else 0,
+            "groups_trained": len({trajectories[i].group for i in kept}),
             "policy_loss": update.get("policy_loss", float("nan")),
             "kl": update.get("kl", float("nan")),
             "entropy": update.get("entropy", float("nan")),
@@ -318,7 +366,58 @@ class Trainer:
             {**t.to_record(), "answer": extract_answer(t.answer_text or ""), "reward": r, "well_formed": f, **s}
             for t, r, f, s in zip(trajectories[: cfg.log_rollouts], rewards, formats, scores)
         ]
+        if cfg.drop_uniform_groups:  # which round drew it, and whether its group was left out as uniform
+            for record, t, k in zip(records, trajectories, sampled.round_of):
+                record.update({"round": k, "dropped_uniform": t.group not in informative})
         return metrics, records
+
+    def _sample(self, p: float | None) -> SampledStep:
+        """Draw prompts, roll ``rollouts_per_prompt`` trajectories out for each (one group per prompt, ids
+        numbered across the step) and score them.
+
+        Without ``drop_uniform_groups``: one round of ``prompts_per_step`` prompts. With it (DAPO's dynamic
+        sampling, Yu et al. 2025, section 3.2): after each round the informative groups are counted, and while
+        fewer than ``prompts_per_step`` are in hand and fewer than ``max_sampling_rounds`` rounds have run,
+        another round draws as many prompts as groups are missing. Departures from verl's ``recipe/dapo``
+        (``algorithm.filter_groups``, ``max_num_gen_batches``): a later round draws only the missing count, so
+        no informative group is sampled to be thrown away (DAPO draws whole generation batches and trims the
+        surplus); and a step that runs out of rounds trains on what it has instead of raising.
+
+        Every round advances the prompt sampler (a dropped group's prompt is spent: an epoch is every question
+        drawn once, trained on or not) and draws its noise flags from ``noise_rng`` at the step's
+        probability ``p``; both are saved in the checkpoint after the step, so a resumed run draws the same
+        prompts and flags as the uninterrupted one.
+        """
+        cfg = self.cfg
+        out = SampledStep()
+        informative: set[int] = set()
+        while True:
+            out.rounds += 1
+            indices = self.sampler.next_batch(cfg.prompts_per_step - len(informative))
+            new = [
+                Trajectory(question=self.rows[i].question, golden_answers=self.rows[i].golden_answers,
+                           prompt_ids=self._prompt_ids(i), group=out.groups + g)
+                for g, i in enumerate(indices) for _ in range(cfg.rollouts_per_prompt)
+            ]
+            out.groups += len(indices)
+            t0 = time.perf_counter()
+            stats = self.runner.run(new, p, self.noise_rng)
+            out.rollout_seconds += time.perf_counter() - t0
+            scores = [self._score(t) for t in new]
+            formats = [well_formed([turn.text for turn in t.turns]) for t in new]
+            rewards = [format_shaped_reward(s[cfg.reward], f, cfg.format_reward) for s, f in zip(scores, formats)]
+            out.add(new, rewards, scores, formats, stats)
+            if not cfg.drop_uniform_groups or out.rounds >= cfg.max_sampling_rounds:
+                return out
+            trainable = [k for k, t in enumerate(new) if self._trainable(t)]
+            informative |= informative_groups([rewards[k] for k in trainable], [new[k].group for k in trainable])
+            if len(informative) >= cfg.prompts_per_step:
+                return out
+
+    @staticmethod
+    def _trainable(t: Trajectory) -> bool:
+        """Whether a trajectory may enter the update: its search did not fail and the policy wrote something."""
+        return t.status != SEARCH_FAILED and sum(t.loss_mask) > 0
 
     @staticmethod
     def _score(t: Trajectory) -> dict[str, float]:
@@ -405,7 +504,11 @@ class Trainer:
             adv, ret = reinforce_advantages(r, mask, baseline=self.cfg.baseline), None
         elif algo == "grpo":
             groups = torch.tensor([t.group for t in trajs], dtype=torch.long)
-            adv, ret = grpo_advantages(r, groups, mask, singleton=self.cfg.grpo_singleton), None
+            adv, ret = grpo_advantages(r, groups, mask, scale_by_std=self.cfg.grpo_scale_by_std,
+                                       singleton=self.cfg.grpo_singleton), None
+        elif algo == "rloo":
+            groups = torch.tensor([t.group for t in trajs], dtype=torch.long)
+            adv, ret = rloo_advantages(r, groups, mask), None
         else:
             token_rewards = torch.zeros_like(mask)
             last = width - 1 - torch.argmax(mask.flip(-1), dim=-1)  # last policy token of each row

@@ -196,3 +196,41 @@ def test_grpo_leaves_failed_searches_out_of_their_group():
         from zerosearch.verl.advantage import zerosearch_grpo
 
         zerosearch_grpo(rewards, mask)
+
+
+def test_rloo_leaves_failed_searches_out_of_their_group():
+    """algorithm.adv_estimator=zerosearch_rloo through verl's own compute_advantage: the reward minus the mean
+    of the other rollouts of its prompt, counting only trajectories with some response_mask; equal rewards
+    and a group left with one trajectory give exactly 0. Where no search failed and every group has two or
+    more members, the values are verl's own rloo's. Worked by hand below."""
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo.core_algos import compute_rloo_outcome_advantage
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    from zerosearch.verl.advantage import RLOO_ESTIMATOR, register
+
+    register()
+    # group a: 1, 0 and a failed search (0); group b: 0.5 twice; group c: one trajectory, 1; group d: 1, 0, 0.5
+    scores = [1.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0, 0.0, 0.5]
+    rewards = torch.zeros((9, 4))
+    rewards[:, 2] = torch.tensor(scores)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 0],
+                         [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
+    uid = np.array(list("aaabbcddd"), dtype=object)
+    data = DataProto.from_dict(tensors={"token_level_rewards": rewards.clone(), "response_mask": mask},
+                               non_tensors={"uid": uid})
+    out = compute_advantage(data, adv_estimator=RLOO_ESTIMATOR, config=AlgoConfig())
+    advantages = out.batch["advantages"]
+    assert torch.equal(advantages, out.batch["returns"])
+    # a without the failed row: 1 - 0 = 1, 0 - 1 = -1; b equal: 0; c alone: 0 (verl's rloo: its reward 1);
+    # d (sum 1.5): 1 - 0.5/2 = 0.75, 0 - 1.5/2 = -0.75, 0.5 - 1/2 = 0
+    per_row = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.75, -0.75, 0.0])
+    assert torch.allclose(advantages, per_row[:, None] * mask, atol=1e-6)
+    assert (advantages[2:6] == 0).all()  # exactly 0, not a residue
+    # verl's rloo on group d alone gives the same values
+    theirs, _ = compute_rloo_outcome_advantage(rewards[6:].clone(), mask[6:], uid[6:])
+    assert torch.allclose(theirs, advantages[6:], atol=1e-6)
+    with pytest.raises(ValueError, match="needs the rollouts' group ids"):
+        from zerosearch.verl.advantage import zerosearch_rloo
+
+        zerosearch_rloo(rewards, mask)

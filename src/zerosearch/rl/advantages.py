@@ -1,4 +1,4 @@
-"""Advantage estimators: REINFORCE, GRPO and GAE, plus masked whitening.
+"""Advantage estimators: REINFORCE, GRPO, RLOO and GAE, plus masked whitening.
 
 Pure functions of tensors, no model and no trainer state.
 
@@ -10,12 +10,15 @@ here returns 0 on mask-0 positions, so nothing downstream has to remember to mas
 advantages a second time (the losses mask anyway).
 
 Reference implementation compared against: verl's ``verl/trainer/ppo/core_algos.py``
-(``compute_gae_advantage_return``, ``compute_grpo_outcome_advantage``) and
+(``compute_gae_advantage_return``, ``compute_grpo_outcome_advantage``,
+``compute_rloo_outcome_advantage``) and
 ``verl/utils/torch_functional.py`` (``masked_whiten``, ``masked_var``). Departures are
 listed in each docstring.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -23,6 +26,8 @@ from torch import Tensor
 __all__ = [
     "reinforce_advantages",
     "grpo_advantages",
+    "rloo_advantages",
+    "informative_groups",
     "gae_advantages",
     "whiten",
 ]
@@ -51,6 +56,16 @@ def _check_rewards(rewards: Tensor, loss_mask: Tensor) -> None:
             f"rewards must be [B] with B = loss_mask.shape[0] = {loss_mask.shape[0]}; "
             f"got shape {tuple(rewards.shape)} (pass one scalar outcome reward per trajectory)"
         )
+
+
+def _check_groups(rewards: Tensor, group_ids: Tensor, loss_mask: Tensor) -> None:
+    _check_rewards(rewards, loss_mask)
+    if group_ids.shape != rewards.shape:
+        raise ValueError(
+            f"group_ids must be [B] like rewards {tuple(rewards.shape)}; got {tuple(group_ids.shape)}"
+        )
+    if group_ids.is_floating_point() or group_ids.is_complex():
+        raise ValueError("group_ids must be an integer tensor (e.g. the prompt index, dtype long)")
 
 
 def _centered(values: Tensor, mean: Tensor, equal: Tensor) -> Tensor:
@@ -144,13 +159,7 @@ def grpo_advantages(
     groups by arbitrary hashable uids in a Python loop; this takes the per-row
     reward directly and integer group ids, and is vectorised.
     """
-    _check_rewards(rewards, loss_mask)
-    if group_ids.shape != rewards.shape:
-        raise ValueError(
-            f"group_ids must be [B] like rewards {tuple(rewards.shape)}; got {tuple(group_ids.shape)}"
-        )
-    if group_ids.is_floating_point() or group_ids.is_complex():
-        raise ValueError("group_ids must be an integer tensor (e.g. the prompt index, dtype long)")
+    _check_groups(rewards, group_ids, loss_mask)
     if singleton not in _SINGLETON_MODES:
         raise ValueError(f"singleton must be one of {_SINGLETON_MODES}; got {singleton!r}")
     if eps < 0:
@@ -181,6 +190,94 @@ def grpo_advantages(
     if singleton == "zero":
         adv = torch.where(single[inverse], torch.zeros_like(adv), adv)
     return _broadcast_over_policy_tokens(adv, loss_mask)
+
+
+# --------------------------------------------------------------------------- RLOO
+
+
+def rloo_advantages(rewards: Tensor, group_ids: Tensor, loss_mask: Tensor) -> Tensor:
+    """RLOO advantage: the reward minus the mean reward of the *other* rollouts of its prompt.
+
+    For a group ``g`` of ``n >= 2`` trajectories (the rollouts of one prompt)::
+
+        A_i = r_i - 1/(n-1) * sum_{j in g, j != i} r_j  =  n/(n-1) * (r_i - mean_g)
+
+    broadcast over the policy tokens (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style
+    Optimization for Learning from Human Feedback in LLMs", its RLOO estimator, after Kool et al. 2019, "Buy 4
+    REINFORCE Samples, Get a Baseline for Free!"). The baseline of each sample is independent of that
+    sample, so the gradient estimate stays unbiased; it is Dr. GRPO's ``r_i - mean_g`` scaled by
+    ``n/(n-1)``. A group's advantages sum to 0.
+
+    * A group whose rewards are all equal gets exactly 0 (no comparison; the float sum of equal values can
+      leave a residue, see :func:`_centered`).
+    * A group of one gets 0: with no other rollout there is no leave-one-out baseline, and its raw reward
+      would be REINFORCE's advantage with no contrast, pushing up whatever it did. In zerosearch's trainer
+      such a group is a prompt whose other rollouts failed to search (``rollouts_per_prompt >= 2`` is
+      required); it is left out of the comparison rather than trained on its raw reward, so RLOO needs no
+      ``singleton`` choice like :func:`grpo_advantages`' (whose ``"verl"`` rule mirrors verl's GRPO).
+
+    Args:
+        rewards: ``[B]`` one scalar outcome reward per trajectory.
+        group_ids: ``[B]`` integer id of each trajectory's group (e.g. the prompt index); ids need not be
+            contiguous or sorted.
+        loss_mask: ``[B, T]`` policy-token mask.
+
+    Returns:
+        ``[B, T]`` advantages in ``rewards``' float dtype (float32 for integer rewards), exactly 0 on mask-0
+        positions.
+
+    Raises:
+        ValueError: shapes that do not match, or float group ids.
+
+    Compared with verl's ``compute_rloo_outcome_advantage`` (``r * n/(n-1) - mean * n/(n-1)``, the same
+    values for groups of two or more): verl leaves a group of one its raw reward (here 0), may leave a
+    float residue on equal rewards (here exactly 0), groups by arbitrary uids in a Python loop (here integer
+    ids, vectorised) and sums token-level rewards (here one reward per row). Compared with TRL's RLOO
+    trainer (``baseline = (sum - r) / (k - 1)``): TRL subtracts ``beta * KL`` from the reward before the
+    baseline and can normalise the advantages over the batch (``normalize_advantages``); here the KL is a
+    loss term (``kl_coef``, as for every algorithm) and nothing is normalised, and groups may differ in size
+    (failed searches leave some smaller), where TRL reshapes to a fixed ``[k, N]``.
+    """
+    _check_groups(rewards, group_ids, loss_mask)
+    r = rewards.to(_float_dtype(rewards))
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    g = counts.shape[0]
+    total = torch.zeros(g, dtype=r.dtype, device=r.device).index_add_(0, inverse, r)
+    lo = torch.full((g,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inverse, r, "amin")
+    hi = torch.full((g,), float("-inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inverse, r, "amax")
+    n = counts[inverse]
+    # leave-one-out mean of the others; a group of one has none (clamped here, zeroed below)
+    others = (total[inverse] - r) / (n - 1).clamp(min=1).to(r.dtype)
+    no_contrast = ((lo == hi) | (counts == 1))[inverse]
+    adv = _centered(r, others, no_contrast)
+    return _broadcast_over_policy_tokens(adv, loss_mask)
+
+
+def informative_groups(rewards: Sequence[float], group_ids: Sequence[int]) -> set[int]:
+    """The ids of the groups that carry a comparison: two or more members whose rewards are not all equal.
+
+    Under a group baseline (:func:`grpo_advantages`, :func:`rloo_advantages`) every member of any other
+    group gets advantage exactly 0, so such a group adds no gradient, only cost (and, in a token-mean loss,
+    weight in the denominator). DAPO's dynamic sampling (Yu et al. 2025, section 3.2) drops them and samples
+    further prompts; the trainer's ``drop_uniform_groups`` does that with this rule. Rewards are compared
+    exactly, as the estimators' zero rule does. Departure from verl's ``recipe/dapo`` (``filter_groups``,
+    which keeps a group if the std of its metric is > 0 or it has one member): a group of one is not
+    informative here, since :func:`rloo_advantages` and ``grpo_singleton="zero"`` give it 0 and the
+    ``"verl"`` rule only its raw reward.
+
+    Args:
+        rewards: one reward per trajectory (``[B]``).
+        group_ids: the group of each trajectory (``[B]``), e.g. its prompt's index in the step.
+
+    Raises:
+        ValueError: the two differ in length.
+    """
+    if len(rewards) != len(group_ids):
+        raise ValueError(f"rewards and group_ids must have the same length; got {len(rewards)} and {len(group_ids)}")
+    seen: dict[int, set[float]] = {}
+    for r, g in zip(rewards, group_ids):
+        seen.setdefault(int(g), set()).add(float(r))
+    return {g for g, values in seen.items() if len(values) > 1}  # two distinct values need two members
 
 
 # --------------------------------------------------------------------------- GAE

@@ -32,9 +32,9 @@ policy loss, the KL or entropy terms or the critic's loss (verl's ``agg_loss`` l
 sequences out of its ``seq-mean-*`` means and adds nothing for them in ``token-mean``). It is flagged in
 ``extra_fields`` (``zerosearch_search_failed``, ``zerosearch_search_failures``) and counted in the output's
 metrics (``search_failures``). verl keeps it in the batch, where zerosearch's own trainer removes it: under
-``algorithm.adv_estimator=zerosearch_grpo`` (:mod:`zerosearch.verl.advantage`, what ``configs/verl`` uses)
-it also stays out of its GRPO group's mean and standard deviation; under verl's own ``grpo`` its reward (0:
-it never answered) still enters them.
+``algorithm.adv_estimator=zerosearch_grpo`` or ``zerosearch_rloo`` (:mod:`zerosearch.verl.advantage`, what
+``configs/verl`` uses) it also stays out of its group's baseline; under verl's own ``grpo`` or ``rloo`` its
+reward (0: it never answered) still enters it.
 
 Settings come from the agent loop's entry in ``actor_rollout_ref.rollout.agent.agent_loop_config_path``
 (``configs/verl/agent_loops.yaml``); see :class:`ZeroSearchAgentLoop`.
