@@ -61,7 +61,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -71,6 +70,7 @@ import numpy as np
 
 from zerosearch.config import EVAL_METHODS, flat_keys
 from zerosearch.data import QARow, load_qa_file
+from zerosearch.eval_files import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, RESULTS_MD, read_examples
 from zerosearch.llm.seeded_sampling import derive_seed
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
@@ -104,10 +104,6 @@ __all__ = [
 
 METHODS = EVAL_METHODS
 NEEDS_ENGINE = ("agent", "rag")
-EXAMPLES_DIR = "examples"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-CONFIG_FILE = "eval_config.json"
 MAX_DEFAULT_CONTEXT = 8192
 
 # (key in a summary, row label, scale for display, decimals, summed over datasets instead of averaged)
@@ -454,28 +450,6 @@ def _example_keys(rows: Sequence[QARow]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Example files (resumable)
-
-
-def read_examples(path: Path) -> dict[str, dict[str, Any]]:
-    """Records of an examples file by id (the last record of an id wins); unreadable lines are skipped.
-
-    A line torn by a kill mid-write is expected at the end of the file; one anywhere else is reported
-    on stderr. Either way the example is simply run again.
-    """
-    if not path.exists():
-        return {}
-    records: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            records[str(record["id"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number != len(lines):
-                print(f"[zerosearch] {path}:{number}: unreadable record skipped (it will be re-run)", file=sys.stderr)
-    return records
 
 
 def _write_examples(path: Path, records: Iterable[dict[str, Any]]) -> None:
