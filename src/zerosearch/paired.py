@@ -13,7 +13,9 @@ The average row is the papers' average: the unweighted mean over datasets of eac
 within each dataset (each keeping its size) and averages the datasets' differences, so it is the interval
 of the statistic the table shows; its p pools the discordant pairs of all questions (McNemar has no
 stratified form that keeps the exact test; a dataset whose difference goes the other way weakens it, as it
-should). A question whose search failed is scored 0, as in the evaluation itself, and counted in
+should). With few questions the two can disagree (four discordant questions all going B's way: the interval
+excludes 0, McNemar's p = 0.125): the percentile bootstrap is approximate and narrow at small n, the test
+exact; read both. A question whose search failed is scored 0, as in the evaluation itself, and counted in
 ``search_failed``. Only the torch-free :mod:`zerosearch.eval_files` is read: the command starts fast.
 
 Written by :func:`write_comparison`::
@@ -36,7 +38,7 @@ from zerosearch.eval_files import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, read_
 from zerosearch.stats import discordant_pairs, mcnemar_exact_p, paired_bootstrap_ci, paired_difference
 
 __all__ = ["COMPARISON_JSON", "COMPARISON_MD", "DEFAULT_RESAMPLES", "compare_evaluations", "comparison_row",
-           "format_comparison", "spans_zero", "write_comparison"]
+           "format_comparison", "format_diff", "format_p", "spans_zero", "write_comparison"]
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
