@@ -169,6 +169,10 @@ def test_compare_command_end_to_end(pair, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not an evaluation directory" in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+    (tmp_path / "file").write_text("")
+    assert main(["compare", str(pair[0]), str(pair[1]), "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the comparison into {tmp_path / 'file'}") and err.count("\n") == 1
     for bad in (["--resamples", "100"], ["--labels", "one"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["compare", str(pair[0]), str(pair[1]), *bad])

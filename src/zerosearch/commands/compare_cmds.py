@@ -102,7 +102,12 @@ def run_compare(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else _default_out(args.eval_a, args.eval_b)
     label_a, label_b = args.labels
-    _, md_path = write_comparison(comparison, out, label_a, label_b)
+    try:
+        _, md_path = write_comparison(comparison, out, label_a, label_b)
+    except OSError as exc:  # --out names a file, or a folder that cannot be written
+        print(f"error: cannot write the comparison into {out}: {exc.strerror or exc}; pass another --out",
+              file=sys.stderr)
+        return 2
     print(md_path.read_text(encoding="utf-8"))
     print(f"written: {out / COMPARISON_MD} and {out / COMPARISON_JSON}")
     return 0
