@@ -118,8 +118,8 @@ def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_mod
         except ValueError as exc:  # not expected (one config, one set of questions), but no reason to lose the run
             print(f"[zerosearch] warning: the before/after table has no paired differences: {exc}", file=sys.stderr)
             paired = {}
-        (eval_dir / COMPARISON_MD).write_text(comparison_table(results) + "\n" + paired_table(paired),
-                                              encoding="utf-8")
+        table = comparison_table(results) + ("\n" + paired_table(paired) if paired else "")
+        (eval_dir / COMPARISON_MD).write_text(table, encoding="utf-8")
         summary: dict[str, Any] = {stage: {"model": r["model"], **r["average"]} for stage, r in results.items()}
         summary["paired"] = paired
         (eval_dir / COMPARISON_JSON).write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
