@@ -181,3 +181,14 @@ def test_sampling_settings_check_their_values():
     for bad in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="temperature must be a number > 0"):
             SamplingSettings(4, temperature=bad)
+
+
+def test_rag_retrieves_once_for_all_of_a_questions_samples(searcher_model, tmp_path):
+    engine = FixedDocumentsEngine(["the colour is blue"])
+    results = run(searcher_model, [qa_file(tmp_path, 3)], tmp_path / "rag", engine, method="rag", samples=4,
+                  batch_size=4)
+    # one retrieval per question for the greedy answer, one for its four samples
+    assert len(engine.requests) == 2 * 3
+    records = lines(tmp_path / "rag" / "examples" / "colours.jsonl")
+    assert all(s["turns"][0]["action"] == "retrieve" and s["n_searches"] == 1 for r in records for s in r["samples"])
+    assert results["datasets"]["colours"]["samples"] == 4
