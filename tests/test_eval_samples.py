@@ -148,13 +148,17 @@ def test_a_questions_samples_share_its_prompts_prefill(answerer_model, short_tem
 
 
 def test_sampling_ignores_the_checkpoints_generation_config(answerer_model, short_template, tmp_path):
-    model = tmp_path / "top-k-1"
+    model = tmp_path / "own-config"
     shutil.copytree(answerer_model, model)
-    # a checkpoint asking for top_k=1 would make every sample the greedy answer if it applied
-    (model / "generation_config.json").write_text(json.dumps({"do_sample": True, "top_k": 1, "top_p": 0.1}))
+    # settings that would reshape the sampled distribution if they applied: top_k=1 would make every sample the
+    # greedy answer, and repetition_penalty acts even on the argmax the row-seeded sampler takes
+    (model / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "top_k": 1, "top_p": 0.1, "repetition_penalty": 5.0, "temperature": 0.1}))
     results = sampled(model, [qa_file(tmp_path, 4)], tmp_path / "x", short_template, samples=8)
-    predictions = [{s["prediction"] for s in r["samples"]} for r in lines(tmp_path / "x" / "examples" / "colours.jsonl")]
-    assert any(len(p) > 1 for p in predictions)
+    sampled(answerer_model, [qa_file(tmp_path, 4)], tmp_path / "plain", short_template, samples=8)
+    own, plain = (lines(tmp_path / name / "examples" / "colours.jsonl") for name in ("x", "plain"))
+    assert [[s["turns"] for s in r["samples"]] for r in own] == [[s["turns"] for s in r["samples"]] for r in plain]
+    assert any(len({s["prediction"] for s in r["samples"]}) > 1 for r in own)
     assert results["datasets"]["colours"]["pass_at_k"] > results["datasets"]["colours"]["em"]
 
 
