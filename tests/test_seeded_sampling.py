@@ -37,6 +37,17 @@ def test_draws_follow_the_tempered_softmax(temperature):
     assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.015)
 
 
+def test_a_draw_is_the_first_token_whose_cumulative_probability_exceeds_the_rows_uniform():
+    # probabilities [0.5, 0.3, 0.15, 0.05]: cumulative [0.5, 0.8, 0.95, 1.0]; u in [0, 0.5) draws token 0,
+    # [0.5, 0.8) token 1, [0.8, 0.95) token 2, [0.95, 1) token 3. The token -inf (probability 0) never.
+    logits = torch.tensor([0.5, 0.3, 0.0, 0.15, 0.05]).log().repeat(40, 1)  # log 0 = -inf
+    out = RowSeededSampling(range(40), 1.0)(None, logits)
+    for seed, row in enumerate(out):
+        u = torch.rand(1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).item()
+        expected = 0 if u < 0.5 else 1 if u < 0.8 else 3 if u < 0.95 else 4
+        assert row.argmax().item() == expected and (row == 0).sum() == 1 and row[2] == float("-inf")
+
+
 def test_refuses_a_batch_of_another_size_and_no_temperature():
     with pytest.raises(ValueError, match="2 row seeds for a batch of 3"):
         RowSeededSampling([1, 2], 1.0)(None, torch.zeros(3, 5))
