@@ -174,3 +174,41 @@ def test_help_texts_have_examples(capsys):
     with pytest.raises(SystemExit):
         cli(["eval", "--help"])
     assert "--doc-format {zerosearch,search_r1}" in capsys.readouterr().out
+
+
+def test_eval_samples_reports_pass_at_k_and_refuses_other_samples_on_resume(setup, capsys, tmp_path):
+    qa = tmp_path / "colours.jsonl"
+    qa.write_text("".join(json.dumps({"id": str(i), "question": q, "golden_answers": [a]}) + "\n"
+                          for i, (q, a) in enumerate([("what colour is the sky", "blue"),
+                                                      ("what colour is grass", "green")])))
+    out_dir = tmp_path / "eval"
+    options = [*common(setup), "--data", str(qa), "--output-dir", str(out_dir), "--no-progress"]
+    assert cli(["eval", *options, "--samples", "4", "--temperature", "0.7", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "4 sampled answers per question at temperature 0.7 (seed 3)" in out
+    assert "| pass@4 (any of 4 samples right by EM, %) |" in out and "| mean@4 (EM of a sample, %) |" in out
+    assert json.loads((out_dir / "eval_config.json").read_text())["sampling"] == \
+        {"samples": 4, "temperature": 0.7, "seed": 3}
+    assert all(len(json.loads(line)["samples"]) == 4
+               for line in (out_dir / "examples" / "colours.jsonl").read_text().splitlines())
+    assert cli(["eval", *options, "--samples", "2", "--temperature", "0.7", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "different sampling.samples (sampling.samples: 4 there, 2 now)" in err and "\n" == err[-1:] \
+        and err.count("\n") == 1
+
+
+def test_eval_temperature_without_samples_and_bad_values_are_usage_errors(setup, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "1", "question": "q", "golden_answers": ["a"]}) + "\n")
+    assert cli(["eval", *common(setup), "--data", str(qa), "--temperature", "0.5"]) == 2
+    assert "--temperature applies to sampled answers; add --samples K" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before the default output directory is made
+    for bad in (["--samples", "-1"], ["--samples", "2", "--temperature", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(["eval", *common(setup), "--data", str(qa), *bad])
+        assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        cli(["eval", "--help"])
+    help_text = capsys.readouterr().out
+    assert "pass@K" in help_text and "--samples K" in help_text and "--temperature T" in help_text

@@ -195,3 +195,53 @@ def test_metrics_with_a_bad_line_in_the_middle_say_what_they_leave_out(tmp_path,
     assert read_metrics(tmp_path) == [{"step": 1}]
     assert capsys.readouterr().err == (f"[zerosearch] warning: {path}:2 is not a JSON line; the 1 step(s) before "
                                        "it are read, the 2 line(s) after it are not\n")
+
+
+def paired_run(tmp_path: Path) -> Path:
+    """A run whose eval/ holds the three stages' evaluations, written by hand (test_compare.STAGE_EMS)."""
+    from test_compare import STAGE_EMS
+    from test_paired import make_eval, rows
+
+    run = make_run(tmp_path / "run", steps=2)
+    for stage, folder in (("trained", run / "eval"), ("warmup", run / "eval" / "warmup"),
+                          ("untrained", run / "eval" / "untrained")):
+        make_eval(folder, {"hotpotqa": rows(STAGE_EMS[stage])}, model=stage)
+        (folder / "results.json").unlink()  # no evaluation tables: this test is about the comparison
+    return run
+
+
+def stage_results() -> dict:
+    return {stage: {"engine": "example", "model": stage, "average": {"n": 10, "em": em, "f1": em}}
+            for stage, em in (("untrained", 0.0), ("warmup", 0.2), ("trained", 0.4))}
+
+
+def test_report_shows_the_paired_differences_with_ci_and_p(tmp_path):
+    from zerosearch.compare import COMPARISON_JSON, COMPARISON_MD, comparison_table, paired_comparisons, paired_table
+
+    run = paired_run(tmp_path)
+    paired = paired_comparisons(run / "eval", ("untrained", "warmup", "trained"))
+    (run / "eval" / COMPARISON_MD).write_text(comparison_table(stage_results()) + "\n" + paired_table(paired))
+    (run / "eval" / COMPARISON_JSON).write_text(json.dumps({"trained": {}, "paired": paired}))
+    text = " ".join(parse(write_report(run)).text)
+    ci = paired["trained_vs_warmup"]["average"]["em"]["ci95"]
+    for cell in ("after RL vs after warm-up", f"+20.0 [{ci[0]:.1f}, {ci[1]:.1f}]", "0.625", "no detectable change",
+                 "after RL vs untrained", "0.125", "EM higher, F1 higher"):
+        assert cell in text, cell
+    assert text.count("after RL vs after warm-up") == 1  # held by comparison.md: not computed again
+
+
+def test_report_of_a_run_compared_before_paired_statistics_computes_them(tmp_path):
+    from zerosearch.compare import COMPARISON_JSON, COMPARISON_MD, comparison_table
+
+    run = paired_run(tmp_path)
+    (run / "eval" / COMPARISON_MD).write_text(comparison_table(stage_results()))  # as older versions wrote it
+    (run / "eval" / COMPARISON_JSON).write_text(json.dumps({"untrained": {}, "warmup": {}, "trained": {}}))
+    text = " ".join(parse(write_report(run)).text)
+    assert "after RL vs after warm-up" in text and "0.625" in text and "after RL vs untrained" in text
+    # a stage that cannot be paired (an interrupted evaluation: other questions) loses its row, not the others'
+    (run / "eval" / "untrained" / "examples" / "hotpotqa.jsonl").write_text("")
+    text = " ".join(parse(write_report(run)).text)
+    assert "after RL vs after warm-up" in text and "after RL vs untrained" not in text
+    (run / "eval" / "warmup" / "examples" / "hotpotqa.jsonl").unlink()
+    text = " ".join(parse(write_report(run)).text)
+    assert "Before and after" in text and "after RL vs" not in text

@@ -340,7 +340,11 @@ def test_default_pipeline_at_tiny_scale(tmp_path, monkeypatch, capsys):
         assert (run / "eval" / stage / "results.json").exists(), stage
     table = (run / "eval" / "comparison.md").read_text()
     assert "| metric | untrained | after warm-up | after RL |" in table
-    assert json.loads((run / "eval" / "comparison.json").read_text()).keys() == {"untrained", "warmup", "trained"}
+    summary = json.loads((run / "eval" / "comparison.json").read_text())
+    assert summary.keys() == {"untrained", "warmup", "trained", "paired"}
+    assert list(summary["paired"]) == ["trained_vs_warmup", "trained_vs_untrained"]
+    assert summary["paired"]["trained_vs_warmup"]["average"]["n"] == 3
+    assert "| after RL vs after warm-up | 3 |" in table and "p (McNemar)" in table
     html = (run / "report" / "index.html").read_text()
     assert "Before and after" in html and "Format warm-up" in html and "id='plot-warmup'" in html
     err = capsys.readouterr().err

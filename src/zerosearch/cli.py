@@ -220,12 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     warmup.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     warmup.set_defaults(func=_cmd_warmup)
 
+    from zerosearch.commands.compare_cmds import add_compare_parser
     from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
     from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser
     from zerosearch.commands.tune_cmds import add_tune_simulator_parser
     from zerosearch.commands.verl_cmds import add_export_verl_parser
 
     add_eval_parser(sub)
+    add_compare_parser(sub)
     add_ask_parser(sub)
     add_chat_parser(sub)
     add_report_parser(sub)

@@ -5,7 +5,11 @@ and the RL-trained policy, with the same real engine and the same generation set
 to ``<run>/eval`` (as before this module existed); with ``final_eval.baselines`` the untrained model's go
 to ``<run>/eval/untrained`` and, when the run warmed up, the warmed-up model's to ``<run>/eval/warmup``,
 and ``<run>/eval/comparison.{md,json}`` put the three side by side (the report and the end-of-run summary
-show that table).
+show that table), with the paired differences "after RL vs after warm-up" and "after RL vs untrained": the
+change in EM and F1 with a paired bootstrap 95% CI and McNemar's p on EM (:mod:`zerosearch.paired`, the
+same statistics as ``zerosearch compare``). ``comparison.json`` holds ``{stage: {"model", **average}}`` as
+before, plus ``"paired": {"trained_vs_warmup": COMPARISON, "trained_vs_untrained": COMPARISON}`` where
+COMPARISON is what :func:`zerosearch.paired.compare_evaluations` returns (per dataset and on average).
 
 Evaluation is greedy and deterministic, so a baseline is a function of the model and the settings: it is
 evaluated once into ``$ZEROSEARCH_CACHE/evals/<key>`` and copied into every run that asks for it again.
@@ -18,20 +22,22 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from zerosearch.config import TrainConfig
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
+from zerosearch.paired import COMPARISON_JSON, COMPARISON_MD, compare_evaluations, format_diff, format_p, spans_zero
 from zerosearch.paths import cache_dir, file_digest
 
-__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "STAGES", "comparison_table", "eval_kwargs", "evaluate_cached",
-           "final_evaluation"]
+__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "PAIRS", "STAGES", "comparison_table", "eval_kwargs",
+           "evaluate_cached", "final_evaluation", "paired_comparisons", "paired_table", "stage_dir"]
 
-COMPARISON_MD = "comparison.md"
-COMPARISON_JSON = "comparison.json"
 # (key, column label): the order of the before/after table
 STAGES = (("untrained", "untrained"), ("warmup", "after warm-up"), ("trained", "after RL"))
+# (after, before): the paired differences shown under the table, keyed "<after>_vs_<before>"
+PAIRS = (("trained", "warmup"), ("trained", "untrained"))
 # (metric, row label, scale, decimals)
 _ROWS = (
     ("em", "EM (%)", 100.0, 1),
@@ -107,10 +113,56 @@ def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_mod
     _drop_stale(eval_dir, str(policy_dir))
     results["trained"] = evaluate(str(policy_dir), output_dir=eval_dir, progress=progress, **kwargs)
     if len(results) > 1:
-        (eval_dir / COMPARISON_MD).write_text(comparison_table(results), encoding="utf-8")
-        summary = {stage: {"model": r["model"], **r["average"]} for stage, r in results.items()}
+        try:
+            paired = paired_comparisons(eval_dir, results)
+        except ValueError as exc:  # not expected (one config, one set of questions), but no reason to lose the run
+            print(f"[zerosearch] warning: the before/after table has no paired differences: {exc}", file=sys.stderr)
+            paired = {}
+        table = comparison_table(results) + ("\n" + paired_table(paired) if paired else "")
+        (eval_dir / COMPARISON_MD).write_text(table, encoding="utf-8")
+        summary: dict[str, Any] = {stage: {"model": r["model"], **r["average"]} for stage, r in results.items()}
+        summary["paired"] = paired
         (eval_dir / COMPARISON_JSON).write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
     return results
+
+
+def stage_dir(eval_dir: Path, stage: str) -> Path:
+    """Where a stage's evaluation is: the trained policy's in ``<run>/eval`` itself, the others in a folder."""
+    return eval_dir if stage == "trained" else eval_dir / stage
+
+
+def paired_comparisons(eval_dir: Path, stages: Any) -> dict[str, dict[str, Any]]:
+    """``{"<after>_vs_<before>": comparison}`` for each of :data:`PAIRS` whose two stages are in ``stages``
+    (results or names); each compares the stages' evaluation directories (:func:`stage_dir`)."""
+    return {f"{after}_vs_{before}": compare_evaluations(stage_dir(eval_dir, before), stage_dir(eval_dir, after))
+            for after, before in PAIRS if after in stages and before in stages}
+
+
+def _paired_reading(row: dict[str, Any]) -> str:
+    changed = [f"{name} {'higher' if row[key]['diff'] > 0 else 'lower'}"
+               for key, name in (("em", "EM"), ("f1", "F1")) if not spans_zero(row[key]["ci95"])]
+    return ", ".join(changed) or "no detectable change"
+
+
+def paired_table(paired: dict[str, dict[str, Any]]) -> str:
+    """The paired differences as markdown: a row per comparison (the average over datasets), with EM's and F1's
+    difference and 95% CI in points, McNemar's p on EM, and the reading; empty without comparisons."""
+    if not paired:
+        return ""
+    labels = dict(STAGES)
+    boot = next(iter(paired.values()))["bootstrap"]
+    lines = ["Paired differences on the same questions (points; average over datasets):", "",
+             "| comparison | n | EM diff [95% CI] | p (McNemar) | F1 diff [95% CI] | reading |",
+             "|---|---:|---:|---:|---:|---|"]
+    for key, comparison in paired.items():
+        after, before = key.split("_vs_")
+        row = comparison["average"]
+        lines.append(f"| {labels[after]} vs {labels[before]} | {row['n']} | {format_diff(row['em'])} | "
+                     f"{format_p(row['em']['p_mcnemar'])} | {format_diff(row['f1'])} | {_paired_reading(row)} |")
+    lines += ["", f"95% CI: paired bootstrap over the questions ({boot['resamples']:,} resamples, seed {boot['seed']}; "
+                  "within each dataset for the average). p: McNemar's exact two-sided test on EM. "
+                  "\"No detectable change\": both intervals contain 0."]
+    return "\n".join(lines) + "\n"
 
 
 def _drop_stale(eval_dir: Path, model: str) -> None:

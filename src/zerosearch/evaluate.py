@@ -1,6 +1,6 @@
 """Evaluate a policy, or a baseline with the same model, on QA files: EM, cover-EM, F1, search behaviour.
 
-Methods (all greedy, temperature 0, batched):
+Methods (all greedy, temperature 0, batched; see *Sampling* below for K sampled answers beside the greedy one):
 
 * ``agent``: the training protocol (``<think>`` / ``<search>`` / ``<information>`` / ``<answer>``) run
   by :class:`~zerosearch.rollout.RolloutRunner` against a real engine, with the policy prompt
@@ -24,12 +24,27 @@ name EM; ``f1`` the training reward.
 The gold answers are used for scoring only: the engine is never told them (a simulated engine, which
 writes documents from the answer, is refused).
 
+Sampling (``samples=K``, ``zerosearch eval --samples K``): besides the greedy answer, K answers per question
+are sampled at ``temperature`` (default 1.0, the training temperature) through the same method, loop and
+scoring, to measure how much room RL has (pass@K against greedy EM). The K rows of a question are batched
+together, so its prompt is prefilled once (:func:`zerosearch.shared_prefix.shared_prefill`); a batch holds
+``batch_size // K`` questions (at least one). Each row has its own seed, derived from ``seed``, the dataset,
+the question's id and the sample's index (:mod:`zerosearch.llm.seeded_sampling`): the samples do not depend
+on the batching, so a resumed evaluation draws the same samples as an uninterrupted one. The checkpoint's
+``generation_config`` (top_k, top_p...) never applies (:func:`zerosearch.llm.sampling.plain_generation`).
+Each record keeps every sample (``samples``: prediction, scores, status, searches and turns) and
+``correct_samples``, the number right by EM (:func:`read_sample_counts` reads them back). The summary adds
+pass@K (any sample right by EM), mean@K (the mean EM of a sample), the mean F1 of a sample, pass@k for the
+powers of two k < K (the unbiased estimator of Chen et al. 2021, :func:`zerosearch.stats.pass_at_k`) and the
+share of questions with mixed outcomes (0 < right < K). Without samples nothing of this is written.
+
 Engine failures are never scored as something else: an example whose search failed is recorded with
 status ``search_failed``, scores 0, is counted in ``search_failures``, and is run again on resume.
 
 Output directory::
 
-    eval_config.json         model, method, engine and generation settings (a resume must match them)
+    eval_config.json         model, method, engine, generation settings and, when sampled, ``sampling``
+                             (samples, temperature, seed): a resume must match them
     examples/<dataset>.jsonl one record per question: golds, prediction, scores, every turn with its
                              query and documents (resumable: finished ids are not re-run)
     results.json             per-dataset and average metrics (fractions in [0, 1])
@@ -46,9 +61,8 @@ import json
 import math
 import os
 import re
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -56,6 +70,8 @@ import numpy as np
 
 from zerosearch.config import EVAL_METHODS, flat_keys
 from zerosearch.data import QARow, load_qa_file
+from zerosearch.eval_files import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, RESULTS_MD, read_examples
+from zerosearch.llm.seeded_sampling import derive_seed
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
 from zerosearch.rollout import (
@@ -64,11 +80,14 @@ from zerosearch.rollout import (
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
 from zerosearch.policy_info import resolve_doc_format
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents
+from zerosearch.stats import pass_at_k
 
 __all__ = [
     "METHODS",
     "Answerer",
     "EvalSettings",
+    "SampleCount",
+    "SamplingSettings",
     "average_over_datasets",
     "default_output_dir",
     "default_topk",
@@ -76,6 +95,7 @@ __all__ = [
     "format_results_table",
     "paper_source_name",
     "read_examples",
+    "read_sample_counts",
     "score_response",
     "select_rows",
     "split_datasets",
@@ -84,10 +104,6 @@ __all__ = [
 
 METHODS = EVAL_METHODS
 NEEDS_ENGINE = ("agent", "rag")
-EXAMPLES_DIR = "examples"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-CONFIG_FILE = "eval_config.json"
 MAX_DEFAULT_CONTEXT = 8192
 
 # (key in a summary, row label, scale for display, decimals, summed over datasets instead of averaged)
@@ -170,6 +186,40 @@ class EvalSettings:
         return carries_kv_cache(self.kv_cache, self.kv_reuse)
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """K answers sampled per question besides the greedy one (a resumed evaluation must keep them).
+
+    ``samples``: K, 0 = greedy only (nothing about sampling is recorded). ``temperature``: > 0, the
+    distribution ``softmax(logits / T)`` with no top-k/top-p (1.0 = the training rollouts'). ``seed``: the
+    root of every row's seed (:meth:`row_seed`).
+    """
+
+    samples: int = 0
+    temperature: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0 (0: greedy only), got {self.samples}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"the sampling temperature must be a number > 0, got {self.temperature}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.samples > 0
+
+    @property
+    def pass_ks(self) -> list[int]:
+        """The k of the pass@k reported: the powers of two below K, then K (K=8: 1, 2, 4, 8)."""
+        ks = [1 << i for i in range(self.samples.bit_length()) if 1 << i < self.samples]
+        return ks + [self.samples] if self.samples else []
+
+    def row_seed(self, dataset: str, key: str, index: int) -> int:
+        """The seed of sample ``index`` of question ``key`` in ``dataset`` (independent of batching)."""
+        return derive_seed(self.seed, dataset, key, index)
+
+
 def default_topk(engine_spec: str | None) -> int:
     """Documents per search: 5 for Google (the ZeroSearch paper), else 3 (Search-R1's wiki setting)."""
     return 5 if (engine_spec or "").strip() == "google" else 3
@@ -198,7 +248,8 @@ def _document_text(doc: Document) -> str:
 
 
 class Answerer:
-    """A loaded model (and engine) that answers batches of questions by one method, greedily.
+    """A loaded model (and engine) that answers batches of questions by one method, greedily
+    (:meth:`answer`) or sampled (:meth:`sample`).
 
     Args:
         model: a model path, hub id or built-in name (``zerosearch:tiny``, ...).
@@ -237,6 +288,7 @@ class Answerer:
                             kv_reuse=settings.kv_reuse),
             self.device, autocast=resolve_autocast(settings.autocast, self.device),
         )
+        self._samplers: dict[float, RolloutRunner] = {}
 
     def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:
         """Answer ``(question, golden answers)`` pairs; one scored record each (see :func:`_record`).
@@ -253,6 +305,41 @@ class Answerer:
         seconds = (time.perf_counter() - start) / len(questions)
         return [_record(t, r, tuple(golds), self.settings.method, seconds)
                 for t, r, (_, golds) in zip(trajectories, retrievals, questions)]
+
+    def sample(self, questions: Sequence[tuple[str, Sequence[str]]], seeds: Sequence[Sequence[int]],
+               temperature: float = 1.0) -> list[list[dict[str, Any]]]:
+        """``len(seeds[i])`` answers to question ``i`` sampled at ``temperature``, row ``j`` with seed
+        ``seeds[i][j]``; the scored records per question (:func:`_record` without the question, the golds,
+        the method and the response text, which the turns hold).
+
+        Every row runs in one batch (the caller sizes it), a question's rows side by side: they share the
+        prompt's prefill at the first turn. A rag question retrieves once for all its samples.
+        """
+        if len(seeds) != len(questions):
+            raise ValueError(f"{len(seeds)} seed lists for {len(questions)} questions")
+        if not questions:
+            return []
+        start = time.perf_counter()
+        trajectories, retrievals = self._prepare([q for q, _ in questions])
+        groups = [[Trajectory(t.question, (), list(t.prompt_ids), status=t.status, sample_seed=seed)
+                   for seed in row_seeds] for t, row_seeds in zip(trajectories, seeds)]
+        active = [t for group in groups for t in group if t.status is None]
+        if active:
+            self._sampler(temperature).run(active, 0.0, np.random.default_rng(0))
+        seconds = (time.perf_counter() - start) / max(1, sum(len(g) for g in groups))
+        return [[_sample_record(t, r, tuple(golds), self.settings.method, seconds) for t in group]
+                for group, r, (_, golds) in zip(groups, retrievals, questions)]
+
+    def _sampler(self, temperature: float) -> RolloutRunner:
+        """The greedy runner's settings at ``temperature``, every row in one generate call per turn (the caller
+        sizes the batch), so that the turn cache carries and a question's rows share its prefill."""
+        if temperature not in self._samplers:
+            greedy = self.runner
+            self._samplers[temperature] = RolloutRunner(
+                greedy.model, greedy.tokenizer, greedy.engine,
+                replace(greedy.settings, temperature=temperature, batch_size=0), greedy.device,
+                autocast=greedy.autocast)
+        return self._samplers[temperature]
 
     def _encode(self, prompt: str) -> list[int]:
         from zerosearch.policy import encode_prompt
@@ -320,6 +407,16 @@ def _record(traj: Trajectory, retrieval: Turn | None, golden_answers: tuple[str,
     }
 
 
+# what a sample's record leaves out: the question's (kept once per question) and the response text (its turns)
+_SAMPLE_OMITS = ("question", "golden_answers", "method", "response")
+
+
+def _sample_record(traj: Trajectory, retrieval: Turn | None, golden_answers: tuple[str, ...], method: str,
+                   seconds: float) -> dict[str, Any]:
+    record = _record(traj, retrieval, golden_answers, method, seconds)
+    return {k: v for k, v in record.items() if k not in _SAMPLE_OMITS}
+
+
 # ---------------------------------------------------------------------------------------------
 # Data selection
 
@@ -355,28 +452,6 @@ def _example_keys(rows: Sequence[QARow]) -> list[str]:
 # Example files (resumable)
 
 
-def read_examples(path: Path) -> dict[str, dict[str, Any]]:
-    """Records of an examples file by id (the last record of an id wins); unreadable lines are skipped.
-
-    A line torn by a kill mid-write is expected at the end of the file; one anywhere else is reported
-    on stderr. Either way the example is simply run again.
-    """
-    if not path.exists():
-        return {}
-    records: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            records[str(record["id"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number != len(lines):
-                print(f"[zerosearch] {path}:{number}: unreadable record skipped (it will be re-run)", file=sys.stderr)
-    return records
-
-
 def _write_examples(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Rewrite an examples file atomically (drops torn and duplicate lines before appending more)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -400,10 +475,16 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Metrics over one dataset's records (scores are fractions; rates per question or per turn)."""
+def summarize(records: Sequence[dict[str, Any]], samples: int = 0) -> dict[str, Any]:
+    """Metrics over one dataset's records (scores are fractions; rates per question or per turn).
+
+    With ``samples`` (K > 0; every record holds K ``samples``) also the sampled metrics (see the module
+    docstring): ``samples``, ``pass_at_k`` (pass@K), ``mean_at_k`` (mean@K), ``sample_f1``, ``mixed_rate``
+    and ``pass_at`` (``{"k": pass@k}`` for :attr:`SamplingSettings.pass_ks`); ``search_failures`` then
+    counts the samples' too.
+    """
     turns = sum(r["n_turns"] for r in records)
-    return {
+    summary = {
         "n": len(records),
         "em": _mean([r["em"] for r in records]),
         "cover_em": _mean([r["cover_em"] for r in records]),
@@ -417,14 +498,42 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
         "search_failures": sum(r["search_failures"] for r in records),
         "statuses": {s: sum(r["status"] == s for r in records) for s in sorted({r["status"] for r in records})},
     }
+    if samples:
+        summary.update(_summarize_samples(records, samples))
+    return summary
 
 
-def average_over_datasets(per_dataset: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Mean over datasets (as the paper averages); counts are summed."""
-    average: dict[str, float] = {}
+def _summarize_samples(records: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
+    for r in records:
+        if len(r.get("samples") or ()) != samples:
+            raise ValueError(f"record {r.get('id')!r} holds {len(r.get('samples') or ())} samples, not {samples}")
+    correct = [sum(s["em"] == 1 for s in r["samples"]) for r in records]
+    return {
+        "samples": samples,
+        "pass_at_k": _mean([float(c > 0) for c in correct]),
+        "mean_at_k": _mean([s["em"] for r in records for s in r["samples"]]),
+        "sample_f1": _mean([s["f1"] for r in records for s in r["samples"]]),
+        "mixed_rate": _mean([float(0 < c < samples) for c in correct]),
+        "pass_at": {str(k): _mean([pass_at_k(samples, c, k) for c in correct])
+                    for k in SamplingSettings(samples).pass_ks},
+        "search_failures": sum(r["search_failures"] + sum(s["search_failures"] for s in r["samples"])
+                               for r in records),
+    }
+
+
+def average_over_datasets(per_dataset: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean over datasets (as the paper averages); counts are summed. The sampled metrics too, when every
+    dataset has them."""
+    average: dict[str, Any] = {}
     for key, _, _, _, summed in _TABLE_ROWS:
         values = [d[key] for d in per_dataset.values()]
         average[key] = sum(values) if summed else _mean([v for v in values if not math.isnan(v)])
+    if per_dataset and all("pass_at_k" in d for d in per_dataset.values()):
+        first = next(iter(per_dataset.values()))
+        average["samples"] = first["samples"]
+        for key in _SAMPLED_KEYS:
+            average[key] = _mean([d[key] for d in per_dataset.values()])
+        average["pass_at"] = {k: _mean([d["pass_at"][k] for d in per_dataset.values()]) for k in first["pass_at"]}
     return average
 
 
@@ -435,21 +544,44 @@ def _cell(value: float, scale: float, decimals: int) -> str:
 
 
 def format_results_table(results: dict[str, Any]) -> str:
-    """The results as a markdown table: a row per metric, a column per dataset and the average."""
+    """The results as a markdown table: a row per metric, a column per dataset and the average; the sampled
+    metrics' rows only when the evaluation sampled (``results["sampling"]``)."""
     names = list(results["datasets"])
     header = f"| metric | {' | '.join(names)} | average |"
-    lines = [
-        f"**{results['method']}** with `{results['model']}`, engine `{results['engine'] or 'none'}`",
-        "",
-        header,
-        "|---|" + "---:|" * (len(names) + 1),
-    ]
+    sampling = results.get("sampling")
+    title = f"**{results['method']}** with `{results['model']}`, engine `{results['engine'] or 'none'}`"
+    if sampling:
+        title += (f"; greedy, and {sampling['samples']} sampled answers per question at temperature "
+                  f"{sampling['temperature']:g} (seed {sampling['seed']})")
+    lines = [title, "", header, "|---|" + "---:|" * (len(names) + 1)]
     columns = [results["datasets"][n] for n in names] + [results["average"]]
     for key, label, scale, decimals, _ in _TABLE_ROWS:
         lines.append(f"| {label} | " + " | ".join(_cell(c[key], scale, decimals) for c in columns) + " |")
+    if sampling:
+        lines += [f"| {label} | " + " | ".join(_cell(value(c), 100.0, 2) for c in columns) + " |"
+                  for label, value in _sampled_rows(sampling["samples"])]
     lines += ["", "Average: the mean over datasets, as the paper reports it; counts are totals. "
                   "EM is the paper's exact match; cover-EM is what the original code computed."]
+    if sampling:
+        lines.append("The rows above the sampled ones are greedy. pass@k for k < K: the unbiased estimator of "
+                     "Chen et al. (2021) from the K samples; search failures count the samples' too.")
     return "\n".join(lines) + "\n"
+
+
+# the sampled metrics averaged over datasets (pass_at, a dict, apart)
+_SAMPLED_KEYS = ("pass_at_k", "mean_at_k", "sample_f1", "mixed_rate")
+
+
+def _sampled_rows(k: int) -> list[tuple[str, Any]]:
+    """(label, value of a summary) of the sampled rows of the results table (fractions, shown in %)."""
+    rows: list[tuple[str, Any]] = [
+        (f"pass@{k} (any of {k} samples right by EM, %)", lambda c: c["pass_at_k"]),
+        (f"mean@{k} (EM of a sample, %)", lambda c: c["mean_at_k"]),
+        ("F1 of a sample (%)", lambda c: c["sample_f1"]),
+    ]
+    rows += [(f"pass@{j} (%)", lambda c, j=j: c["pass_at"][str(j)]) for j in SamplingSettings(k).pass_ks[1:-1]]
+    rows.append((f"mixed outcomes (0 < right < {k}, % of questions)", lambda c: c["mixed_rate"]))
+    return rows
 
 
 def json_safe(value: Any) -> Any:
@@ -590,6 +722,8 @@ def evaluate(
     limit: int | None = None,
     sample: int | None = None,
     seed: int = 0,
+    samples: int = 0,
+    temperature: float = 1.0,
     batch_size: int = 16,
     max_turns: int = 4,
     topk: int | None = None,
@@ -620,7 +754,9 @@ def evaluate(
         method: ``agent`` | ``direct`` | ``cot`` | ``rag``.
         output_dir: where to write; default :func:`default_output_dir`. An existing one is resumed.
         limit, sample, seed: per dataset (per source), a seeded sample of ``sample`` rows, then the first
-            ``limit``.
+            ``limit``. ``seed`` also seeds the sampled answers.
+        samples, temperature: K answers sampled per question at ``temperature`` besides the greedy one
+            (0: greedy only); see *Sampling* in the module docstring and :class:`SamplingSettings`.
         topk: documents per search; default :func:`default_topk` of the spec.
         autocast, kv_cache, kv_reuse: see :class:`EvalSettings` (each changes the numerics slightly, so they
             are part of the settings a resumed evaluation must match).
@@ -641,6 +777,7 @@ def evaluate(
                             max_context_tokens=max_context_tokens, batch_size=batch_size,
                             prompt_template=prompt_template, prompt_style=prompt_style, autocast=autocast,
                             kv_cache=kv_cache, kv_reuse=kv_reuse, doc_format=resolve_doc_format(doc_format, model))
+    sampling = SamplingSettings(samples=samples, temperature=temperature, seed=seed)
     if method in NEEDS_ENGINE and engine is None and not engine_spec:
         raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
     engine_label = engine_spec or (engine.name if engine is not None else None)
@@ -649,8 +786,10 @@ def evaluate(
     datasets = [(name, path, select_rows(rows, limit, sample, seed))
                 for name, path, rows in split_datasets(data_files, names, group_by)]
     out = Path(output_dir) if output_dir is not None else default_output_dir(model, method)
-    _check_config(out, {"model": model, "method": method, "engine": engine_label,
-                        "settings": settings.generation_key()})
+    config = {"model": model, "method": method, "engine": engine_label, "settings": settings.generation_key()}
+    if sampling.enabled:  # recorded only when sampled: a greedy evaluation's config is as before
+        config["sampling"] = asdict(sampling)
+    _check_config(out, config)
     (out / EXAMPLES_DIR).mkdir(parents=True, exist_ok=True)
 
     answerer: Answerer | None = None
@@ -660,16 +799,16 @@ def evaluate(
         file = out / EXAMPLES_DIR / f"{name}.jsonl"
         existing = read_examples(file)
         _write_examples(file, _ordered(existing, keys))
-        pending = [(k, r) for k, r in zip(keys, rows) if existing.get(k, {}).get("status") in (None, SEARCH_FAILED)]
+        pending = [(k, r) for k, r in zip(keys, rows) if _to_answer(existing.get(k), sampling)]
         if pending and answerer is None:
             if engine is None and method in NEEDS_ENGINE:
                 from zerosearch.search.factory import build_engine
 
                 engine = build_engine(engine_spec)
             answerer = Answerer(model, engine, settings, device=device, dtype=dtype)
-        existing.update(_run_pending(answerer, name, pending, file, len(rows), progress))
+        existing.update(_run_pending(answerer, name, pending, file, len(rows), progress, sampling))
         _write_examples(file, _ordered(existing, keys))
-        per_dataset[name] = {"file": path, **summarize([existing[k] for k in keys])}
+        per_dataset[name] = {"file": path, **summarize([existing[k] for k in keys], sampling.samples)}
 
     results = {
         "model": model,
@@ -677,6 +816,7 @@ def evaluate(
         "engine": engine_label,
         "settings": asdict(settings),
         "selection": {"limit": limit, "sample": sample, "seed": seed, "group_by": group_by},
+        **({"sampling": asdict(sampling)} if sampling.enabled else {}),
         "datasets": per_dataset,
         "average": average_over_datasets(per_dataset),
         "search_failures": sum(d["search_failures"] for d in per_dataset.values()),
@@ -689,8 +829,34 @@ def evaluate(
     return results
 
 
+def _to_answer(record: dict[str, Any] | None, sampling: SamplingSettings) -> bool:
+    """Whether a question is (re-)run: not answered yet, or a search failed (greedy or in a sample)."""
+    if record is None or record.get("status") in (None, SEARCH_FAILED):
+        return True
+    if not sampling.enabled:
+        return False
+    samples = record.get("samples")
+    return (not isinstance(samples, list) or len(samples) != sampling.samples
+            or any(s.get("status") == SEARCH_FAILED for s in samples))
+
+
+def _sample_chunk(answerer: Answerer, name: str, chunk: list[tuple[str, QARow]],
+                  sampling: SamplingSettings) -> list[list[dict[str, Any]]]:
+    """The K sampled records of each question of ``chunk``, ``batch_size // K`` questions (at least one) per
+    batch, so that a generate call holds about ``batch_size`` rows, a question's K side by side."""
+    per_batch = max(1, answerer.settings.batch_size // sampling.samples)
+    sampled: list[list[dict[str, Any]]] = []
+    for start in range(0, len(chunk), per_batch):
+        part = chunk[start : start + per_batch]
+        seeds = [[sampling.row_seed(name, key, j) for j in range(sampling.samples)] for key, _ in part]
+        sampled += answerer.sample([(row.question, row.golden_answers) for _, row in part], seeds,
+                                   sampling.temperature)
+    return sampled
+
+
 def _run_pending(answerer: Answerer | None, name: str, pending: list[tuple[str, QARow]], file: Path,
-                 total: int, progress: bool) -> dict[str, dict[str, Any]]:
+                 total: int, progress: bool, sampling: SamplingSettings = SamplingSettings()
+                 ) -> dict[str, dict[str, Any]]:
     """Answer the pending rows batch by batch, appending each batch's records to ``file`` as it ends."""
     from tqdm.auto import tqdm
 
@@ -703,6 +869,9 @@ def _run_pending(answerer: Answerer | None, name: str, pending: list[tuple[str, 
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
             records = answerer.answer([(row.question, row.golden_answers) for _, row in chunk])
+            if sampling.enabled:
+                records = [{**record, "correct_samples": sum(s["em"] == 1 for s in sampled), "samples": sampled}
+                           for record, sampled in zip(records, _sample_chunk(answerer, name, chunk, sampling))]
             for (key, row), record in zip(chunk, records):
                 record = {"id": key, "dataset": name, **record}
                 done[key] = record
@@ -711,3 +880,51 @@ def _run_pending(answerer: Answerer | None, name: str, pending: list[tuple[str, 
             bar.update(len(chunk))
             bar.set_postfix(em=f"{_mean([r['em'] for r in done.values()]):.3f}")
     return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a sampled evaluation back
+
+
+@dataclass(frozen=True)
+class SampleCount:
+    """How many of a question's K sampled answers were right by EM (a record of a sampled evaluation)."""
+
+    dataset: str
+    id: str
+    question: str
+    golden_answers: tuple[str, ...]
+    correct: int  # samples right by EM, 0..samples
+    samples: int  # K
+
+
+def read_sample_counts(output_dir: str | Path) -> list[SampleCount]:
+    """Per question of a sampled evaluation (``samples`` > 0): its id, question, golds and ``correct`` of K.
+
+    Every record of every ``examples/<dataset>.jsonl`` is read (datasets in name order, records in file
+    order); a question still to be run again on resume (a search failed, greedy or in a sample) is left
+    out, as its count would be too low.
+
+    Raises:
+        ValueError: ``output_dir`` is not an evaluation directory (no ``eval_config.json``), or was
+            evaluated without samples.
+    """
+    out = Path(output_dir)
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{out} is not an evaluation directory: it has no {CONFIG_FILE} "
+                         "(pass the --output-dir of a `zerosearch eval`)")
+    sampling = json.loads(path.read_text(encoding="utf-8")).get("sampling") or {}
+    k = int(sampling.get("samples") or 0)
+    if k < 1:
+        raise ValueError(f"{out} was evaluated without sampled answers; evaluate with --samples K")
+    settings = SamplingSettings(samples=k)
+    counts: list[SampleCount] = []
+    for file in sorted((out / EXAMPLES_DIR).glob("*.jsonl")):
+        for record in read_examples(file).values():
+            if _to_answer(record, settings):
+                continue
+            counts.append(SampleCount(dataset=file.stem, id=str(record["id"]), question=record["question"],
+                                      golden_answers=tuple(record["golden_answers"]),
+                                      correct=int(record["correct_samples"]), samples=k))
+    return counts

@@ -411,13 +411,38 @@ WARMUP_PLOT = Plot("warmup", "Format warm-up (before RL)", (
 
 
 def _comparison_section(run_dir: Path) -> str:
-    """The before/after table (untrained, warmed-up, RL-trained on the same questions), when evaluated."""
+    """The before/after table (untrained, warmed-up, RL-trained on the same questions), when evaluated, with the
+    paired differences (95% CI, McNemar's p) under it."""
     from zerosearch.compare import COMPARISON_MD
 
     path = run_dir / "eval" / COMPARISON_MD
     if not path.exists():
         return ""
-    return f"<h2>Before and after</h2><div id='comparison'>{markdown_tables_to_html(path.read_text(encoding='utf-8'))}</div>"
+    markdown = path.read_text(encoding="utf-8") + _paired_of_an_older_run(run_dir / "eval")
+    return f"<h2>Before and after</h2><div id='comparison'>{markdown_tables_to_html(markdown)}</div>"
+
+
+def _paired_of_an_older_run(eval_dir: Path) -> str:
+    """The paired differences of a run whose comparison was written before it held them (no ``paired`` in
+    comparison.json), computed from its stages' evaluations; "" when it holds them or they cannot be paired."""
+    from zerosearch.compare import COMPARISON_JSON, PAIRS, paired_comparisons, paired_table, stage_dir
+    from zerosearch.eval_files import EXAMPLES_DIR
+
+    try:
+        summary = json.loads((eval_dir / COMPARISON_JSON).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        summary = {}
+    if "paired" in summary:
+        return ""
+    paired: dict[str, Any] = {}
+    for pair in PAIRS:  # one by one: a stage of other questions (an interrupted evaluation) drops only its row
+        if all((stage_dir(eval_dir, stage) / EXAMPLES_DIR).is_dir() for stage in pair):
+            try:
+                paired.update(paired_comparisons(eval_dir, pair))
+            except ValueError:
+                continue
+    table = paired_table(paired)
+    return "\n" + table if table else ""
 
 
 def _warmup_section(run_dir: Path, out_dir: Path) -> str:

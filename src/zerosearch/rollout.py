@@ -42,10 +42,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from transformers import StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from zerosearch.curriculum import draw_noisy
 from zerosearch.llm.sampling import plain_generation
+from zerosearch.llm.seeded_sampling import RowSeededSampling, derive_seed
 from zerosearch.llm.stopping import StopOnStrings
 from zerosearch.padding import left_pad
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
@@ -95,6 +96,9 @@ class Trajectory:
     status: str | None = None
     answer_text: str | None = None  # the text of the turn that answered
     response_text: str = ""  # decoded response, environment text included (for logging and reward)
+    # when sampling (temperature > 0): this row's own seed, so that its samples do not depend on the rows it is
+    # batched with (zerosearch.llm.seeded_sampling); None: draws from torch's global generator, as training does
+    sample_seed: int | None = None
 
     @property
     def done(self) -> bool:
@@ -416,6 +420,14 @@ class RolloutRunner:
             results.extend(self._generate_chunk(chunk, budgets, carry))
         return results
 
+    @staticmethod
+    def _row_seeded(chunk: Sequence[Trajectory]) -> bool:
+        """Whether the rows carry their own sampling seeds (all or none of them may)."""
+        seeded = [t.sample_seed is not None for t in chunk]
+        if any(seeded) and not all(seeded):
+            raise ValueError("a generation batch mixes rows with and without sample_seed; seed all or none")
+        return all(seeded)
+
     @torch.no_grad()
     def _generate_chunk(self, chunk: list[Trajectory], budgets: list[int], carry: bool = False) -> list[list[int]]:
         rows = [t.prompt_ids + t.response_ids for t in chunk]
@@ -429,6 +441,7 @@ class RolloutRunner:
         width = input_ids.shape[1]
         max_new = max(1, max(budgets))
         sampling = self.settings.temperature > 0
+        row_seeded = sampling and self._row_seeded(chunk)
         was_training = self.model.training
         self.model.eval()
         # plain_generation: the checkpoint's generation_config (repetition_penalty, top_k, ...) must not
@@ -445,10 +458,15 @@ class RolloutRunner:
                 input_ids=input_ids,
                 attention_mask=attention,
                 max_new_tokens=max_new,
-                do_sample=sampling,
-                temperature=self.settings.temperature if sampling else None,
-                top_p=1.0 if sampling else None,
-                top_k=0 if sampling else None,
+                # row-seeded sampling draws in its logits processor and lets generate take the argmax
+                do_sample=sampling and not row_seeded,
+                temperature=self.settings.temperature if sampling and not row_seeded else None,
+                top_p=1.0 if sampling and not row_seeded else None,
+                top_k=0 if sampling and not row_seeded else None,
+                logits_processor=LogitsProcessorList([RowSeededSampling(
+                    # a fresh stream per turn, keyed by where the turn starts: the same whatever the batch
+                    [derive_seed(t.sample_seed, len(t.response_ids)) for t in chunk],
+                    self.settings.temperature)]) if row_seeded else None,
                 stopping_criteria=StoppingCriteriaList([StopOnStrings(self.tokenizer, width, STOP_STRINGS)]),
                 pad_token_id=self.pad_id,
                 use_cache=True,

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence, TextIO
 
-from zerosearch.commands.argtypes import file_name, non_negative_int, nonempty, positive_int
+from zerosearch.commands.argtypes import file_name, non_negative_int, nonempty, positive_float, positive_int
 
 __all__ = [
     "add_ask_parser",
@@ -35,6 +35,16 @@ methods (--method):
   rag      top-k documents for the question, then answer (prompts/eval_rag.txt)
 All are greedy. The prediction is the last <answer>...</answer>; a reply without one scores 0.
 
+sampled answers (--samples K [--temperature T]): how much room RL has before training
+  besides the greedy answer, K answers per question are sampled at temperature T (default 1.0, the training
+  rollouts'; the model's own top_k/top_p never apply) through the same method; each sample has its own seed
+  from --seed, so a resumed run draws the same samples. Reported beside the greedy scores:
+  pass@K    a question counts if any of its K samples is right by EM (what RL could sharpen toward)
+  mean@K    the EM of one sample, averaged (the policy RL starts from, at temperature T)
+  pass@k    for k = 2, 4, ... below K, the unbiased estimator of Chen et al. (2021)
+  mixed     questions with 0 < right < K: the ones whose rollouts disagree, where a group baseline learns
+  Every sample is kept in the records (samples: [...], correct_samples).
+
 engines (--engine, for agent and rag):
 {specs}
 
@@ -49,6 +59,8 @@ examples:
       --data src/zerosearch/example_data/hotpotqa_distractor_dev.jsonl --limit 50
   zerosearch eval --model Qwen/Qwen2.5-3B-Instruct --method direct --data nq.jsonl,bamboogle.jsonl \\
       --names NQ,Bamboogle
+  zerosearch eval --model runs/my-run/warmup --engine example --sample 300 --samples 8 \\
+      --data src/zerosearch/example_data/hotpotqa_distractor_dev.jsonl
 """
 
 ASK_EPILOG = """\
@@ -179,7 +191,12 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="only the first N questions of each dataset (default, or 0: all, as final_eval.limit)")
     parser.add_argument("--sample", type=positive_int, metavar="N",
                         help="a seeded random sample of N questions per dataset, so per source (all if fewer)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample and of --samples (default: 0)")
+    parser.add_argument("--samples", type=non_negative_int, default=0, metavar="K",
+                        help="also sample K answers per question and report pass@K and mean@K beside the greedy "
+                             "scores (default: 0, greedy only; see below)")
+    parser.add_argument("--temperature", type=positive_float, metavar="T",
+                        help="sampling temperature of --samples (default: 1.0, as training samples)")
     parser.add_argument("--output-dir", type=nonempty, metavar="DIR",
                         help="where to write (default: runs/eval-<model>-<method>-<time>); resumed if it exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -191,13 +208,17 @@ def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch eval``: run (or resume) the evaluation and print the table."""
     from zerosearch.evaluate import RESULTS_MD, default_output_dir, evaluate
 
+    if args.temperature is not None and not args.samples:
+        print("error: --temperature applies to sampled answers; add --samples K (e.g. --samples 8)", file=sys.stderr)
+        return 2
     data_files = [path for item in args.data for path in _split(item)]
     # named here, not inside evaluate(), so that Ctrl-C can say which directory resumes
     output_dir = args.output_dir or str(default_output_dir(args.model, args.method))
     try:
         results = evaluate(
             args.model, data_files, args.engine, args.method, output_dir,
-            limit=args.limit or None, sample=args.sample, seed=args.seed, batch_size=args.batch_size,
+            limit=args.limit or None, sample=args.sample, seed=args.seed, samples=args.samples,
+            temperature=1.0 if args.temperature is None else args.temperature, batch_size=args.batch_size,
             max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
             max_obs_tokens=args.max_obs_tokens, max_context_tokens=args.max_context_tokens,
             prompt_template=args.prompt_template,
