@@ -260,3 +260,19 @@ def test_smollm2_greedy_replies_are_the_same_with_the_prefix_cache():
     assert results[0] == results[1]
     assert cached.prefix_store.hits == 4 and cached.prefix_store.reused_tokens > 4 * 250
 
+
+def test_the_setting_reaches_the_simulator_and_the_run_records_it(tmp_path):
+    from zerosearch.config import load_train_config, save_config
+    from zerosearch.search.factory import build_engine as build_spec
+    from zerosearch.trainer import RESUMABLE_KEYS, build_engine
+
+    for value, expected in (([], True), (["engine.simulator.prefix_cache=false"], False)):
+        cfg = load_train_config(None, ["model=zerosearch:tiny", *value])
+        assert cfg.engine.simulator.prefix_cache is expected
+        engine = build_engine(cfg, torch.device("cpu"), torch.float32)
+        assert engine.chat_model.prefix_cache is expected
+        save_config(cfg, tmp_path / "config.yaml")
+        assert f"prefix_cache: {str(expected).lower()}" in (tmp_path / "config.yaml").read_text()
+    assert "engine.simulator.prefix_cache" in RESUMABLE_KEYS  # a speed lever: the same documents either way
+    assert build_spec("simulated:zerosearch:tiny", prefix_cache=False).chat_model.prefix_cache is False
+    assert build_spec("simulated:zerosearch:tiny").chat_model.prefix_cache is True
