@@ -41,8 +41,25 @@ the same (counted), and the table gives each arm's median seconds and prefilled 
     python benchmarks/ceilings.py --set prompts_per_step=1 max_turn_tokens=32 engine.simulator.max_tokens=32 \\
         --skip 0 --pairs 1                                                 # the smallest real-model run
 
-Checked at a toy size (tiny model) and once on SmolLM2-135M at the smallest size above (shared cores: not a
-measurement); the full-size numbers are to be taken on idle cores.
+Results: none yet at full size (to be taken on idle cores). The smallest real-model run above, with
+``num_threads=1``, on 2 cores shared with other jobs (2026-12-07; wall time was about 3x the process's CPU time,
+so these are a check that it runs, not a measurement), took 1.9 to 3.7 minutes in all:
+
+    ceilings (1 thread)       read 5.8 GB/s, copy 6.6 GB/s
+    matmul, model mix         fp32 9.1 GFLOP/s @ 2 rows, 69.8 @ 2048 tokens; bf16 10.3 @ 2 rows, 480.8 @ 2048
+    step (1 prompt x 2)       62.6 s wall, 21.7 s CPU: rollout 47.8 (search 20.1), update 14.8
+    update                    428.5 GFLOP over 436 trained tokens, 28.9 GFLOP/s: 6.0% of bf16 @ 2048
+    policy decode             95 steps x 1.8 rows, 251 ms a step: 19% of the read bandwidth, 20% of bf16 @ 2 rows
+    simulator decode          62 steps x 1.5 rows, 254 ms a step: 19% of the read bandwidth
+    A/B (3 requests, 1 pair)  prefilled 269 tokens with the prefix cache, 1,154 without; same replies
+
+bf16 pays for the update and prefill (7x fp32 at 2048 tokens, AMX) but not for decode, whose matmuls at a few
+rows run at about 10 GFLOP/s in either precision. The first run of this benchmark showed the simulator's decode
+at 544 ms a step against the policy's 236 (same model, same rows): ``generate`` ran under ``inference_mode``, in
+which autocast does not keep its bf16 weight copies, so every step cast all the weights again; now under
+``no_grad`` (``tests/test_transformers_backend.py``). On SmolLM2, 8 prompt-mode requests (useful and noisy) x 32
+tokens, bf16, 1 thread, CPU seconds on the shared cores, 3 alternating pairs: 10.0 s before both changes, 7.9
+with the prefix cache, 5.3 with it and the cast kept (6.9 without the prefix cache); the replies were the same.
 """
 
 from __future__ import annotations
