@@ -59,6 +59,7 @@ __all__ = ["PROBES", "PrefixCache", "SharedStart", "prefixed_batch"]
 PROBES = ("", "a", "A", " a", " A", "1", " 1", " ", "  ", "\n", "\n\n", "\t", ".", ",", '"', "'", "?", "(", "-", "_",
           "<", "é", "中", "Ω", "\u00a0")
 _SENTINEL = "\u2063zerosearch:end-of-shared-start\u2063"  # text no template writes
+_MAX_FORMS = 1024  # conversation forms (earlier messages, role, hint) whose shared token ids are remembered
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class PrefixCache:
         """For each row, the shared start its ``prompts`` tokens begin with (run through ``model`` the first
         time), or None: no hint, a model whose cache cannot be shared, or tokens that do not begin with it.
 
-        Call it in the context (inference mode, autocast) in which the batch will be generated: a start's
+        Call it in the context (no_grad, autocast) in which the batch will be generated: a start's
         keys/values are computed there. Every row left with a start has at least one token of its own.
         """
         if not any(hints):
@@ -155,6 +156,8 @@ class PrefixCache:
             return ()
         key = (tuple((m["role"], m["content"]) for m in earlier), last["role"], hint)
         if key not in self._ids:
+            if len(self._ids) >= _MAX_FORMS:  # a caller whose earlier messages vary: keep the memo bounded
+                self._ids.clear()
             cut = [*earlier, {**last, "content": hint + _SENTINEL}]
             text = self.tokenizer.apply_chat_template(list(cut), tokenize=False, add_generation_prompt=True)
             head = text.split(_SENTINEL, 1)[0] if _SENTINEL in text else ""
