@@ -184,6 +184,9 @@ CASES = [
     ("fidelity_smollm2", ["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
     ("learning_smollm2", ["--arms", "plain,bogus"], "--arms: unknown arm(s) bogus"),
     ("retrieval_recall_and_qps", ["--corpus", "/nonexist"], "argument --corpus: /nonexist does not exist"),
+    ("ceilings", ["--pairs", "-1"], "argument --pairs: must be an integer >= 0, got -1"),
+    ("ceilings", ["--set", "bogus=1"], "--set: unknown config key 'bogus'"),
+    ("ceilings", ["--model", "huge"], "argument --model: invalid choice: 'huge'"),
 ]
 
 

@@ -74,6 +74,10 @@ class SimulatorConfig:
     simulator's).
     mode: ``finetuned`` (prompt of the published Simulation_LLM_* checkpoints) or ``prompt`` (few-shot
     prompt for an off-the-shelf instruct model).
+    prefix_cache: (``transformers`` backend, ``kv_cache: dynamic``) the prompts' constant start (chat header,
+    instructions, few-shot example: everything before the first per-request field) is run once and its KV cache
+    reused by every request (:mod:`zerosearch.llm.prefix_cache`); the same tokens reach the model, so the same
+    documents come back, up to float rounding. A server does this itself (vLLM's prefix caching).
     """
 
     backend: str = "transformers"
@@ -87,6 +91,7 @@ class SimulatorConfig:
     timeout: float = 60.0
     max_retries: int = 3
     max_batch_size: int = 32
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("engine.simulator.backend", self.backend, ("transformers", "openai"))

@@ -112,7 +112,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> 
                               "(e.g. zerosearch:smollm2-135m-instruct, or zerosearch:tiny with a tiny policy)")
         chat = TransformersChatModel(path, tokenizer=tokenizer, device=str(device), dtype=dtype,
                                      max_batch_size=sim.max_batch_size,
-                                     autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache)
+                                     autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache,
+                                     prefix_cache=sim.prefix_cache)
     return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
 
 
@@ -728,6 +729,7 @@ RESUMABLE_KEYS = (
     "rollout_batch_size", "kv_cache", "kv_reuse", "shared_prefix", "gradient_checkpointing", "engine.spec",
     "engine.simulator.base_url", "engine.simulator.api_key_env", "engine.simulator.max_concurrency",
     "engine.simulator.timeout", "engine.simulator.max_retries", "engine.simulator.max_batch_size",
+    "engine.simulator.prefix_cache",
 )
 
 

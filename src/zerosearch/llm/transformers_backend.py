@@ -11,14 +11,25 @@ seed), so a fresh instance with the same seed, fed the same batches, reproduces 
 same hardware and library versions, and the caller's global RNG state is left untouched. Outputs also
 depend on how the batch is composed (left padding changes the numerics slightly) and on
 ``max_batch_size``. With ``seed=None`` sampling just consumes the global RNG.
+
+Prefix cache: a caller may name, per conversation, the text its last message begins with that other requests
+share (``complete(..., prefixes=...)``; the simulated engine passes its template's text before the first
+per-request field). With ``prefix_cache`` on (the default) the tokens of that shared start are run once per model
+and their KV cache reused by every later request (:mod:`zerosearch.llm.prefix_cache`): the same tokens reach the
+model, so greedy replies are the same as without it (checked in fp32, ``tests/test_prefix_cache.py``). It
+applies with ``kv_cache="dynamic"`` and a model whose cache rows can be gathered
+(:func:`zerosearch.shared_prefix.shares_cache`); otherwise every prompt is run in full.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from zerosearch.llm.base import Completion, Message
+
+if TYPE_CHECKING:
+    from zerosearch.llm.prefix_cache import SharedStart
 
 __all__ = ["TransformersChatModel"]
 
@@ -39,7 +50,11 @@ class TransformersChatModel:
         autocast: a torch dtype (``torch.bfloat16``) to generate under autocast, or None (see
             :mod:`zerosearch.runtime`).
         kv_cache: ``"dynamic"`` or ``"static"`` (a preallocated cache per call: faster decoding on CPU).
+        prefix_cache: reuse the KV cache of the shared start that ``complete(prefixes=...)`` names (see the module
+            docstring); applies with ``kv_cache="dynamic"`` only.
     """
+
+    takes_prefixes = True  # complete() accepts prefixes= (the simulated engine passes its templates' shared start)
 
     def __init__(
         self,
@@ -53,6 +68,7 @@ class TransformersChatModel:
         seed: int | None = None,
         autocast: Any = None,
         kv_cache: str = "dynamic",
+        prefix_cache: bool = True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -64,6 +80,8 @@ class TransformersChatModel:
             )
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from zerosearch.llm.prefix_cache import PrefixCache
 
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
@@ -87,6 +105,8 @@ class TransformersChatModel:
         self.seed = seed
         self.autocast = autocast
         self.kv_cache = kv_cache
+        self.prefix_cache = prefix_cache
+        self.prefix_store = PrefixCache(tokenizer, self._encode)
         self.name = f"transformers:{model_name_or_path or getattr(model.config, '_name_or_path', '')}"
         self._calls = 0
 
@@ -109,6 +129,7 @@ class TransformersChatModel:
         temperature: float,
         stop: Sequence[str] | None = None,
         seed: int | None = None,
+        prefixes: Sequence[str | None] | None = None,
     ) -> list[Completion]:
         """Generate one reply per conversation, batched; ``temperature == 0`` is greedy.
 
@@ -121,7 +142,13 @@ class TransformersChatModel:
         :mod:`zerosearch.llm.sampling`), like an OpenAI-style request that only sets the temperature.
         Errors in ``generate`` (out of memory, a prompt longer than the model's context) are
         programming or capacity errors and are raised, not returned.
+
+        ``prefixes``: [N] for each conversation, a text its last message begins with that other requests share,
+        or None; its tokens' KV cache is computed once and reused (see the module docstring). Ignored with
+        ``prefix_cache`` off.
         """
+        if prefixes is not None and len(prefixes) != len(conversations):
+            raise ValueError(f"prefixes has {len(prefixes)} entries for {len(conversations)} conversations")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0:
@@ -133,11 +160,13 @@ class TransformersChatModel:
         if seed is None and self.seed is not None:
             seed = self.seed + call_index
         prompts = [self._render(conv) for conv in conversations]
+        starts = self._shared_starts(conversations, prompts, prefixes)
         texts: list[str] = []
         with self._rng(seed):
             for start in range(0, len(prompts), self.max_batch_size):
-                chunk = prompts[start : start + self.max_batch_size]
-                texts.extend(self._generate(chunk, max_tokens, temperature, tuple(stop or ())))
+                end = start + self.max_batch_size
+                texts.extend(self._generate(prompts[start:end], max_tokens, temperature, tuple(stop or ()),
+                                            starts[start:end]))
         return [Completion(text=text) for text in texts]
 
     # -- internals ---------------------------------------------------------------------------------
@@ -146,26 +175,42 @@ class TransformersChatModel:
         text = self.tokenizer.apply_chat_template(
             list(conversation), tokenize=False, add_generation_prompt=True
         )
+        return self._encode(text)
+
+    def _encode(self, text: str) -> list[int]:
         # The template already holds any BOS the model wants; don't add another.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _shared_starts(self, conversations: Sequence[Sequence[Message]], prompts: list[list[int]],
+                       prefixes: Sequence[str | None] | None) -> list[SharedStart | None]:
+        """Each row's cached shared start (computed here the first time), or None where it runs in full."""
+        if not (self.prefix_cache and prefixes and self.kv_cache == "dynamic"):
+            return [None] * len(prompts)
+        import torch
+
+        device = next(self.model.parameters()).device
+        with torch.no_grad(), self._autocast(device):  # as generate runs: the same numerics
+            return self.prefix_store.starts(self.model, self.autocast, conversations, prompts, prefixes)
+
     def _generate(self, prompts: list[list[int]], max_tokens: int, temperature: float,
-                  stop: tuple[str, ...] = ()) -> list[str]:
+                  stop: tuple[str, ...] = (), starts: Sequence[SharedStart | None] = ()) -> list[str]:
         import torch
         from transformers import StoppingCriteriaList
 
+        from zerosearch.llm.prefix_cache import prefixed_batch
         from zerosearch.llm.sampling import plain_generation
         from zerosearch.llm.stopping import StopOnStrings, cut_at_stop
+        from zerosearch.padding import left_pad
+        from zerosearch.shared_prefix import cache_keyword
 
         device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
-        # Left padding, so every row's new tokens start at the same column.
-        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            if ids:
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
+        cached: dict[str, Any] = {}
+        if any(starts):  # shared starts from their cache, each row's own tokens after them
+            input_ids, attention_mask, cache = prefixed_batch(prompts, starts, self._pad_id, self.model.config, device)
+            cached = {cache_keyword(self.model): cache}
+        else:  # left padding, so every row's new tokens start at the same column
+            input_ids, attention_mask = left_pad(prompts, max(len(p) for p in prompts), self._pad_id)
+        width = input_ids.shape[1]
         sampling: dict[str, Any]
         if temperature > 0:
             sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
@@ -175,7 +220,9 @@ class TransformersChatModel:
             sampling["cache_implementation"] = "static"
         if stop:
             sampling["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(self.tokenizer, width, stop)])
-        with torch.inference_mode(), self._autocast(device), plain_generation(self.model):
+        # no_grad, not inference_mode: under inference_mode autocast does not keep its bf16 copies of the weights
+        # (its cast cache), so every decode step cast all of them again (1.7x the CPU time of a SmolLM2 generate)
+        with torch.no_grad(), self._autocast(device), plain_generation(self.model):
             out = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -183,6 +230,7 @@ class TransformersChatModel:
                 pad_token_id=self._pad_id,
                 eos_token_id=sorted(self._eos_ids) or None,
                 **sampling,
+                **cached,
             )
         texts = []
         for row in out[:, width:].tolist():

@@ -12,7 +12,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["available_templates", "load_template", "placeholders", "render"]
+__all__ = ["available_templates", "constant_head", "load_template", "placeholders", "render"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -80,3 +80,15 @@ def render(template: str, **fields: object) -> str:
             f"the template's placeholders are {sorted(wanted)}"
         )
     return _PLACEHOLDER.sub(lambda match: str(fields[match.group(1)]), template)
+
+
+def constant_head(template: str, **fields: object) -> str:
+    """The start of every rendering of ``template`` in which only ``fields`` are fixed: its text up to the first
+    placeholder not in ``fields`` (all of it when there is none), with the ``fields`` it holds substituted.
+
+    E.g. ``constant_head("Find {kind} documents for {query}", kind="noisy") == "Find noisy documents for "``.
+    A field that the head does not hold is ignored (unlike :func:`render`, which refuses it).
+    """
+    first = next((m for m in _PLACEHOLDER.finditer(template) if m.group(1) not in fields), None)
+    head = template if first is None else template[: first.start()]
+    return render(head, **{name: fields[name] for name in placeholders(head)})

@@ -43,7 +43,7 @@ _HTTP_OPTIONS = {"timeout", "max_retries", "backoff", "backoff_max", "batch_size
 _GOOGLE_OPTIONS = {"api_key", "key_env", "timeout", "max_retries", "backoff", "backoff_max",
                    "max_concurrency", "cache_size"}
 _SIMULATED_OPTIONS = {"mode", "max_tokens", "temperature", "useful_template", "noisy_template"}
-_IN_PROCESS_OPTIONS = {"device", "dtype", "max_batch_size", "seed"}
+_IN_PROCESS_OPTIONS = {"device", "dtype", "max_batch_size", "seed", "prefix_cache"}
 _OPENAI_OPTIONS = {"served_model", "api_key", "max_concurrency", "timeout", "max_retries", "backoff",
                    "backoff_max"}
 

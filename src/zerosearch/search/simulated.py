@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from zerosearch.llm.base import ChatModel, Completion, Message
-from zerosearch.prompts import load_template, placeholders, render
+from zerosearch.prompts import constant_head, load_template, placeholders, render
 from zerosearch.search.base import SearchRequest, SearchResult
 from zerosearch.search.documents import parse_simulated_documents
 
@@ -129,6 +129,13 @@ class SimulatedSearchEngine:
         }
         return render(template, **{k: v for k, v in fields.items() if k in wanted})
 
+    def shared_start(self, noisy: bool) -> str:
+        """The text every user message of this kind begins with: its template up to the first per-request
+        placeholder (``{question}``, ``{answer}`` or ``{query}``), ``{kind}``/``{Kind}`` filled in. An in-process
+        chat model runs its tokens once and reuses their KV cache (:mod:`zerosearch.llm.prefix_cache`)."""
+        kind = "noisy" if noisy else "useful"
+        return constant_head(self.templates[noisy], kind=kind, Kind=kind.capitalize())
+
     def conversation_for(self, request: SearchRequest) -> list[Message]:
         """The chat sent for ``request``: an empty system message, then the prompt, as the original."""
         return [
@@ -151,9 +158,12 @@ class SimulatedSearchEngine:
                 continue
             asked.append(i)
         if conversations:
+            # the prompts' constant start, for a chat model that can run it once (the in-process one)
+            shared = ({"prefixes": [self.shared_start(requests[i].noisy) for i in asked]}
+                      if getattr(self.chat_model, "takes_prefixes", False) else {})
             completions = self.chat_model.complete(
                 conversations, max_tokens=self.max_tokens, temperature=self.temperature,
-                stop=stop_strings(topk),
+                stop=stop_strings(topk), **shared,
             )
             if len(completions) != len(conversations):
                 raise RuntimeError(

@@ -1,0 +1,62 @@
+"""benchmarks/ceilings.py's accounting: hand-worked FLOPs, and hooks that see generate's calls as they are."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _ceilings():
+    if "zerosearch_bench_ceilings" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("zerosearch_bench_ceilings", BENCHMARKS / "ceilings.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["zerosearch_bench_ceilings"]
+
+
+def test_update_flops_by_hand():
+    ceilings = _ceilings()
+    meter = ceilings.Meter()
+    sizes = {"policy": {"non_embedding": 10, "head": 6, "attention_width": 2, "layers": 3},
+             "reference": {"non_embedding": 10, "head": 6, "attention_width": 2, "layers": 3}}
+    meter.trunk = [{"model": "policy", "phase": "update", "tokens": 4, "context": 10, "trained": True},
+                   {"model": "reference", "phase": "update", "tokens": 4, "context": 10, "trained": False},
+                   {"model": "policy", "phase": "generate", "tokens": 99, "context": 99, "trained": False}]
+    meter.head = [{"model": "policy", "phase": "update", "rows": 5, "trained": True}]
+    # trained: 3 x (2*10*4 + 4*2*3*10) = 960; reference: 80 + 240 = 320; head: 3 x 2*6*5 = 180
+    assert ceilings.update_flops(meter, sizes) == 960 + 320 + 180
+
+
+def test_meter_sees_prefill_and_decode_of_a_left_padded_generate():
+    from transformers import AutoModelForCausalLM
+
+    from zerosearch.models.tiny import tiny_model_dir
+
+    ceilings = _ceilings()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir()).eval()
+    sizes = ceilings.model_sizes(model)
+    assert sizes["non_embedding"] + model.get_input_embeddings().weight.numel() == sum(
+        p.numel() for p in model.parameters()) - (0 if sizes["tied"] else sizes["head"])
+    meter = ceilings.Meter()
+    meter.install(model, "policy")
+    meter.phase = "generate"
+    ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                       pad_token_id=0)
+    kinds = [c["kind"] for c in meter.calls]
+    assert kinds == ["prefill", "decode", "decode", "decode"]
+    prefill, *decode = meter.calls
+    assert prefill["tokens"] == 8 and prefill["rows"] == 2 and prefill["cached"] == 0
+    assert prefill["context"] == 3 * 4 / 2 + 5 * 6 / 2  # each real token attends to itself and the ones before
+    assert [d["cached"] for d in decode] == [5, 6, 7] and all(d["tokens"] == 2 for d in decode)
+    assert decode[0]["context"] == (3 + 1) + (5 + 1)  # the new token attends to the real cached ones and itself
+    assert [r["tokens"] for r in meter.trunk] == [8, 2, 2, 2] and not any(r["trained"] for r in meter.trunk)
+    assert [r["rows"] for r in meter.head] == [2, 2, 2, 2]  # generate runs the head on the last column only
