@@ -584,3 +584,20 @@ def test_without_dynamic_sampling_uniform_groups_are_counted_not_dropped(tmp_pat
             metrics["groups_trained"], metrics["trajectories_updated"]) == (1, 2, 1, 0, 2, 6)
     assert [t.question.split()[0] for t in updates[0][0]] == ["always"] * 3 + ["mixed"] * 3
     assert "round" not in records[0] and "dropped_uniform" not in records[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lora.alpha=0", "error: the key=value overrides: lora.alpha=0 must be > 0"),
+    ("lora.target_modules=[q_projj]", "error: lora.target_modules=['q_projj']: Target modules {'q_projj'} not "
+                                      "found in the base model"),
+])
+def test_a_bad_lora_setting_is_one_line_exit_2_and_no_run_directory(tmp_path, monkeypatch, capsys, override,
+                                                                     message):
+    """Module names need the model: they are matched on a skeleton built on the meta device, before the run
+    directory is made (peft used to raise from inside the Trainer, after it)."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert main(["train", str(TINY), "lora.enabled=true", override, f"output_dir={out}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

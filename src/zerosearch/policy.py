@@ -81,13 +81,37 @@ def enable_checkpointing(model: nn.Module, lora: bool = False) -> None:
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """``model`` with peft LoRA adapters as ``lora`` sets them. Raises ConfigError naming
+    ``lora.target_modules`` when no module of the model matches them (peft's NoMatchingPeftModuleError)."""
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft.utils.error import NoMatchingPeftModuleError
 
     peft_config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    try:
+        return get_peft_model(model, peft_config)
+    except NoMatchingPeftModuleError as exc:
+        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                        if isinstance(module, nn.Linear)})
+        raise ConfigError(f"lora.target_modules={lora.target_modules!r}: {str(exc).splitlines()[0]} (its linear "
+                          f"modules: {', '.join(names[:12])}; or all-linear)") from None
+
+
+def check_lora_targets(model_spec: str, lora: LoraConfig) -> None:
+    """Raise ConfigError (from :func:`apply_lora`) if ``lora.target_modules`` matches no module of
+    ``model_spec``, before a run directory exists: the model is built from its config on the meta device (no
+    weights are read or allocated; about a second). A model that cannot be built that way is left to the
+    real load to judge."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(model_spec)))
+    except (OSError, ValueError, RuntimeError, TypeError, ImportError):  # e.g. remote code: the real load says why
+        return
+    apply_lora(skeleton, lora)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

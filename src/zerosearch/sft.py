@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zerosearch import checkpoint as ckpt
-from zerosearch.config import LoraConfig
+from zerosearch.config import LoraConfig, check_lora_rank_alpha
 from zerosearch.policy import (
     Window, apply_lora, build_window, enable_checkpointing, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
     right_align, selected_logprobs,
@@ -112,9 +112,10 @@ class SFTSettings:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "logging_steps"):
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_lora_rank_alpha("lora_r", self.lora_r, "lora_alpha", self.lora_alpha)  # a ConfigError (ValueError)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.max_steps <= 0 and self.epochs <= 0:

@@ -35,9 +35,9 @@ from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
 from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
-    ValueModel, Window, apply_lora, build_window, enable_checkpointing, encode_prompt, frozen_copy, load_causal_lm,
-    load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align, selected_logprobs, unalign,
-    use_chat_template,
+    ValueModel, Window, apply_lora, build_window, check_lora_targets, enable_checkpointing, encode_prompt,
+    frozen_copy, load_causal_lm, load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align,
+    selected_logprobs, unalign, use_chat_template,
 )
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
@@ -710,6 +710,8 @@ def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bo
             f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
         )
     check_engine_specs(cfg)
+    if cfg.lora.enabled:  # the module names need the model's architecture: said before the run directory exists
+        check_lora_targets(cfg.model, cfg.lora)
     absolute_files(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
