@@ -169,6 +169,7 @@ def test_numbers_that_would_fail_or_mislead_later_are_refused_when_the_config_lo
     ("lora.alpha=-16", r"lora\.alpha=-16 must be > 0: .* reverses the update"),
     ("lora.dropout=1", r"lora\.dropout=1\.0 must lie in \[0, 1\)"),
     ("lora.dropout=-0.1", r"lora\.dropout=-0\.1 must lie in \[0, 1\)"),
+    ("lora.dropout=0.1", r"lora\.dropout=0\.1: zerosearch trains with every dropout off .* set lora\.dropout=0"),
     ("lora.target_modules=[]", r"lora\.target_modules=\[\] must name the modules to adapt"),
     ("lora.target_modules=", r"lora\.target_modules='' must name the modules to adapt"),
     ("lora.target_modules=[q_proj,'']", r"lora\.target_modules=\['q_proj', ''\] must name"),

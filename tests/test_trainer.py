@@ -601,3 +601,50 @@ def test_a_bad_lora_setting_is_one_line_exit_2_and_no_run_directory(tmp_path, mo
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_the_first_mini_batch_log_ratio_is_exactly_zero_whatever_dropout_the_model_carries(
+        tmp_path, searcher_model, monkeypatch, algorithm):
+    """Old log-probs are scored in eval mode, the update runs in train mode. With the checkpoint's attention
+    dropout (0.5 here) and LoRA adapters that have moved (lora_B non-zero), the first mini-batch's
+    |log ratio| was far from 0 before any optimizer step (issue 25 measured 0.198 with lora.dropout=0.1).
+    Every pass must be one deterministic network: the ratio is exactly 1, and the critic's values (ppo) in
+    train mode equal the ones scored in eval mode."""
+    import shutil
+
+    model = tmp_path / "dropout_model"
+    shutil.copytree(searcher_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["attention_dropout"] = 0.5
+    (model / "config.json").write_text(json.dumps(config))
+    trainer = _trainer(tmp_path, model, device="cpu", algorithm=algorithm, **{"lora.enabled": "true", "lora.r": 4,
+                                                                              "mini_batch_size": 1})
+    torch.manual_seed(0)
+    for name, param in trainer.policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    trajs = [_traj(trainer, ["the sky is blue"]), _traj(trainer, ["grass is green"], answer="green")]
+    assert not trainer._on_policy(len(trajs))  # old log-probs come from a separate eval-mode pass
+
+    import zerosearch.trainer as trainer_module
+
+    ratios = []
+    original = trainer_module.ppo_clip_loss
+
+    def recording(logp, old, adv, mask, *args, **kwargs):
+        ratios.append(((logp.detach() - old) * mask).abs().max().item())
+        return original(logp, old, adv, mask, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "ppo_clip_loss", recording)
+    trainer._update(trajs, [1.0, 0.0])
+    assert ratios[0] == 0.0  # before any optimizer step: the sampling policy scored by itself
+    if algorithm == "ppo":
+        from zerosearch.policy import build_window
+
+        window = build_window([trajs[0].prompt_ids], [trajs[0].response_ids], trainer.tokenizer.pad_token_id,
+                              torch.device("cpu"))
+        trainer.critic.train()
+        trained = trainer.critic(window)[0, -len(trajs[0].response_ids):].detach()
+        trainer.critic.eval()
+        assert torch.equal(trained, trainer.critic(window)[0, -len(trajs[0].response_ids):].detach())

@@ -54,7 +54,9 @@ class LoraConfig:
     """LoRA adapters (peft). ``enabled=false`` means full fine-tuning.
 
     r: the adapter rank (>= 1). alpha: the scale numerator (> 0; the adapter's output is scaled by
-    ``alpha / r``). dropout: peft's ``lora_dropout``, in [0, 1). target_modules: peft's ``target_modules``,
+    ``alpha / r``). dropout: peft's ``lora_dropout``, which must be 0: every model is trained with dropout
+    off (:func:`zerosearch.policy.disable_dropout`), so that the log ratio and the KL compare the sampling
+    policy with itself; the key stays so that saved configs load. target_modules: peft's ``target_modules``,
     ``all-linear`` or a list of module names (not empty; names the model lacks are a ConfigError when it
     loads). Every value is checked, ``enabled`` or not.
     """
@@ -69,6 +71,11 @@ class LoraConfig:
         check_lora_rank_alpha("lora.r", self.r, "lora.alpha", self.alpha)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"lora.dropout={self.dropout!r} must lie in [0, 1)")
+        if self.dropout > 0:
+            raise ConfigError(
+                f"lora.dropout={self.dropout!r}: zerosearch trains with every dropout off (the passes that sample, "
+                "score and train the policy must be one network, or the PPO ratio and the KL measure dropout noise; "
+                "TRL's disable_dropout_in_model), so an adapter dropout would do nothing; set lora.dropout=0")
         modules = [self.target_modules] if isinstance(self.target_modules, str) else list(self.target_modules)
         if not modules or any(not isinstance(m, str) or not m.strip() for m in modules):
             raise ConfigError(f"lora.target_modules={self.target_modules!r} must name the modules to adapt: "

@@ -19,7 +19,12 @@ same 32-step warm-up took 576 s with TRL and 338 s here (1.7x); ``benchmarks/spe
 the head-on-selected-positions lever side by side.
 
 Loss: the mean negative log-likelihood over the mask-1 tokens of an optimizer step (TRL's and verl's
-token mean). Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
+token mean). Dropout is off, as in the RL update (the model comes from
+:func:`~zerosearch.policy.load_causal_lm`, LoRA from :func:`~zerosearch.policy.apply_lora`, both through
+:func:`~zerosearch.policy.disable_dropout`): the warm-up trains the policy the RL update then trains, and the
+train-mode loss and the eval-mode validation loss are one network's. Hugging Face's Trainer keeps whatever
+dropout a config carries; the models this project trains (SmolLM2, Qwen2.5, Llama 3) ship with 0, so for them
+nothing changes. Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
 learning rate decaying linearly to 0, gradients clipped at norm 1. The batch order is a fixed function of
 the seed, and a checkpoint holds the model, optimizer, scheduler, step and RNG, so a resumed run continues
 exactly (on CPU, bit for bit).

@@ -16,7 +16,10 @@ exact format (:func:`~zerosearch.rewards.format_shaped_reward`).
 Departures from the paper's verl setup: PPO's KL is a loss term here too (verl puts it in the reward for
 PPO); a trajectory whose search call failed is left out of the update and counted in
 ``search_failures``; with LoRA the reference policy is the base model with the adapter disabled (no
-second copy in memory).
+second copy in memory). Every dropout of the policy, the reference and the critic is off
+(:func:`~zerosearch.policy.disable_dropout`, as TRL's RL trainers do), whatever a config or a checkpoint
+carries: sampling and the old/reference scoring run in eval mode and the update in train mode (which gradient
+checkpointing needs), and all of them must be one deterministic network.
 """
 
 from __future__ import annotations
