@@ -24,7 +24,7 @@ TINY = REPO / "configs" / "tiny.yaml"
 REQUIRED_METRICS = {
     "step", "noise_probability", "reward_mean", "f1_mean", "em_mean", "cover_em_mean", "searches_per_rollout",
     "turns_mean", "invalid_action_rate", "response_tokens_mean", "loss_mask_fraction", "search_failures",
-    "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds", "update_seconds",
+    "search_echoes", "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds", "update_seconds",
     "step_seconds",
 }
 
@@ -402,6 +402,42 @@ def test_failed_searches_are_left_out_of_the_update(tmp_path, searcher_model, mo
     assert metrics["search_failures"] == 2 and metrics["trajectories_updated"] == 2
     assert all(t.question == "what colour is grass" for t in seen["updated"])
     assert len(records) == 4  # logged all the same
+
+
+def test_a_simulator_that_echoes_its_prompt_is_counted_and_never_trained_on(tmp_path, searcher_model, monkeypatch):
+    """The simulation LLM repeats its prompt ("... whose answer is blue") for one question: those searches
+    fail (never shown to the policy), are counted in search_echoes and left out of the update; the other
+    question's simulated documents are served and trained on."""
+    from zerosearch.llm.base import Completion
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    class ParrotsForTheSky:
+        name = "parrot"
+
+        def complete(self, conversations, *, max_tokens, temperature, stop=None):
+            prompts = [c[-1]["content"] for c in conversations]
+            return [Completion(text=p if "the sky" in p else "Doc 1: grass is green in spring.") for p in prompts]
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}\n'
+                  '{"id": "2", "question": "what colour is grass", "golden_answers": ["green"]}\n')
+    tpl = tmp_path / "short.txt"
+    tpl.write_text(SHORT_TEMPLATE)
+    cfg = load_train_config(None, [f"model={searcher_model}", f"train_files={qa}", f"prompt_template={tpl}",
+                                   "prompts_per_step=2", "rollouts_per_prompt=2", "temperature=0.05",
+                                   "kl_coef=0", "total_steps=1", "log_rollouts=4"])
+    engine = SimulatedSearchEngine(ParrotsForTheSky(), mode="finetuned")
+    trainer = Trainer(cfg, tmp_path / "run", engine=engine, progress=False)
+    update = trainer._update
+    seen = {}
+    monkeypatch.setattr(trainer, "_update", lambda trajs, rewards: seen.setdefault("updated", list(trajs)) and update(trajs, rewards))
+    metrics, records = trainer.train_step()
+    assert metrics["search_echoes"] == 2 == engine.echoes and metrics["search_failures"] == 2
+    assert metrics["trajectories_updated"] == 2 and all(t.question == "what colour is grass" for t in seen["updated"])
+    sky = [r for r in records if r["question"] == "what colour is the sky"]
+    assert len(sky) == 2 and all(r["status"] == "search_failed" for r in sky)
+    assert all("whose answer is" not in r["response"] for r in records)  # the prompt never reached the policy
+    assert all(t["error"].startswith("simulator echoed its prompt") for r in sky for t in r["turns"] if t["error"])
 
 
 @pytest.mark.parametrize("singleton, expected", [("verl", 1.0), ("zero", 0.0)])

@@ -331,7 +331,8 @@ class RolloutStats:
     generate_seconds: float = 0.0
     search_seconds: float = 0.0
     search_calls: int = 0
-    search_failures: int = 0
+    search_failures: int = 0  # echoes included
+    search_echoes: int = 0  # failures where the simulator restated its prompt (SearchResult.echo)
     noisy_calls: int = 0
 
 
@@ -406,6 +407,7 @@ class RolloutRunner:
         for (traj, turn), result, noisy in zip(pending, results, noisy_flags):
             self.env.observe(traj, turn, result, None if p is None else noisy)
             stats.search_failures += not result.ok
+            stats.search_echoes += result.echo
 
     # ------------------------------------------------------------------------------------------
     def _generate(self, active: list[Trajectory]) -> list[list[int]]:

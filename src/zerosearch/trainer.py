@@ -343,6 +343,8 @@ class Trainer:
             "loss_mask_fraction": sum(sum(t.loss_mask) for t in trajectories) / max(1, total_tokens),
             "search_calls": stats.search_calls,
             "search_failures": stats.search_failures,
+            # failures where the simulator restated its prompt (the gold answer with it): never shown, not trained on
+            "search_echoes": stats.search_echoes,
             "noisy_share": None if p is None else stats.noisy_calls / max(1, stats.search_calls),
             "trajectories_updated": len(kept),
             "sampling_rounds": sampled.rounds,
