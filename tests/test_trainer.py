@@ -24,8 +24,8 @@ TINY = REPO / "configs" / "tiny.yaml"
 REQUIRED_METRICS = {
     "step", "noise_probability", "reward_mean", "f1_mean", "em_mean", "cover_em_mean", "searches_per_rollout",
     "turns_mean", "invalid_action_rate", "response_tokens_mean", "loss_mask_fraction", "search_failures",
-    "search_echoes", "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds", "update_seconds",
-    "step_seconds",
+    "search_echoes", "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds",
+    "update_seconds", "step_seconds",
 }
 
 
@@ -430,7 +430,8 @@ def test_a_simulator_that_echoes_its_prompt_is_counted_and_never_trained_on(tmp_
     trainer = Trainer(cfg, tmp_path / "run", engine=engine, progress=False)
     update = trainer._update
     seen = {}
-    monkeypatch.setattr(trainer, "_update", lambda trajs, rewards: seen.setdefault("updated", list(trajs)) and update(trajs, rewards))
+    monkeypatch.setattr(trainer, "_update",
+                        lambda trajs, rewards: seen.setdefault("updated", list(trajs)) and update(trajs, rewards))
     metrics, records = trainer.train_step()
     assert metrics["search_echoes"] == 2 == engine.echoes and metrics["search_failures"] == 2
     assert metrics["trajectories_updated"] == 2 and all(t.question == "what colour is grass" for t in seen["updated"])
