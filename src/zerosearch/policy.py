@@ -98,12 +98,12 @@ def disable_dropout(model: nn.Module) -> nn.Module:
 
     Booleans are left alone (``use_dropout``-style switches are not probabilities).
     """
+    from transformers import PretrainedConfig
+
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.p = 0.0
         _zero_random_fields(module)
-    from transformers import PretrainedConfig
-
     configs = [getattr(module, "config", None) for module in model.modules()]
     peft_configs = getattr(model, "peft_config", None)  # {adapter name: peft LoraConfig} on a PeftModel
     configs += list(peft_configs.values()) if isinstance(peft_configs, dict) else []
@@ -119,6 +119,7 @@ def disable_dropout(model: nn.Module) -> nn.Module:
 
 
 def _zero_random_fields(obj: object) -> None:
+    """Set to 0.0 every non-zero number attribute of ``obj`` named like :data:`_RANDOM_IN_TRAINING`."""
     for name, value in list(vars(obj).items()):
         if (_RANDOM_IN_TRAINING.search(name) and isinstance(value, (int, float)) and not isinstance(value, bool)
                 and value != 0):

@@ -65,7 +65,7 @@ from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
 from zerosearch.runtime import resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.factory import build_configured_engine, naming_key
+from zerosearch.search.factory import build_configured_engine, engine_fingerprint, naming_key
 from zerosearch.search.snippets import contains_answer, snippet
 from zerosearch.sft import NoExampleFitsError, SFTExample, SFTSettings, train_sft
 
@@ -275,8 +275,6 @@ def warmup_key(cfg: TrainConfig, model_path: str, train_files: Sequence[str], ev
     precision, and :data:`WARMUP_VERSION` with the package version (the code: bump WARMUP_VERSION when a
     change alters the demonstrations or the training).
     """
-    from zerosearch.search.factory import engine_fingerprint
-
     # whether the run turns the warm-up on does not shape it (`zerosearch warmup` runs it either way)
     settings = {k: v for k, v in dataclasses.asdict(cfg.warmup).items() if k != "enabled"}
     with naming_key("warmup.engine", cfg.warmup.engine):
