@@ -199,8 +199,6 @@ def work_rollout(model, tokenizer, kv_cache: str, kv_reuse: bool) -> dict[str, f
     SmolLM2 does not follow the protocol, so every turn ends in the corrective message and the next turn
     continues after it: three turns a row, each context longer than the last. The same seed gives the same
     tokens whichever cache is used (checked: the token counts are printed)."""
-    import numpy as np
-
     from zerosearch.data import policy_prompt
     from zerosearch.policy import encode_prompt
     from zerosearch.prompts import load_template
@@ -216,7 +214,7 @@ def work_rollout(model, tokenizer, kv_cache: str, kv_reuse: bool) -> dict[str, f
                     for g, q in enumerate(questions) for _ in range(2)]
     torch.manual_seed(0)
     start = time.perf_counter()
-    runner.run(trajectories, 0.0, np.random.default_rng(0))
+    runner.run(trajectories)
     return {"seconds": time.perf_counter() - start, "tokens": sum(len(t.response_ids) for t in trajectories)}
 
 

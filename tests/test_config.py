@@ -161,3 +161,35 @@ def test_numbers_that_would_fail_or_mislead_later_are_refused_when_the_config_lo
     torch or the simulator, or train on silently (kl_coef=inf gave a null grad_norm)."""
     with pytest.raises(ConfigError, match=rf"^the key=value overrides: {override.split('=')[0]}"):
         load_train_config(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lora.r=0", r"lora\.r=0 must lie in \[1, inf\]"),
+    ("lora.alpha=0", r"lora\.alpha=0 must be > 0: .* zeroes every LoRA gradient"),
+    ("lora.alpha=-16", r"lora\.alpha=-16 must be > 0: .* reverses the update"),
+    ("lora.dropout=1", r"lora\.dropout=1\.0 must lie in \[0, 1\)"),
+    ("lora.dropout=-0.1", r"lora\.dropout=-0\.1 must lie in \[0, 1\)"),
+    ("lora.dropout=0.1", r"lora\.dropout=0\.1: zerosearch trains with every dropout off .* set lora\.dropout=0"),
+    ("lora.target_modules=[]", r"lora\.target_modules=\[\] must name the modules to adapt"),
+    ("lora.target_modules=", r"lora\.target_modules='' must name the modules to adapt"),
+    ("lora.target_modules=[q_proj,'']", r"lora\.target_modules=\['q_proj', ''\] must name"),
+    ("warmup.lora_r=0", r"warmup\.lora_r=0 must lie in \[1, inf\]"),
+    ("warmup.lora_alpha=0", r"warmup\.lora_alpha=0 must be > 0"),
+])
+def test_every_lora_setting_is_range_checked_when_the_config_loads(override, message):
+    """lora.alpha=0 scales the adapter by alpha/r = 0: every gradient was 0 for a whole run, without a word.
+    Each LoRA key is checked whether or not LoRA is enabled (a wrong value is wrong either way)."""
+    with pytest.raises(ConfigError, match=rf"^the key=value overrides: {message}"):
+        load_train_config(None, [override])
+    load_train_config(None, ["lora.enabled=true", "lora.r=8", "lora.alpha=8", "lora.target_modules=[q_proj,v_proj]",
+                             "warmup.lora_r=4", "warmup.lora_alpha=1"])  # the good values still load
+
+
+def test_the_sft_settings_check_lora_alpha_too():
+    """Simulator tuning's train() and the warm-up build SFTSettings; alpha 0 there trained nothing as well."""
+    from zerosearch.sft import SFTSettings
+
+    with pytest.raises(ValueError, match=r"lora_alpha=0 must be > 0"):
+        SFTSettings(lora=True, lora_alpha=0)
+    with pytest.raises(ValueError, match=r"lora_r=0 must lie in \[1, inf\]"):
+        SFTSettings(lora_r=0)

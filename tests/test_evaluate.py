@@ -136,6 +136,10 @@ def test_agent_writes_results_and_full_trajectories(searcher_model, short_templa
     assert first["em"] == (first["prediction"] == "blue")
     assert {r.question for r in engine.requests} == set(COLOR_TASK)
     assert all(r.golden_answers == () for r in engine.requests)  # the engine is never told the answer
+    # a real engine has no curriculum: nothing was drawn, so no turn claims "noisy": false
+    assert [t["noisy"] for e in examples for t in e["turns"] if t["action"] == "search"]
+    assert all(t["noisy"] is None for e in examples for t in e["turns"])
+    assert not any(r.noisy for r in engine.requests)
 
 
 def test_rag_and_direct_baselines(searcher_model, tmp_path):

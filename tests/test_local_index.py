@@ -226,7 +226,7 @@ def test_open_or_build_index_builds_once_then_reloads(tmp_path, monkeypatch, cap
     first = open_or_build_index(corpus, "bm25")
     assert "building the bm25 index" in capsys.readouterr().err
     (index_dir,) = (tmp_path / "cache" / "indexes").iterdir()
-    assert index_dir.name.startswith("bm25-") and len(index_dir.name) == len("bm25-") + 12
+    assert index_dir.name.startswith("bm25-") and len(index_dir.name) == len("bm25-") + 16  # index_inputs_key
     second = open_or_build_index(corpus, "bm25")
     assert capsys.readouterr().err == ""
     assert second.retrieve(["capital of France"], 2) == first.retrieve(["capital of France"], 2)

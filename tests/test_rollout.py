@@ -169,6 +169,20 @@ def test_noise_flags_follow_probability_and_generator(tok):
     assert run(0.5, 3)[0] == run(0.5, 3)[0] and 5 < sum(run(0.5, 3)[0]) < 35
 
 
+def test_without_a_curriculum_nothing_is_drawn_and_noisy_is_null(tok):
+    """Evaluation and collection use a real engine: no noise probability, no generator. Their turns log
+    ``noisy`` as None (null), not the ``false`` a dummy draw of p=0 used to record."""
+    engine = FixedDocumentsEngine(DOCS)
+    scripts = [["<search> q </search>", "<answer> a </answer>"] for _ in range(3)]
+    runner = ScriptedRunner(tok, engine, RolloutSettings(max_turns=1), scripts)
+    trajs = [make(tok, group=i) for i in range(3)]
+    stats = runner.run(trajs)
+    assert [t.turns[0].noisy for t in trajs] == [None, None, None] and stats.search_calls == 3
+    assert stats.noisy_calls == 0 and not any(r.noisy for r in engine.requests)
+    with pytest.raises(ValueError, match="needs the seeded generator"):
+        runner.run([make(tok)], 0.5)
+
+
 def test_real_rollout_mask_matches_turn_records(searcher_model):
     """On a real sampled batch, the mask is exactly: each turn's tokens 1, each inserted block 0."""
     tok = AutoTokenizer.from_pretrained(searcher_model)

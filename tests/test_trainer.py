@@ -24,8 +24,8 @@ TINY = REPO / "configs" / "tiny.yaml"
 REQUIRED_METRICS = {
     "step", "noise_probability", "reward_mean", "f1_mean", "em_mean", "cover_em_mean", "searches_per_rollout",
     "turns_mean", "invalid_action_rate", "response_tokens_mean", "loss_mask_fraction", "search_failures",
-    "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds", "update_seconds",
-    "step_seconds",
+    "search_echoes", "policy_loss", "kl", "entropy", "grad_norm", "lr", "rollout_seconds", "search_seconds",
+    "update_seconds", "step_seconds",
 }
 
 
@@ -408,6 +408,43 @@ def test_failed_searches_are_left_out_of_the_update(tmp_path, searcher_model, mo
     assert len(records) == 4  # logged all the same
 
 
+def test_a_simulator_that_echoes_its_prompt_is_counted_and_never_trained_on(tmp_path, searcher_model, monkeypatch):
+    """The simulation LLM repeats its prompt ("... whose answer is blue") for one question: those searches
+    fail (never shown to the policy), are counted in search_echoes and left out of the update; the other
+    question's simulated documents are served and trained on."""
+    from zerosearch.llm.base import Completion
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    class ParrotsForTheSky:
+        name = "parrot"
+
+        def complete(self, conversations, *, max_tokens, temperature, stop=None):
+            prompts = [c[-1]["content"] for c in conversations]
+            return [Completion(text=p if "the sky" in p else "Doc 1: grass is green in spring.") for p in prompts]
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "1", "question": "what colour is the sky", "golden_answers": ["blue"]}\n'
+                  '{"id": "2", "question": "what colour is grass", "golden_answers": ["green"]}\n')
+    tpl = tmp_path / "short.txt"
+    tpl.write_text(SHORT_TEMPLATE)
+    cfg = load_train_config(None, [f"model={searcher_model}", f"train_files={qa}", f"prompt_template={tpl}",
+                                   "prompts_per_step=2", "rollouts_per_prompt=2", "temperature=0.05",
+                                   "kl_coef=0", "total_steps=1", "log_rollouts=4"])
+    engine = SimulatedSearchEngine(ParrotsForTheSky(), mode="finetuned")
+    trainer = Trainer(cfg, tmp_path / "run", engine=engine, progress=False)
+    update = trainer._update
+    seen = {}
+    monkeypatch.setattr(trainer, "_update",
+                        lambda trajs, rewards: seen.setdefault("updated", list(trajs)) and update(trajs, rewards))
+    metrics, records = trainer.train_step()
+    assert metrics["search_echoes"] == 2 == engine.echoes and metrics["search_failures"] == 2
+    assert metrics["trajectories_updated"] == 2 and all(t.question == "what colour is grass" for t in seen["updated"])
+    sky = [r for r in records if r["question"] == "what colour is the sky"]
+    assert len(sky) == 2 and all(r["status"] == "search_failed" for r in sky)
+    assert all("whose answer is" not in r["response"] for r in records)  # the prompt never reached the policy
+    assert all(t["error"].startswith("simulator echoed its prompt") for r in sky for t in r["turns"] if t["error"])
+
+
 @pytest.mark.parametrize("singleton, expected", [("verl", 1.0), ("zero", 0.0)])
 def test_grpo_singleton_rule_is_a_config_choice(tmp_path, searcher_model, singleton, expected):
     """A prompt left with one rollout (its others failed) gets its raw reward (verl's rule) or 0."""
@@ -588,3 +625,67 @@ def test_without_dynamic_sampling_uniform_groups_are_counted_not_dropped(tmp_pat
             metrics["groups_trained"], metrics["trajectories_updated"]) == (1, 2, 1, 0, 2, 6)
     assert [t.question.split()[0] for t in updates[0][0]] == ["always"] * 3 + ["mixed"] * 3
     assert "round" not in records[0] and "dropped_uniform" not in records[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lora.alpha=0", "error: the key=value overrides: lora.alpha=0 must be > 0"),
+    ("lora.target_modules=[q_projj]", "error: lora.target_modules=['q_projj']: Target modules {'q_projj'} not "
+                                      "found in the base model"),
+])
+def test_a_bad_lora_setting_is_one_line_exit_2_and_no_run_directory(tmp_path, monkeypatch, capsys, override,
+                                                                     message):
+    """Module names need the model: they are matched on a skeleton built on the meta device, before the run
+    directory is made (peft used to raise from inside the Trainer, after it)."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    assert main(["train", str(TINY), "lora.enabled=true", override, f"output_dir={out}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_the_first_mini_batch_log_ratio_is_exactly_zero_whatever_dropout_the_model_carries(
+        tmp_path, searcher_model, monkeypatch, algorithm):
+    """Old log-probs are scored in eval mode, the update runs in train mode. With the checkpoint's attention
+    dropout (0.5 here) and LoRA adapters that have moved (lora_B non-zero), the first mini-batch's
+    |log ratio| was far from 0 before any optimizer step (issue 25 measured 0.198 with lora.dropout=0.1).
+    Every pass must be one deterministic network: the ratio is exactly 1, and the critic's values (ppo) in
+    train mode equal the ones scored in eval mode."""
+    import shutil
+
+    model = tmp_path / "dropout_model"
+    shutil.copytree(searcher_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["attention_dropout"] = 0.5
+    (model / "config.json").write_text(json.dumps(config))
+    trainer = _trainer(tmp_path, model, device="cpu", algorithm=algorithm, **{"lora.enabled": "true", "lora.r": 4,
+                                                                              "mini_batch_size": 1})
+    torch.manual_seed(0)
+    for name, param in trainer.policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    trajs = [_traj(trainer, ["the sky is blue"]), _traj(trainer, ["grass is green"], answer="green")]
+    assert not trainer._on_policy(len(trajs))  # old log-probs come from a separate eval-mode pass
+
+    import zerosearch.trainer as trainer_module
+
+    ratios = []
+    original = trainer_module.ppo_clip_loss
+
+    def recording(logp, old, adv, mask, *args, **kwargs):
+        ratios.append(((logp.detach() - old) * mask).abs().max().item())
+        return original(logp, old, adv, mask, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "ppo_clip_loss", recording)
+    trainer._update(trajs, [1.0, 0.0])
+    assert ratios[0] == 0.0  # before any optimizer step: the sampling policy scored by itself
+    if algorithm == "ppo":
+        from zerosearch.policy import build_window
+
+        window = build_window([trajs[0].prompt_ids], [trajs[0].response_ids], trainer.tokenizer.pad_token_id,
+                              torch.device("cpu"))
+        trainer.critic.train()
+        trained = trainer.critic(window)[0, -len(trajs[0].response_ids):].detach()
+        trainer.critic.eval()
+        assert torch.equal(trained, trainer.critic(window)[0, -len(trajs[0].response_ids):].detach())

@@ -13,12 +13,12 @@ COMPARISON is what :func:`zerosearch.paired.compare_evaluations` returns (per da
 
 Evaluation is greedy and deterministic, so a baseline is a function of the model and the settings: it is
 evaluated once into ``$ZEROSEARCH_CACHE/evals/<key>`` and copied into every run that asks for it again.
-The key covers the model's files, the questions, the settings and the scoring code (``rewards.py``).
+The key covers, by content, the model's files, the questions, the engine's corpus, the prompt template, the
+settings and the scoring code (``rewards.py``): see :func:`_cache_key` for what it cannot see.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -29,7 +29,7 @@ from typing import Any
 from zerosearch.config import TrainConfig
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paired import COMPARISON_JSON, COMPARISON_MD, compare_evaluations, format_diff, format_p, spans_zero
-from zerosearch.paths import cache_dir, file_digest
+from zerosearch.paths import cache_dir, cache_key, file_digest, text_digest
 
 __all__ = ["COMPARISON_JSON", "COMPARISON_MD", "PAIRS", "STAGES", "comparison_table", "eval_kwargs",
            "evaluate_cached", "final_evaluation", "paired_comparisons", "paired_table", "stage_dir"]
@@ -70,16 +70,35 @@ def eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _cache_key(model: str, kwargs: dict[str, Any]) -> str:
-    from zerosearch import rewards
+    """The evaluation cache's key: every input that shapes the results, files by content.
 
+    The model's files (:func:`~zerosearch.llm.models.model_fingerprint`), the question files, the engine
+    (:func:`~zerosearch.search.factory.engine_fingerprint`: a ``bm25:FILE`` corpus by its bytes; a server
+    or Google by its address only, which this key cannot see behind), the prompt template's text (a
+    ``prompt_template=FILE`` edited in place gives another key), the other settings, the scoring code
+    (``rewards.py``) and the package version. Not in it: the rest of zerosearch's code, which changes
+    results only with a new version, and ``batch_size`` (it only regroups the same questions).
+    """
+    from zerosearch import __version__, rewards
+    from zerosearch.evaluate import NEEDS_ENGINE, EvalSettings
+    from zerosearch.prompts import load_template
+    from zerosearch.search.factory import engine_fingerprint
+
+    method = kwargs["method"]
+    template = EvalSettings(method=method, prompt_template=kwargs.get("prompt_template")).template_name
+    spec = kwargs.get("engine_spec")
     payload = {
+        "version": __version__,
         "model": model_fingerprint(resolve_model_path(model)),
         "data": [file_digest(f) for f in kwargs["data_files"]],
-        "settings": {k: v for k, v in kwargs.items() if k not in ("data_files", "batch_size")},
+        "engine": engine_fingerprint(spec) if spec and method in NEEDS_ENGINE else None,
+        "template": text_digest(load_template(template)),
+        "settings": {k: v for k, v in kwargs.items() if k not in ("data_files", "batch_size", "engine_spec",
+                                                                 "prompt_template")},
         # cached results hold scores: a change to how answers are normalised and scored invalidates them
         "scoring": file_digest(rewards.__file__),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_key(payload)
 
 
 def evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:

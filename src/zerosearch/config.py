@@ -34,9 +34,32 @@ def _check_range(name: str, value: float, low: float | None = None, high: float 
         raise ConfigError(f"{name}={value!r} must lie in {bounds}")
 
 
+def check_lora_rank_alpha(r_key: str, r: int, alpha_key: str, alpha: float) -> None:
+    """The two numbers every LoRA adapter has, wherever they are set (``lora.*``, ``warmup.lora_*``, the SFT
+    settings of simulator tuning). Raises ConfigError naming the key.
+
+    peft scales the adapter's output by ``alpha / r`` (rsLoRA: ``alpha / sqrt(r)``): ``alpha = 0`` makes that
+    scale 0, so every adapter gradient is 0 and a whole run trains nothing without a word; a negative alpha
+    flips the update's sign. ``r`` is the adapter's rank, at least 1.
+    """
+    _check_range(r_key, r, 1)
+    if not alpha > 0:
+        raise ConfigError(f"{alpha_key}={alpha!r} must be > 0: the adapter's output is scaled by alpha/r, so "
+                          f"{alpha!r} {'zeroes every LoRA gradient' if alpha == 0 else 'reverses the update'} "
+                          f"(a common choice is alpha = 2 * r, e.g. {r_key}=16 {alpha_key}=32)")
+
+
 @dataclass
 class LoraConfig:
-    """LoRA adapters (peft). ``enabled=false`` means full fine-tuning."""
+    """LoRA adapters (peft). ``enabled=false`` means full fine-tuning.
+
+    r: the adapter rank (>= 1). alpha: the scale numerator (> 0; the adapter's output is scaled by
+    ``alpha / r``). dropout: peft's ``lora_dropout``, which must be 0: every model is trained with dropout
+    off (:func:`zerosearch.policy.disable_dropout`), so that the log ratio and the KL compare the sampling
+    policy with itself; the key stays so that saved configs load. target_modules: peft's ``target_modules``,
+    ``all-linear`` or a list of module names (not empty; names the model lacks are a ConfigError when it
+    loads). Every value is checked, ``enabled`` or not.
+    """
 
     enabled: bool = False
     r: int = 16
@@ -45,7 +68,19 @@ class LoraConfig:
     target_modules: str | list[str] = "all-linear"
 
     def __post_init__(self) -> None:
-        _check_range("lora.r", self.r, 1)
+        check_lora_rank_alpha("lora.r", self.r, "lora.alpha", self.alpha)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout={self.dropout!r} must lie in [0, 1)")
+        if self.dropout > 0:
+            raise ConfigError(
+                f"lora.dropout={self.dropout!r}: zerosearch trains with every dropout off (the passes that sample, "
+                "score and train the policy must be one network, or the PPO ratio and the KL measure dropout noise; "
+                "TRL's disable_dropout_in_model), so an adapter dropout would do nothing; set lora.dropout=0")
+        modules = [self.target_modules] if isinstance(self.target_modules, str) else list(self.target_modules)
+        if not modules or any(not isinstance(m, str) or not m.strip() for m in modules):
+            raise ConfigError(f"lora.target_modules={self.target_modules!r} must name the modules to adapt: "
+                              "all-linear (every linear layer but the output head) or a list such as "
+                              "[q_proj,k_proj,v_proj,o_proj]")
 
 
 @dataclass
@@ -162,16 +197,17 @@ class WarmupConfig:
     batch_size: int = 4
     max_length: int = 1024
     lora: bool = False  # LoRA adapters (merged when saved) instead of all weights
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = 16  # >= 1
+    lora_alpha: int = 32  # > 0 (the adapter is scaled by lora_alpha / lora_r)
 
     def __post_init__(self) -> None:
         _check_range("warmup.max_examples", self.max_examples, 0)
         _check_range("warmup.max_doc_words", self.max_doc_words, 0)
         _check_range("warmup.epochs", self.epochs, 0.0)
         _check_range("warmup.lr", self.lr, 0.0)
-        for name in ("batch_size", "max_length", "lora_r"):
+        for name in ("batch_size", "max_length"):
             _check_range(f"warmup.{name}", getattr(self, name), 1)
+        check_lora_rank_alpha("warmup.lora_r", self.lora_r, "warmup.lora_alpha", self.lora_alpha)
         if self.epochs == 0 or self.lr == 0:
             raise ConfigError("warmup.epochs and warmup.lr must be > 0")
 

@@ -10,6 +10,7 @@ for left-padded batches, so the log-probs we train on are those of the distribut
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,10 +61,69 @@ def load_tokenizer(model_spec: str):
 
 
 def load_causal_lm(model_spec: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The causal LM ``model_spec`` names, on ``device`` in ``dtype``, with every dropout off
+    (:func:`disable_dropout`): the one loader of every model zerosearch samples, scores or trains (the
+    policy, the critic's trunk and, copied from the policy, the reference; the SFT of the warm-up and of
+    simulator tuning; evaluation and collection)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_spec), dtype=dtype)
+    disable_dropout(model)
     return model.to(device)
+
+
+# Numeric attributes (of modules and of configs) that hold a train-mode-only random perturbation: HF
+# attention classes keep ``attention_dropout`` as a float and apply it ``if self.training`` (no nn.Dropout
+# module to find), GPT-2-style configs say ``resid_pdrop``, MoE routers add ``router_jitter_noise``.
+_RANDOM_IN_TRAINING = re.compile(r"dropout|pdrop|jitter", re.IGNORECASE)
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Turn off every dropout in ``model``, in place (and return it), so that a train-mode forward pass
+    equals an eval-mode one bit for bit.
+
+    RL compares log-probs of the same tokens across passes: sampling and the old and reference log-probs
+    run in eval mode, the update in train mode (which gradient checkpointing needs: transformers skips it in
+    eval mode). With any dropout on, the first mini-batch's ratio is not 1 before any step and the KL is
+    noise. TRL does this for its RL trainers (``trl.trainer.utils.disable_dropout_in_model``), which only
+    sets ``nn.Dropout.p = 0``; here also:
+
+    * every ``nn.Dropout`` kind (``_DropoutNd``: Dropout, Dropout1d/2d/3d, AlphaDropout), LoRA's
+      ``lora_dropout`` included (peft builds it as nn.Dropout);
+    * numeric module attributes named like dropout (``attention_dropout``, ``dropout``, ``resid_pdrop``,
+      ``router_jitter_noise``...): HF attention passes ``dropout=self.attention_dropout if self.training``
+      straight to the attention kernel;
+    * the same fields of the model's config (sub-configs included) and of its peft configs, so that
+      modules built later from them and the saved config.json / adapter_config.json say what was trained.
+
+    Booleans are left alone (``use_dropout``-style switches are not probabilities).
+    """
+    from transformers import PretrainedConfig
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        _zero_random_fields(module)
+    configs = [getattr(module, "config", None) for module in model.modules()]
+    peft_configs = getattr(model, "peft_config", None)  # {adapter name: peft LoraConfig} on a PeftModel
+    configs += list(peft_configs.values()) if isinstance(peft_configs, dict) else []
+    seen: set[int] = set()
+    while configs:
+        config = configs.pop()
+        if config is None or isinstance(config, nn.Module) or id(config) in seen or not hasattr(config, "__dict__"):
+            continue
+        seen.add(id(config))
+        _zero_random_fields(config)
+        configs += [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]  # text_config...
+    return model
+
+
+def _zero_random_fields(obj: object) -> None:
+    """Set to 0.0 every non-zero number attribute of ``obj`` named like :data:`_RANDOM_IN_TRAINING`."""
+    for name, value in list(vars(obj).items()):
+        if (_RANDOM_IN_TRAINING.search(name) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and value != 0):
+            setattr(obj, name, 0.0)
 
 
 def enable_checkpointing(model: nn.Module, lora: bool = False) -> None:
@@ -81,13 +141,37 @@ def enable_checkpointing(model: nn.Module, lora: bool = False) -> None:
 
 
 def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """``model`` with peft LoRA adapters as ``lora`` sets them. Raises ConfigError naming
+    ``lora.target_modules`` when no module of the model matches them (peft's NoMatchingPeftModuleError)."""
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft.utils.error import NoMatchingPeftModuleError
 
     peft_config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config)
+    try:
+        return disable_dropout(get_peft_model(model, peft_config))  # lora_dropout too, whatever it was set to
+    except NoMatchingPeftModuleError as exc:
+        names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                        if isinstance(module, nn.Linear)})
+        raise ConfigError(f"lora.target_modules={lora.target_modules!r}: {str(exc).splitlines()[0]} (its linear "
+                          f"modules: {', '.join(names[:12])}; or all-linear)") from None
+
+
+def check_lora_targets(model_spec: str, lora: LoraConfig) -> None:
+    """Raise ConfigError (from :func:`apply_lora`) if ``lora.target_modules`` matches no module of
+    ``model_spec``, before a run directory exists: the model is built from its config on the meta device (no
+    weights are read or allocated; about a second). A model that cannot be built that way is left to the
+    real load to judge."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(model_spec)))
+    except (OSError, ValueError, RuntimeError, TypeError, ImportError):  # e.g. remote code: the real load says why
+        return
+    apply_lora(skeleton, lora)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

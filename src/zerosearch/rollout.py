@@ -335,7 +335,8 @@ class RolloutStats:
     generate_seconds: float = 0.0
     search_seconds: float = 0.0
     search_calls: int = 0
-    search_failures: int = 0
+    search_failures: int = 0  # echoes included
+    search_echoes: int = 0  # failures where the simulator restated its prompt (SearchResult.echo)
     noisy_calls: int = 0
 
 
@@ -357,13 +358,19 @@ class RolloutRunner:
         self._turn_cache: TurnCache | None = None  # the last turn's KV cache, within one run()
 
     # ------------------------------------------------------------------------------------------
-    def run(self, trajectories: list[Trajectory], noise_probability: float | None,
-            rng: np.random.Generator) -> RolloutStats:
+    def run(self, trajectories: list[Trajectory], noise_probability: float | None = None,
+            rng: np.random.Generator | None = None) -> RolloutStats:
         """Roll every trajectory to completion in place; returns timing and search counts.
 
-        ``noise_probability``: the curriculum's p for this step, or None for an engine with no curriculum
-        (a real one): then nothing is drawn from ``rng`` and each search turn's ``noisy`` stays None.
+        ``noise_probability``: the curriculum's p for this step, with the seeded ``rng`` each search's
+        useful/noisy flag is drawn from (the simulated engine in training). Left out (None, the default)
+        for an engine with no curriculum (a real one: evaluation, collection, training with
+        ``engine.kind=real``): nothing is drawn, every request asks for useful documents, and each search
+        turn logs ``noisy`` as None (null), never a ``false`` that no draw decided. Raises ValueError for a
+        probability without a generator.
         """
+        if noise_probability is not None and rng is None:
+            raise ValueError("a noise probability needs the seeded generator its draws come from (rng=)")
         stats = RolloutStats()
         try:
             self._turn_rounds(trajectories, noise_probability, rng, stats)
@@ -372,7 +379,7 @@ class RolloutRunner:
         return stats
 
     def _turn_rounds(self, trajectories: list[Trajectory], noise_probability: float | None,
-                     rng: np.random.Generator, stats: RolloutStats) -> None:
+                     rng: np.random.Generator | None, stats: RolloutStats) -> None:
         s = self.settings
         for turn_index in range(s.max_turns + 1):
             active = [t for t in trajectories if not self.env.out_of_room(t)]
@@ -392,7 +399,7 @@ class RolloutRunner:
                 self._search(pending, noise_probability, rng, stats)
                 stats.search_seconds += time.perf_counter() - t0
 
-    def _search(self, pending: list[tuple[Trajectory, Turn]], p: float | None, rng: np.random.Generator,
+    def _search(self, pending: list[tuple[Trajectory, Turn]], p: float | None, rng: np.random.Generator | None,
                 stats: RolloutStats) -> None:
         noisy_flags = [False] * len(pending) if p is None else draw_noisy(rng, p, len(pending))
         requests = self.env.requests(pending, noisy_flags)
@@ -404,6 +411,7 @@ class RolloutRunner:
         for (traj, turn), result, noisy in zip(pending, results, noisy_flags):
             self.env.observe(traj, turn, result, None if p is None else noisy)
             stats.search_failures += not result.ok
+            stats.search_echoes += result.echo
 
     # ------------------------------------------------------------------------------------------
     def _generate(self, active: list[Trajectory]) -> list[list[int]]:

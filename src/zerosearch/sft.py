@@ -19,7 +19,12 @@ same 32-step warm-up took 576 s with TRL and 338 s here (1.7x); ``benchmarks/spe
 the head-on-selected-positions lever side by side.
 
 Loss: the mean negative log-likelihood over the mask-1 tokens of an optimizer step (TRL's and verl's
-token mean). Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
+token mean). Dropout is off, as in the RL update (the model comes from
+:func:`~zerosearch.policy.load_causal_lm`, LoRA from :func:`~zerosearch.policy.apply_lora`, both through
+:func:`~zerosearch.policy.disable_dropout`): the warm-up trains the policy the RL update then trains, and the
+train-mode loss and the eval-mode validation loss are one network's. Hugging Face's Trainer keeps whatever
+dropout a config carries; the models this project trains (SmolLM2, Qwen2.5, Llama 3) ship with 0, so for them
+nothing changes. Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
 learning rate decaying linearly to 0, gradients clipped at norm 1. The batch order is a fixed function of
 the seed, and a checkpoint holds the model, optimizer, scheduler, step and RNG, so a resumed run continues
 exactly (on CPU, bit for bit).
@@ -41,7 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zerosearch import checkpoint as ckpt
-from zerosearch.config import LoraConfig
+from zerosearch.config import LoraConfig, check_lora_rank_alpha
 from zerosearch.policy import (
     Window, apply_lora, build_window, enable_checkpointing, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
     right_align, selected_logprobs,
@@ -112,9 +117,10 @@ class SFTSettings:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "logging_steps"):
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_lora_rank_alpha("lora_r", self.lora_r, "lora_alpha", self.lora_alpha)  # a ConfigError (ValueError)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.max_steps <= 0 and self.epochs <= 0:

@@ -16,7 +16,10 @@ exact format (:func:`~zerosearch.rewards.format_shaped_reward`).
 Departures from the paper's verl setup: PPO's KL is a loss term here too (verl puts it in the reward for
 PPO); a trajectory whose search call failed is left out of the update and counted in
 ``search_failures``; with LoRA the reference policy is the base model with the adapter disabled (no
-second copy in memory).
+second copy in memory). Every dropout of the policy, the reference and the critic is off
+(:func:`~zerosearch.policy.disable_dropout`, as TRL's RL trainers do), whatever a config or a checkpoint
+carries: sampling and the old/reference scoring run in eval mode and the update in train mode (which gradient
+checkpointing needs), and all of them must be one deterministic network.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
 from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
-    ValueModel, Window, apply_lora, build_window, enable_checkpointing, encode_prompt, frozen_copy, load_causal_lm,
-    load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align, selected_logprobs, unalign,
-    use_chat_template,
+    ValueModel, Window, apply_lora, build_window, check_lora_targets, enable_checkpointing, encode_prompt,
+    frozen_copy, load_causal_lm, load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align,
+    selected_logprobs, unalign, use_chat_template,
 )
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
@@ -341,6 +344,8 @@ class Trainer:
             "loss_mask_fraction": sum(sum(t.loss_mask) for t in trajectories) / max(1, total_tokens),
             "search_calls": stats.search_calls,
             "search_failures": stats.search_failures,
+            # failures where the simulator restated its prompt (the gold answer with it): never shown, not trained on
+            "search_echoes": stats.search_echoes,
             "noisy_share": None if p is None else stats.noisy_calls / max(1, stats.search_calls),
             "trajectories_updated": len(kept),
             "sampling_rounds": sampled.rounds,
@@ -711,6 +716,8 @@ def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bo
             f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
         )
     check_engine_specs(cfg)
+    if cfg.lora.enabled:  # the module names need the model's architecture: said before the run directory exists
+        check_lora_targets(cfg.model, cfg.lora)
     absolute_files(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)

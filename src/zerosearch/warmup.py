@@ -41,7 +41,6 @@ kind for weaker models.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -58,7 +57,7 @@ from zerosearch.config import NO_SEARCH_TO_DEMONSTRATE, ConfigError, TrainConfig
 from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.datasets import default_dev_files, default_train_files
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
-from zerosearch.paths import cache_dir, file_digest
+from zerosearch.paths import cache_dir, cache_key, file_digest
 from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
@@ -66,7 +65,7 @@ from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
 from zerosearch.runtime import resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.factory import build_configured_engine
+from zerosearch.search.factory import build_configured_engine, engine_fingerprint, naming_key
 from zerosearch.search.snippets import contains_answer, snippet
 from zerosearch.sft import NoExampleFitsError, SFTExample, SFTSettings, train_sft
 
@@ -267,25 +266,30 @@ class WarmupResult:
 
 def warmup_key(cfg: TrainConfig, model_path: str, train_files: Sequence[str], eval_files: Sequence[str],
                template: str, bf16: bool) -> str:
-    """The cache key: a hash of everything that shapes the warmed-up model.
+    """The cache key: a hash of everything that shapes the warmed-up model, files by content.
 
-    The base model (by its files), the training and excluded evaluation files (by content), the prompt
+    The base model (its files: :func:`~zerosearch.llm.models.model_fingerprint`), the training and excluded
+    evaluation files, the documents' engine (``warmup.engine``: a ``bm25:FILE`` corpus by its bytes, see
+    :func:`~zerosearch.search.factory.engine_fingerprint`; a retrieval server by its address only), the prompt
     template's text, the warm-up settings, the rollout budgets the demonstrations must fit, the seed, the
-    precision, and :data:`WARMUP_VERSION`.
+    precision, and :data:`WARMUP_VERSION` with the package version (the code: bump WARMUP_VERSION when a
+    change alters the demonstrations or the training).
     """
+    # whether the run turns the warm-up on does not shape it (`zerosearch warmup` runs it either way)
+    settings = {k: v for k, v in dataclasses.asdict(cfg.warmup).items() if k != "enabled"}
+    with naming_key("warmup.engine", cfg.warmup.engine):
+        settings["engine"] = engine_fingerprint(cfg.warmup.engine)
     payload = {
         "demo_version": WARMUP_VERSION, "zerosearch": __version__, "model": model_fingerprint(model_path),
         "train_files": [file_digest(f) for f in train_files],
         "eval_files": [file_digest(f) for f in eval_files],
         "template": template, "prompt_style": cfg.prompt_style,
-        # whether the run turns the warm-up on does not shape it (`zerosearch warmup` runs it either way)
-        "warmup": {k: v for k, v in dataclasses.asdict(cfg.warmup).items() if k != "enabled"},
+        "warmup": settings,
         "budgets": [cfg.topk, cfg.max_turns, cfg.max_obs_tokens, cfg.max_context_tokens],
         "doc_format": cfg.doc_format,
         "seed": cfg.seed, "bf16": bf16,
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return cache_key(payload)
 
 
 def _eval_questions(files: Sequence[str]) -> set[str]:

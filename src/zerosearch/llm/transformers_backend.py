@@ -90,8 +90,9 @@ class TransformersChatModel:
                 dtype = getattr(torch, dtype)
             kwargs = {"dtype": dtype} if dtype is not None else {}
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-            from zerosearch.policy import pick_device
+            from zerosearch.policy import disable_dropout, pick_device
 
+            disable_dropout(model)  # it only generates (in eval mode), but every loader gives the same network
             model.to(pick_device(str(device)))  # a device torch lacks is a ConfigError, not an assertion
         model.eval()
         if not getattr(tokenizer, "chat_template", None):

@@ -121,16 +121,27 @@ def build_tiny_model(
 
 
 def tiny_model_dir(**kwargs) -> Path:
-    """The cache directory for a tiny model with these settings (built on first use)."""
-    import inspect
+    """The cache directory for a tiny model with these settings (built on first use).
 
+    Keyed by everything that shapes it: the settings, the tokenizer's training text (the prompt templates
+    are part of it), this module's code, and the torch and transformers versions (the random initialisation
+    is theirs)."""
     from zerosearch.paths import cache_dir
+
+    variant = "instruct" if kwargs.get("chat_template", True) else "base"
+    return build_tiny_model(cache_dir() / "models" / f"tiny-{variant}-{tiny_model_key(**kwargs)}", **kwargs)
+
+
+def tiny_model_key(**kwargs) -> str:
+    """10 hex digits naming a tiny model's inputs (see :func:`tiny_model_dir`)."""
+    import inspect
+    from importlib.metadata import version
+
+    from zerosearch.paths import file_digest
 
     settings = {name: p.default for name, p in inspect.signature(build_tiny_model).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     settings.update(kwargs)
-    # the tokenizer is trained on the prompt templates, so they are part of the cache key too
-    content = json.dumps(settings, sort_keys=True) + "\n".join(_training_text())
-    key = hashlib.sha256(content.encode()).hexdigest()[:10]
-    variant = "instruct" if settings["chat_template"] else "base"
-    return build_tiny_model(cache_dir() / "models" / f"tiny-{variant}-{key}", **kwargs)
+    builder = [file_digest(__file__), version("torch"), version("transformers"), version("tokenizers")]
+    content = json.dumps([settings, builder], sort_keys=True) + "\n".join(_training_text())
+    return hashlib.sha256(content.encode()).hexdigest()[:10]

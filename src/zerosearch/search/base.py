@@ -49,12 +49,17 @@ class Document:
 
 @dataclass
 class SearchResult:
-    """Documents for one request, or an error. ``noisy`` echoes the request's flag for logging."""
+    """Documents for one request, or an error. ``noisy`` echoes the request's flag for logging.
+
+    ``echo``: the simulation LLM's reply restated its prompt (:mod:`zerosearch.search.echo`); such a result
+    is an error too (it never reaches the policy), flagged so that it can be counted apart.
+    """
 
     documents: list[Document] = field(default_factory=list)
     error: str | None = None
     noisy: bool = False
     attempts: int = 1
+    echo: bool = False
 
     @property
     def ok(self) -> bool:

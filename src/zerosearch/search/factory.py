@@ -23,7 +23,8 @@ from typing import Any, Callable
 from zerosearch.search.base import SearchEngine
 
 __all__ = [
-    "ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec", "engine_kind", "naming_key",
+    "ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec", "engine_fingerprint", "engine_kind",
+    "naming_key",
 ]
 
 ENGINE_SPECS = """\
@@ -234,6 +235,40 @@ def engine_kind(spec: str) -> str | None:
     if kind == "simulated":
         return "simulated_url" if _is_url(rest.strip()) else "simulated_model"
     return kind
+
+
+def engine_fingerprint(spec: str) -> dict[str, Any]:
+    """What shapes the documents ``spec``'s engine returns, for a cache key (the evaluation baselines, the
+    warm-up), by content wherever it can be seen from here:
+
+    * ``example``, ``bm25:FILE``, ``dense:FILE``: the index's inputs (the corpus file's bytes, and the dense
+      encoder's files: :func:`~zerosearch.search.local_index.index_inputs_key`), so editing the corpus in
+      place gives another key;
+    * ``simulated:MODEL``: the model's files (:func:`~zerosearch.llm.models.model_fingerprint`);
+    * a retrieval server, ``simulated:URL`` and ``google``: their address or name only. What they serve
+      cannot be seen from here: a cache keyed by them is stale once the server's corpus, the served model or
+      the web changes (delete ``$ZEROSEARCH_CACHE/evals``, or run ``zerosearch warmup --force``).
+
+    Raises the ValueError :func:`check_engine_spec` raises for a spec that names nothing.
+    """
+    kind = engine_kind(spec)
+    if kind is None:
+        raise _unknown_spec(spec.strip())
+    rest = spec.strip().partition(":")[2].strip()
+    if kind in ("example", "bm25", "dense"):
+        from zerosearch.search.local_index import index_inputs_key
+
+        if kind == "example":
+            from zerosearch.datasets import default_corpus
+
+            kind, rest = "bm25", default_corpus()
+        _require_corpus(kind, rest)
+        return {"kind": kind, "index_inputs": index_inputs_key(rest, kind)}
+    if kind == "simulated_model":
+        from zerosearch.llm.models import model_fingerprint, resolve_model_path
+
+        return {"kind": kind, "model": model_fingerprint(resolve_model_path(rest))}
+    return {"kind": kind, "address": spec.strip()}  # a server or the web: not visible from here
 
 
 def check_engine_spec(spec: str) -> None:

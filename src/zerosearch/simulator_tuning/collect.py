@@ -209,8 +209,6 @@ class _PolicyRunner:
     settings: dict[str, Any]  # what each row records it was collected with (collect_settings)
 
     def records(self, rows: Sequence[QARow], summary: CollectSummary) -> list[dict[str, Any]]:
-        import numpy as np
-
         from zerosearch.policy import encode_prompt
         from zerosearch.rollout import SEARCH_FAILED, Trajectory
 
@@ -219,7 +217,7 @@ class _PolicyRunner:
                        prompt_ids=encode_prompt(self.tokenizer, policy_prompt(r.question, self.template), self.chat))
             for r in rows
         ]
-        self.runner.run(trajectories, 0.0, np.random.default_rng(0))  # a real engine: nothing is noisy
+        self.runner.run(trajectories)  # a real engine: no curriculum, nothing drawn (noisy logs null)
         records = []
         for row, traj in zip(rows, trajectories):
             if traj.status == SEARCH_FAILED:

@@ -137,6 +137,8 @@ def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[i
     """Format of document sets: parsed at all, exactly ``topk`` documents, words per document, repeats.
 
     ``valid`` is the share of sets with exactly ``topk`` documents, each within ``word_range`` words.
+    ``echoes`` is the share of replies that restated the simulator's prompt (errors: see
+    :mod:`zerosearch.search.echo`).
     ``no_repeats`` is the share of parsed sets whose documents' texts all differ (after answer
     normalisation): a real engine never returns one passage twice, while a small simulator decoding
     greedily often writes its first document again.
@@ -147,6 +149,7 @@ def format_stats(results: Sequence[SearchResult], topk: int, word_range: tuple[i
     texts = [[normalize_answer(d.text) for d in r.documents] for r in results if r.ok and r.documents]
     return {
         "parsed": _share([r.ok and bool(r.documents) for r in results]),
+        "echoes": _share([r.echo for r in results]),  # replies that restated the prompt (not parsed)
         "exact_topk": _share([len(c) == topk for c in counts]),
         "words_per_doc": sum(all_counts) / len(all_counts) if all_counts else None,
         "docs_in_range": _share([low <= n <= high for n in all_counts]),
