@@ -143,14 +143,16 @@ def add_pool_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled answers (default: 0)")
     add_generation_options(parser, batch=True, model_required=False, method=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-    # what each setting's default is, to tell the options given (refused with --config, --from-eval) from the rest
-    parser.set_defaults(func=run_pool, option_defaults={name: parser.get_default(name) for name in CONFIG_KEYS})
+    # every setting parses to None unless given, so that an option given (refused with --config, and with
+    # --from-eval where it scores) is told from one left out even at its default value; the defaults apply after
+    defaults = {name: parser.get_default(name) for name in CONFIG_KEYS}
+    parser.set_defaults(func=run_pool, option_defaults=defaults, **dict.fromkeys(CONFIG_KEYS))
     return parser
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
-    """The options among ``names`` given a value other than their default."""
-    return [n for n in names if getattr(args, n, None) != args.option_defaults.get(n)]
+    """The options among ``names`` given on the command line."""
+    return [n for n in names if getattr(args, n, None) is not None]
 
 
 def _flag(name: str) -> str:
@@ -304,6 +306,9 @@ def run_pool(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    for name, default in args.option_defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     build = _from_config if args.config else _from_eval if args.from_eval else _from_flags
     try:
         excluded = _excluded(args)
