@@ -26,6 +26,9 @@ config keys (key=value, dotted for sections; values are YAML):
   drop_uniform_groups    grpo/rloo: drop groups whose rewards are all equal (no gradient) and draw more
                          prompts, in at most max_sampling_rounds rounds a step (DAPO's dynamic sampling)
   train_files            QA files (FlashRAG jsonl, Search-R1 parquet, ...), comma-separated or a list
+  pool.enabled           train only on the questions the starting policy answers sometimes right: the
+                         candidates (pool.files, default train_files) are scored with pool.samples answers
+                         each (pool.min_correct/max_correct; pool.engine; cached); see `zerosearch pool --help`
   total_steps            training steps
   prompts_per_step       questions per step; rollouts_per_prompt trajectories each
   max_turns, topk        search turns before the forced answer; documents per search
