@@ -258,6 +258,23 @@ def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkey
     assert stats["samples"] == 4 and stats["bounds"] == {"min_correct": 1, "max_correct": 2}
     assert stats["from_eval"] == str(eval_dir)
 
+    # --datasets picks among an evaluation's datasets (e.g. the train part of an evaluation of train and dev)
+    more = world["dir"] / "more.jsonl"
+    more.write_text("".join(json.dumps({"id": f"m{i}", "question": q, "golden_answers": [a]}) + "\n"
+                            for i, (q, a) in enumerate(COLOR_TASK.items())))
+    both = world["dir"] / "both"
+    evaluate(str(answerer_model), [str(world["candidates"]), str(more)], world["engine"], output_dir=both, samples=4,
+             max_turn_tokens=16, batch_size=8, prompt_template=str(world["template"]), device="cpu", progress=False)
+    mixed = {c.id for c in read_sample_counts(both) if 0 < c.correct < 4}
+    assert {i[0] for i in mixed} == {"c", "m"}, "both datasets have mixed questions"
+    assert main(["pool", "--from-eval", str(both), "--out", str(out)]) == 0
+    assert {r["id"] for r in map(json.loads, out.read_text().splitlines())} == mixed
+    assert main(["pool", "--from-eval", str(both), "--datasets", "more", "--out", str(out)]) == 0
+    assert {r["id"] for r in map(json.loads, out.read_text().splitlines())} == {i for i in mixed if i[0] == "m"}
+    capsys.readouterr()
+    assert main(["pool", "--from-eval", str(both), "--datasets", "dev", "--out", str(out)]) == 2
+    assert f"--datasets dev: {both} holds cands, more" in capsys.readouterr().err
+
     greedy = world["dir"] / "greedy"
     evaluate(str(answerer_model), [str(world["candidates"])], world["engine"], output_dir=greedy, limit=1,
              max_turn_tokens=8, prompt_template=str(world["template"]), device="cpu", progress=False)
@@ -277,6 +294,7 @@ def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkey
     (["--config", str(TINY), "--no-kv-reuse"], "give kv_reuse=... as an override"),
     (["--config", str(TINY), "--from-eval", "e"], "give one of them"),
     (["--model", "m", "--data", "missing.jsonl"], "QA data file(s) not found: missing.jsonl"),
+    (["--model", "m", "--data", "x.jsonl", "--datasets", "train"], "--datasets chooses among the datasets of --from-eval"),
     (["--config", str(TINY), "pool.samples=1"], "pool.samples=1: a question's outcomes can be mixed"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(argv, message, tmp_path, capsys):

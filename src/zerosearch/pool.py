@@ -45,7 +45,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Sequence
 
 from zerosearch.config import ConfigError, PoolConfig, TrainConfig
 from zerosearch.data import QARow, load_qa_file, load_qa_files
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from zerosearch.evaluate import SampleCount
 
 __all__ = [
-    "POOL_INFO", "POOL_ROWS", "SCORING_DIR", "Bounds", "EmptyPoolError", "Pool", "build_pool", "filter_counts",
-    "pass_rates", "pool_eval_kwargs", "pool_row", "pool_statistics", "pool_summary", "pool_table", "question_key",
+    "POOL_INFO", "POOL_ROWS", "SCORING_DIR", "Bounds", "EmptyPoolError", "Pool", "build_pool", "dataset_names",
+    "empty_pool_message", "filter_counts", "make_pool", "pass_rates", "pool_eval_kwargs", "pool_row", "pool_statistics", "pool_summary", "pool_table", "question_key",
     "read_questions", "score_candidates", "stored_pool", "training_pool", "write_pool",
 ]
 
@@ -86,11 +86,6 @@ class Bounds:
 
     def keeps(self, correct: int) -> bool:
         return self.low <= correct <= self.high
-
-    def describe(self) -> str:
-        if (self.low, self.high) == (1, self.samples - 1):
-            return f"mixed outcomes (0 < right < {self.samples})"
-        return f"{self.low} <= right <= {self.high} of {self.samples}"
 
 
 @dataclass
@@ -131,7 +126,8 @@ def pass_rates(counts: Sequence[SampleCount]) -> dict[str, Any]:
 
 
 def pool_statistics(counts: Sequence[SampleCount], bounds: Bounds, kept: Sequence[SampleCount],
-                    seen: set[str] | None, exclude_seen: bool, excluded: set[str] = frozenset()) -> dict[str, Any]:
+                    seen: AbstractSet[str] | None, exclude_seen: bool,
+                    excluded: AbstractSet[str] = frozenset()) -> dict[str, Any]:
     """What a pool is made of: the candidates scored, their outcomes, how many fell within the bounds, how many
     of those were left out (seen by the warm-up, or listed), the pool's size, and the starting pass rates.
 
@@ -194,7 +190,8 @@ def pool_row(count: SampleCount, row: QARow | None) -> dict[str, Any]:
             **extra, "pool": {"correct": count.correct, "samples": count.samples}}
 
 
-def build_pool(counts: Sequence[SampleCount], rows: Sequence[QARow], bounds: Bounds, *, seen: set[str] | None = None,
+def build_pool(counts: Sequence[SampleCount], rows: Sequence[QARow], bounds: Bounds, *,
+               seen: AbstractSet[str] | None = None,
                exclude_seen: bool = True, excluded: Iterable[str] = ()) -> Pool:
     """The pool of ``counts`` (a sampled evaluation's, :func:`zerosearch.evaluate.read_sample_counts`).
 

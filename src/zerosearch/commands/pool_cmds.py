@@ -36,7 +36,8 @@ three ways to give the settings:
                                      seed and pool.* section (pool.samples, pool.min_correct, pool.max_correct,
                                      pool.engine, pool.files, pool.limit, pool.warmup_questions): exactly the
                                      pool `zerosearch train CONFIG pool.enabled=true` trains on
-  --from-eval EVAL_DIR               an existing `zerosearch eval --samples K` directory (no scoring)
+  --from-eval EVAL_DIR               an existing `zerosearch eval --samples K` directory (no scoring;
+                                     --datasets NAME picks some of its datasets)
 
 the warm-up's questions: a warm-up trains on some training questions with their gold answers. When the
 model is a warm-up's directory (or --config warms up), the questions it demonstrated are left out of the
@@ -58,7 +59,7 @@ examples:
   zerosearch pool --config src/zerosearch/configs/default.yaml pool.limit=100 --out pools/hotpot.jsonl
   zerosearch pool --model runs/my-run/checkpoints/step_5/policy --engine example --max-turns 2 \\
       --max-turn-tokens 128 --data src/zerosearch/example_data/hotpotqa_distractor_train.jsonl --out pool.jsonl
-  zerosearch pool --from-eval runs/eval-warmup-agent --out pool.jsonl --min-correct 2
+  zerosearch pool --from-eval runs/room --datasets train --out pool.jsonl --min-correct 2
 """
 
 # what a scoring flag is called in a train config (--config takes every setting from the config)
@@ -119,6 +120,9 @@ def add_pool_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--from-eval", type=nonempty, metavar="EVAL_DIR",
                         help="build the pool from an existing sampled evaluation (zerosearch eval --samples K) "
                              "instead of scoring")
+    parser.add_argument("--datasets", type=nonempty, action="append", metavar="NAME[,NAME...]",
+                        help="with --from-eval: only these datasets of the evaluation (e.g. train of an evaluation of "
+                             "--names train,dev; default: all)")
     parser.add_argument("--data", type=nonempty, action="append", metavar="FILE[,FILE...]",
                         help="candidate QA files (each one dataset); with --from-eval: the files its rows came from, "
                              "for their other fields (default: the files the evaluation recorded)")
@@ -175,6 +179,8 @@ def _check_modes(args: argparse.Namespace) -> str | None:
             return (f"{_flag(given[0])}: with --config every setting comes from the config; give "
                     f"{CONFIG_KEYS[given[0]]}=... as an override instead")
         return None
+    if args.datasets and not args.from_eval:
+        return "--datasets chooses among the datasets of --from-eval EVAL_DIR; with --data, name only the files to score"
     if args.from_eval:
         given = _given(args, SCORING)
         if given:
@@ -255,13 +261,13 @@ def _from_config(args: argparse.Namespace, excluded: set[str]):
     return pool, 0
 
 
-def _eval_files(eval_dir: Path) -> list[str]:
-    """The files an evaluation recorded (results.json), or [] when it did not finish."""
+def _eval_files(eval_dir: Path, datasets: set[str]) -> list[str]:
+    """The files an evaluation recorded (results.json) for ``datasets``, or [] when it did not finish."""
     from zerosearch.eval_files import RESULTS_JSON
 
     try:
         results = json.loads((eval_dir / RESULTS_JSON).read_text(encoding="utf-8"))
-        return list(dict.fromkeys(d["file"] for d in results["datasets"].values()))
+        return list(dict.fromkeys(d["file"] for name, d in results["datasets"].items() if name in datasets))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
 
@@ -277,10 +283,16 @@ def _from_eval(args: argparse.Namespace, excluded: set[str]):
     counts = read_sample_counts(eval_dir)  # refuses a directory that is not a sampled evaluation, saying so
     config = json.loads((eval_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     sampling = config["sampling"]
+    present = sorted({c.dataset for c in counts})
+    chosen = set(_split(args.datasets)) or set(present)
+    unknown = sorted(chosen - set(present))
+    if unknown:
+        raise ValueError(f"--datasets {','.join(unknown)}: {eval_dir} holds {', '.join(present) or 'no scored question'}")
+    counts = [c for c in counts if c.dataset in chosen]
     if not counts:
         raise ValueError(f"{eval_dir} holds no scored question yet (resume it with the same zerosearch eval command)")
     bounds = _bounds(int(sampling["samples"]), args.min_correct, args.max_correct)
-    files = _split(args.data) or [f for f in _eval_files(eval_dir) if Path(f).is_file()]
+    files = _split(args.data) or [f for f in _eval_files(eval_dir, chosen) if Path(f).is_file()]
     if not files:
         print(f"[zerosearch] warning: the files {eval_dir} evaluated are not found: the pool's rows keep only id, "
               "question and gold answers (pass --data FILES for their other fields)", file=sys.stderr)
