@@ -241,6 +241,22 @@ def test_scoring_is_cached_by_content_and_scored_again_after_an_edit(answerer_mo
     assert json.loads((world["dir"] / "c.json").read_text())["candidates"] == 6
 
 
+def test_the_same_inputs_spelled_otherwise_reuse_the_cached_scoring(answerer_model, world, monkeypatch):
+    """The cache is keyed by content: another path to the same model, corpus and prompt is a hit, not a refusal
+    to resume an evaluation "made with another model"."""
+    counting = _Counting(monkeypatch)
+    assert main(_flags(answerer_model, world, world["dir"] / "a.jsonl")) == 0
+    copy, corpus, template = world["dir"] / "model-copy", world["dir"] / "corpus-copy.jsonl", world["dir"] / "t.txt"
+    shutil.copytree(answerer_model, copy)
+    shutil.copy(world["engine"].removeprefix("bm25:"), corpus)
+    shutil.copy(world["template"], template)
+    world.update(engine=f"bm25:{corpus}", template=template)
+    assert main(_flags(copy, world, world["dir"] / "b.jsonl")) == 0
+    assert counting.loads == 1
+    assert (world["dir"] / "a.jsonl").read_text() == (world["dir"] / "b.jsonl").read_text()
+    assert json.loads((world["dir"] / "b-scoring" / "eval_config.json").read_text())["model"] == str(copy)
+
+
 def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkeypatch, capsys):
     eval_dir = world["dir"] / "eval"
     evaluate(str(answerer_model), [str(world["candidates"])], world["engine"], output_dir=eval_dir, samples=4,
