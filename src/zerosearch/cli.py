@@ -26,6 +26,9 @@ config keys (key=value, dotted for sections; values are YAML):
   drop_uniform_groups    grpo/rloo: drop groups whose rewards are all equal (no gradient) and draw more
                          prompts, in at most max_sampling_rounds rounds a step (DAPO's dynamic sampling)
   train_files            QA files (FlashRAG jsonl, Search-R1 parquet, ...), comma-separated or a list
+  pool.enabled           train only on the questions the starting policy answers sometimes right: the
+                         candidates (pool.files, default train_files) are scored with pool.samples answers
+                         each (pool.min_correct/max_correct; pool.engine; cached); see `zerosearch pool --help`
   total_steps            training steps
   prompts_per_step       questions per step; rollouts_per_prompt trajectories each
   max_turns, topk        search turns before the forced answer; documents per search
@@ -101,10 +104,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     comparison = trainer.run_dir / "eval" / "comparison.md"
     if "eval" in written and comparison.exists():
         lines += ["", comparison.read_text(encoding="utf-8").rstrip(), ""]
+    pool = _pool_line(trainer.run_dir) if trainer.cfg.pool.enabled else None
+    if pool:
+        lines.append(f"  {pool}")
     warmup = ("cached" if trainer.warmup_cached else f"{trainer.warmup_seconds:.0f} s") if trainer.cfg.warmup.enabled \
         else "off"
-    lines.append(f"  time:        {time.perf_counter() - started:.0f} s = warm-up {warmup}, other setup "
-                 f"{setup_seconds - trainer.warmup_seconds:.0f} s, RL {train_seconds:.0f} s, "
+    scoring = f", training pool {trainer.pool_seconds:.0f} s" if trainer.cfg.pool.enabled else ""
+    lines.append(f"  time:        {time.perf_counter() - started:.0f} s = warm-up {warmup}{scoring}, other setup "
+                 f"{setup_seconds - trainer.warmup_seconds - trainer.pool_seconds:.0f} s, RL {train_seconds:.0f} s, "
                  f"evaluation and report {finish_seconds:.0f} s")
     lines.append(f"  metrics:     {trainer.run_dir / 'metrics.jsonl'}")
     lines.append(f"  checkpoints: {trainer.run_dir / 'checkpoints'}")
@@ -114,6 +121,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lines.append(f"  report:      {written['report']}")
     print("\n".join(lines), file=sys.stderr)
     return 0
+
+
+def _pool_line(run_dir: Path) -> str | None:
+    """The run's training pool in one line (from its pool.json), or None when it has none."""
+    import json
+
+    from zerosearch.pool import POOL_INFO, pool_summary
+
+    path = run_dir / POOL_INFO
+    if not path.is_file():
+        return None
+    return f"{pool_summary(json.loads(path.read_text(encoding='utf-8')))} ({path})"
 
 
 def _say_how_to_resume(run_dir: Path) -> None:
@@ -222,12 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from zerosearch.commands.compare_cmds import add_compare_parser
     from zerosearch.commands.eval_cmds import add_ask_parser, add_chat_parser, add_eval_parser, add_report_parser
+    from zerosearch.commands.pool_cmds import add_pool_parser
     from zerosearch.commands.search_cmds import add_search_parser, add_serve_retriever_parser
     from zerosearch.commands.tune_cmds import add_tune_simulator_parser
     from zerosearch.commands.verl_cmds import add_export_verl_parser
 
     add_eval_parser(sub)
     add_compare_parser(sub)
+    add_pool_parser(sub)
     add_ask_parser(sub)
     add_chat_parser(sub)
     add_report_parser(sub)

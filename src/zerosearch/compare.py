@@ -106,11 +106,31 @@ def evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: boo
     from zerosearch.evaluate import evaluate  # inside: the report imports this module without torch
 
     cached = cache_dir() / "evals" / _cache_key(model, kwargs)
+    _relabel(cached, model, kwargs)
     results = evaluate(model, output_dir=cached, progress=progress, **kwargs)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(cached, out)
     return {**results, "output_dir": str(out)}
+
+
+def _relabel(cached: Path, model: str, kwargs: dict[str, Any]) -> None:
+    """Write this call's spelling of the model, the engine and the prompt template into a cached evaluation's
+    config. The key holds them by content, so an entry found under the same key was made from the same inputs,
+    spelled perhaps otherwise (another path to the same model or corpus, a relative path), which the
+    evaluation's resume check, comparing the recorded names, would refuse."""
+    from zerosearch.eval_files import CONFIG_FILE
+
+    path = cached / CONFIG_FILE
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    recorded["model"] = model
+    if recorded.get("engine") is not None:  # the label of a method that searches is its engine spec
+        recorded["engine"] = kwargs.get("engine_spec")
+    if isinstance(recorded.get("settings"), dict):
+        recorded["settings"]["prompt_template"] = kwargs.get("prompt_template")
+    path.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
 
 
 def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_model: str,

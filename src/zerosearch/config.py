@@ -235,6 +235,59 @@ class FinalEvalConfig:
         _check_range("final_eval.batch_size", self.batch_size, 1)
 
 
+WARMUP_QUESTIONS = ("exclude", "keep")
+
+
+@dataclass
+class PoolConfig:
+    """A difficulty-filtered training pool (see :mod:`zerosearch.pool`): before RL, the starting policy (after
+    the warm-up) answers each candidate question ``samples`` times through the agent loop against a real
+    ``engine``, with the run's rollout budgets and ``temperature``; the run then trains only on the questions
+    with between ``min_correct`` and ``max_correct`` right answers by EM (default: mixed outcomes,
+    0 < right < K, the questions whose rollouts disagree and so carry a group baseline's signal). The scoring
+    is cached like an evaluation; the pool is stored in the run directory (``pool.jsonl``, ``pool.json``) and a
+    resumed run trains on the same pool.
+
+    warmup_questions: the training questions the warm-up demonstrated with their gold answers: ``exclude``
+    (default) leaves them out of the pool, so RL trains on questions whose answers the policy never saw as a
+    target and a gain on the pool is one of answering, not of recalling (it costs ``warmup.max_examples``
+    candidates); ``keep`` keeps them. ``pool.json`` reports the two groups' pass rates either way.
+    """
+
+    enabled: bool = False
+    samples: int = 8  # K answers sampled per candidate
+    min_correct: int = 1  # keep questions with at least this many of K right (by EM)
+    max_correct: int = 0  # ... and at most this many; 0 = samples - 1
+    engine: str = "example"  # a real engine (the documents must not know the answer): example, bm25:FILE, http://...
+    warmup_questions: str = "exclude"  # exclude | keep: the questions the warm-up demonstrated
+    files: list[str] = field(default_factory=list)  # candidate questions; default: the run's train_files
+    limit: int = 0  # the first N candidates of each file are scored; 0 = all
+    batch_size: int = 16  # rows per generate call while scoring (a question's K samples side by side)
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ConfigError(f"pool.samples={self.samples}: a question's outcomes can be mixed only among K >= 2 "
+                              "samples (8 is a good start)")
+        _check_range("pool.min_correct", self.min_correct, 0, self.samples)
+        _check_range("pool.max_correct", self.max_correct, 0, self.samples)
+        _check_range("pool.limit", self.limit, 0)
+        _check_range("pool.batch_size", self.batch_size, 1)
+        _check_choice("pool.warmup_questions", self.warmup_questions, WARMUP_QUESTIONS)
+        if self.min_correct > self.upper:
+            raise ConfigError(f"pool.min_correct={self.min_correct} is above pool.max_correct={self.upper}"
+                              f"{' (0: samples - 1)' if not self.max_correct else ''}: no question could be kept")
+        if not self.engine.strip() or self.engine.strip().startswith("simulated"):
+            raise ConfigError(f"pool.engine={self.engine!r}: the pool is scored against a real engine, whose "
+                              "documents do not know the answer (example, bm25:FILE, dense:FILE, http://HOST:PORT)")
+        if isinstance(self.files, str):
+            self.files = [p for p in self.files.split(",") if p]
+
+    @property
+    def upper(self) -> int:
+        """The most right answers a kept question may have (``max_correct``, 0 meaning ``samples - 1``)."""
+        return self.max_correct or self.samples - 1
+
+
 ALGORITHMS = ("reinforce", "grpo", "rloo", "ppo")
 GROUP_BASELINES = ("grpo", "rloo")  # advantages compare the rollouts of one prompt
 
@@ -335,6 +388,7 @@ class TrainConfig:
     wandb_project: str = "zerosearch"
     report: bool = True  # write <run>/report/index.html when training ends
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         _check_choice("algorithm", self.algorithm, ALGORITHMS)
@@ -379,6 +433,10 @@ class TrainConfig:
                               f"gradient ({why}): use algorithm=grpo or rloo, or drop_uniform_groups=false")
         if self.warmup.enabled and self.max_turns < 1:  # said before a run directory or a model exists
             raise ConfigError(NO_SEARCH_TO_DEMONSTRATE)
+        if self.pool.enabled and self.temperature == 0:
+            raise ConfigError("pool.enabled scores the candidates by sampling at the run's temperature, but "
+                              "temperature=0 is greedy: K samples would be one answer K times; set temperature > 0 "
+                              "(1.0, the paper's) or pool.enabled=false")
         if isinstance(self.train_files, str):
             self.train_files = [p for p in self.train_files.split(",") if p]
 

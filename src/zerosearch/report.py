@@ -468,6 +468,20 @@ def _warmup_section(run_dir: Path, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _pool_section(run_dir: Path) -> str:
+    """The difficulty-filtered training pool (``pool.json``): its size, the outcomes and the starting pass rates."""
+    from zerosearch.pool import POOL_INFO, pool_summary, pool_table
+
+    path = run_dir / POOL_INFO
+    if not path.exists():
+        return ""
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    summary = pool_summary(stats).removeprefix("training pool: ")
+    return (f"<h2>Training pool</h2><p class='sub'>{_e(summary)}; scored by <code>{_e(stats.get('model'))}</code> "
+            f"with engine <code>{_e(stats.get('engine'))}</code></p>"
+            f"<div id='pool'>{markdown_tables_to_html(pool_table(stats))}</div>")
+
+
 def _eval_section(run_dir: Path) -> str:
     tables = _eval_tables(run_dir)
     if not tables:
@@ -517,6 +531,7 @@ def write_report(run_dir: str | Path, trajectories_per_step: int = 3) -> Path:
         _comparison_section(run_dir),
         _summary_section(rows),
         _warmup_section(run_dir, out_dir),
+        _pool_section(run_dir),
         _plot_section(rows, out_dir) if rows else "",
         _eval_section(run_dir),
         _trajectory_section(run_dir, trajectories_per_step),

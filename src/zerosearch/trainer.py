@@ -168,13 +168,16 @@ class Trainer:
         if init_model is None and cfg.warmup.enabled:
             init_model = self._warm_up()
         self.init_model = init_model or cfg.model
-        # seeded after the warm-up, which draws from the same generators only when it trains: a run whose
-        # warm-up came from the cache samples exactly what the run that trained it did
+        started = time.perf_counter()
+        # with pool.enabled, the starting policy scores the candidates here (zerosearch.pool; cached)
+        self.rows = rows if rows is not None else self._load_rows()
+        self.pool_seconds = time.perf_counter() - started if cfg.pool.enabled and rows is None else 0.0
+        # seeded after the warm-up and the pool, which draw from the same generators only when they run: a run
+        # whose warm-up (or pool) came from the cache samples exactly what the run that made it did
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        self.rows = rows if rows is not None else self._load_rows()
         self.sampler = PromptSampler(len(self.rows), seed=cfg.seed)
         self.noise_rng = np.random.default_rng([cfg.seed, 1])
         self.shuffle_rng = np.random.default_rng([cfg.seed, 2])
@@ -210,6 +213,10 @@ class Trainer:
             from zerosearch.datasets import default_train_files
 
             self.cfg.train_files = default_train_files()
+        if self.cfg.pool.enabled:  # the candidates the starting policy answers neither always nor never right
+            from zerosearch.pool import training_pool
+
+            return training_pool(self.cfg, self.init_model, self.run_dir, progress=self.progress)
         return load_qa_files(self.cfg.train_files)
 
     def _warm_up(self) -> str:
@@ -700,6 +707,8 @@ def check_engine_specs(cfg: TrainConfig) -> None:
         used.append(("engine.spec", cfg.engine.spec))
     if cfg.warmup.enabled:
         used.append(("warmup.engine", cfg.warmup.engine))
+    if cfg.pool.enabled:
+        used.append(("pool.engine", cfg.pool.engine))
     if cfg.final_eval.enabled and cfg.final_eval.method in NEEDS_ENGINE:
         used.append(("final_eval.engine", cfg.final_eval.engine))
     for key, spec in used:
@@ -751,7 +760,7 @@ def resume_changes(before: TrainConfig, after: TrainConfig) -> dict[str, tuple[A
     return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
 
 
-PATH_LIST_KEYS = ("train_files", "final_eval.files")
+PATH_LIST_KEYS = ("train_files", "final_eval.files", "pool.files")
 
 
 def _same_files(a: list[str], b: list[str]) -> bool:
@@ -763,6 +772,7 @@ def absolute_files(cfg: TrainConfig) -> None:
     resume from it, mean the same files from any working directory."""
     cfg.train_files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.train_files]
     cfg.final_eval.files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.final_eval.files]
+    cfg.pool.files = [str(Path(f).resolve()) if Path(f).exists() else f for f in cfg.pool.files]
 
 
 def check_resume_changes(changes: dict[str, tuple[Any, Any]], run_dir: Path, done_steps: int) -> None:
@@ -839,7 +849,12 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, engine: 
     check_resume_changes(changes, run_dir, done)
     check_engine_specs(cfg)
     cfg.output_dir = str(run_dir)
-    trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
+    rows = None
+    if cfg.pool.enabled and latest is not None:  # the steps so far drew from the stored pool: never scored again
+        from zerosearch.pool import stored_pool
+
+        rows = stored_pool(run_dir)
+    trainer = Trainer(cfg, run_dir, engine=engine, rows=rows, progress=progress)
     if latest is not None:
         try:
             trainer.load(latest)

@@ -75,6 +75,7 @@ __all__ = [
     "DemoStats",
     "WarmupResult",
     "build_demonstrations",
+    "demonstrated_questions",
     "demonstration_example",
     "run_warmup",
     "warmup_key",
@@ -308,6 +309,20 @@ def _select_rows(rows: list[QARow], excluded: set[str], max_examples: int, seed:
 
 def _record(traj: Trajectory) -> dict[str, Any]:
     return {**traj.to_record(), "answer": traj.golden_answers[0]}
+
+
+def demonstrated_questions(model_dir: str | os.PathLike[str]) -> set[str] | None:
+    """The training questions a warm-up demonstrated with their gold answers as the target: the question of every
+    record of ``model_dir``'s ``demonstrations.jsonl``, normalised as answers are
+    (:func:`~zerosearch.rewards.normalize_answer`, the rule that keeps evaluation questions out of the warm-up).
+    None when ``model_dir`` is not a warm-up's directory (no such file: a base model, a hub id, an RL checkpoint).
+    Demonstrations longer than ``warmup.max_length`` were built but not trained on; they count as seen.
+    """
+    path = Path(model_dir) / DEMOS_FILE
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {normalize_answer(json.loads(line)["question"]) for line in lines if line.strip()}
 
 
 def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,

@@ -19,12 +19,14 @@ __all__ = [
     "add_ask_parser",
     "add_chat_parser",
     "add_eval_parser",
+    "add_generation_options",
     "add_report_parser",
     "format_answer",
     "run_ask",
     "run_chat",
     "run_eval",
     "run_report",
+    "usage_errors",
 ]
 
 EVAL_EPILOG = """\
@@ -82,7 +84,7 @@ examples:
 DOC_CHARS = 160  # documents are abbreviated to this many characters in ask/chat
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
+def usage_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your command", reported in one line with exit code 2."""
     from zerosearch.config import ConfigError
     from zerosearch.data import DataError
@@ -102,13 +104,15 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _add_generation_options(parser: argparse.ArgumentParser, batch: bool) -> None:
-    """Options shared by eval, ask and chat."""
+def add_generation_options(parser: argparse.ArgumentParser, batch: bool, model_required: bool = True,
+                           method: bool = True) -> None:
+    """Options shared by eval, ask, chat and pool (pool: the model is not required, the method is the agent)."""
     from zerosearch.config import EVAL_METHODS as METHODS
 
-    parser.add_argument("--model", type=nonempty, required=True, metavar="M",
+    parser.add_argument("--model", type=nonempty, required=model_required, metavar="M",
                         help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
-    parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
+    if method:
+        parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
     parser.add_argument("--max-turns", type=non_negative_int, default=4, metavar="N",
                         help="agent: searches before the forced answer turn (default: 4; training used 2)")
     parser.add_argument("--topk", type=positive_int, metavar="K",
@@ -179,7 +183,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "its file stem, or, for a file whose rows name their data_source (the published "
                              "test parquet), one dataset per source; repeat or comma-separate")
     parser.add_argument("--engine", type=nonempty, metavar="SPEC", help="search engine for agent and rag (forms below)")
-    _add_generation_options(parser, batch=True)
+    add_generation_options(parser, batch=True)
     parser.add_argument("--names", type=_names, metavar="NAME[,NAME...]",
                         help="dataset names, one per file (default: the file stems)")
     parser.add_argument("--group-by", default="data_source", metavar="FIELD",
@@ -228,7 +232,7 @@ def run_eval(args: argparse.Namespace) -> int:
             device=args.device, dtype=args.dtype,
             progress=not args.no_progress,
         )
-    except _usage_errors() as exc:
+    except usage_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -314,7 +318,7 @@ def _add_ask_chat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", type=nonempty, default="example", metavar="SPEC",
                         help="search engine (default: example, BM25 over the shipped HotpotQA corpus; "
                              "forms as in `zerosearch search --help`)")
-    _add_generation_options(parser, batch=False)
+    add_generation_options(parser, batch=False)
 
 
 def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -335,7 +339,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except _usage_errors() as exc:
+        except usage_errors() as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
