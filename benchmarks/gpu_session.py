@@ -560,8 +560,10 @@ def first(args: argparse.Namespace) -> int:
     junit = session.work / "junit.xml"
     tests = args.tests.split() if args.tests else [TESTS[0]] if args.toy else list(TESTS)
     env = dict(session.env, ZEROSEARCH_GPU_TEST_DEVICE="cpu" if args.toy else "cuda")
+    # -v logs each test as it ends and faulthandler dumps every thread's stack into the log of a test that hangs
     session.python("tests", ["-m", "pytest", *tests, "-m", "gpu", "-v", "-rA", "-p", "no:cacheprovider",
-                             "--durations=15", f"--junitxml={junit}"], args.tests_seconds, env=env)
+                             "-o", "faulthandler_timeout=60", "--durations=15", f"--junitxml={junit}"],
+                   args.tests_seconds, env=env)
     step_args = (args.step_args or (TOY_STEP_ARGS if args.toy else STEP_ARGS)).split()
     (session.work / "step").mkdir(exist_ok=True)
     for variant, flags in STEP_VARIANTS.items():
