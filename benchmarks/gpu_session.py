@@ -22,7 +22,7 @@ THE DEVICE CALLS (``run`` is the device tool; its commands start in the reposito
   then:         give_back()
 
 Sizes measured here with ``bundle`` (2026-12-07): the working tree that travels (tracked files and untracked
-ones not ignored) 3.8 MiB, .gpu/wheels 0.3 MiB, .gpu/part-a and .gpu/part-b 44.3 MiB each: 48.3 MiB a call.
+ones not ignored) 3.8 MiB, .gpu/wheels 0.3 MiB, .gpu/part-a and .gpu/part-b 44.3 MiB each: 48.4 MiB a call.
 Device time: a start (1-2 min) + call 1 (~2.5 min, at most ~3.5) + the gap + call 2 (~8 min, at most ~8.3) is
 12-14.5 minutes of the 15: there is no second try, so call 2 follows call 1 whatever call 1 reports. If
 call 2 reports part a missing (the machine went back between the calls), and 10 minutes remain, run
@@ -59,7 +59,8 @@ wheel missing from the set fails here as it would there::
     python benchmarks/gpu_session.py first --toy --out /tmp/gpu-toy/first
     python benchmarks/gpu_session.py second --toy --out /tmp/gpu-toy/second
 
-On 2 shared CPU cores (2026-12-07, transformers 5.17 as on the GPU machine): first 142 s, second 238 s.
+On 2 shared CPU cores (2026-12-07, transformers 5.17 as on the GPU machine): first 130 s, second 166 s (of
+which converting SmolLM2 61 s); 145 s and 247 s in an earlier run under a heavier load.
 """
 
 from __future__ import annotations
