@@ -59,8 +59,8 @@ wheel missing from the set fails here as it would there::
     python benchmarks/gpu_session.py first --toy --out /tmp/gpu-toy/first
     python benchmarks/gpu_session.py second --toy --out /tmp/gpu-toy/second
 
-On 2 shared CPU cores (2026-12-07, transformers 5.17 as on the GPU machine): first 130 s, second 166 s (of
-which converting SmolLM2 61 s); 145 s and 247 s in an earlier run under a heavier load.
+On 2 shared CPU cores (2026-12-07, transformers 5.17 as on the GPU machine), in three runs as the load varied:
+first 78-145 s, second 150-247 s (of which converting SmolLM2 40-83 s), zerosearch compare included.
 """
 
 from __future__ import annotations
