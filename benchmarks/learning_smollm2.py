@@ -1,56 +1,36 @@
-"""Learning that holds up: does RL improve SmolLM2-135M on top of its format warm-up? (not in CI)
+"""Does RL improve SmolLM2-135M on top of its format warm-up? Room, pool, RL, paired evaluation (not in CI).
 
-The embedded default's pipeline at a size where the reward has room to move:
+The pipeline, each stage cached or resumed, so a rerun (or a run killed halfway) goes on where it stopped:
 
-* warm-up: ``--warmup-examples`` demonstrations from the HotpotQA train questions (real BM25 documents,
-  one or two searches), one epoch (cached, as in ``zerosearch train``);
-* RL, one run per arm from the same warmed-up model, seed and questions: ``--steps`` REINFORCE steps of
-  ``--prompts`` x ``--rollouts`` trajectories against the SmolLM2 prompt-mode simulator with the noise
-  curriculum 0 -> 0.5; arm ``plain`` is the paper's F1 reward, arm ``format`` adds the format bonus
-  ``format_reward=0.2`` (Jin et al. 2025);
-* evaluation with real BM25 on ``--dev`` dev questions (greedy): the warmed-up model (b) and each arm's
-  final policy (c); the untrained model (a) is 0 on every metric at this size (it never answers in the
-  protocol; see the default run's table), so it is not re-run here unless ``--untrained``.
+1. **warm-up**: the embedded default's format warm-up (64 demonstrations with real BM25 documents, one epoch;
+   cached as in ``zerosearch train``).
+2. **room**: the warmed-up policy answers the 300 bundled HotpotQA training questions and ``--dev`` dev
+   questions K = ``--samples`` times at temperature 1 through the agent loop against real BM25, besides its
+   greedy answer (``zerosearch eval --samples``): greedy EM / F1, pass@K, mean@K and the share of questions with
+   mixed outcomes. The training half is exactly the pool's scoring, so the pool below reuses it.
+3. **pool**: the training questions with mixed outcomes (0 < right < K by EM), without the ones the warm-up
+   demonstrated (``pool.warmup_questions=exclude``; ``--set pool.warmup_questions=keep`` keeps them; the pool's
+   statistics give both groups' pass rates).
+4. **RL** on the pool from the warm-up: ``--algorithm`` (default ``rloo``, the leave-one-out group baseline),
+   ``--prompts`` questions x ``--rollouts`` rollouts a step, ``--steps`` steps, against real BM25 (the cheaper
+   engine; ``--set engine.kind=simulated`` for the simulator), ``--reward``, ``--ppo-epochs`` passes over each
+   batch, KL ``--kl``, learning rate ``--lr``; any other setting by ``--set KEY=VALUE``.
+5. **paired evaluation**: the warm-up and the trained policy answer greedily (i) the pool's questions and
+   (ii) the ``--dev`` dev questions; ``zerosearch compare`` gives the differences with paired bootstrap 95% CIs
+   and McNemar's exact p.
 
-    python benchmarks/learning_smollm2.py                         # ~2 h on 2 CPU cores
-    python benchmarks/learning_smollm2.py --steps 4 --dev 20 --arms plain --out runs/bench_learning_smoke
+    python benchmarks/learning_smollm2.py                             # the main run (~2.5 h on 2 idle cores)
+    python benchmarks/learning_smollm2.py --steps 15 --dev 0 --out runs/pilot_lr5e-5 --lr 5e-5   # a pilot
+    python benchmarks/learning_smollm2.py --steps 2 --samples 2 --dev 4 --candidates 8 --out /tmp/learning-smoke
 
-Writes ``<out>/results.json`` and ``<out>/results.md`` (the dev table, the reward curve by thirds of the
-steps, the wall time), and a full run directory (metrics, rollouts, report) per arm. A rerun skips the
-warm-up, the arms already trained and the evaluations already done (all cached or resumed).
+Writes ``<out>/results.md`` and ``<out>/results.json`` (the room table, the pool, the training curve by tenths
+of the run with its moving average, the paired tables, wall times per stage), the run directory ``<out>/run``
+(metrics, rollouts, ``pool.json``, the report with the reward's moving average) and the evaluations
+``<out>/eval/{warmup,trained}_{pool,dev}`` with ``<out>/eval/compare_{pool,dev}``.
 
-Results (2026-11-30, 2 CPU cores, bf16 autocast, defaults above; 200 HotpotQA dev questions, real BM25,
-greedy; measured before ``doc_format`` existed, when BM25 passages were shown Search-R1's way,
-``Doc i(Title: t) text``: today's default shows them ``Doc i: text``, see benchmarks/fidelity_smollm2.py). Warm-up: 127 demonstrations (79 with one search, 48 with two), 32 steps, 312 s.
-
-    metric                 after warm-up   plain: after RL   format: after RL
-    EM (%)                      13.0             11.0              13.0
-    cover-EM (%)                14.0             14.0              15.5
-    F1 (%)                      17.6             16.2              16.8
-    answered (%)               100.0            100.0              98.0
-    searches / question         1.00             1.02              1.30
-    invalid actions (%)          0.0              0.2               0.7
-
-    training (30 steps x 8)       plain                       format
-    reward, first -> last third   0.177 -> 0.153 (mid 0.284)  0.335 -> 0.341 (mid 0.413)
-    F1, first -> last third       0.177 -> 0.153              0.204 -> 0.233
-    well formed (sampled)         0.68 -> 0.76                0.86 -> 0.78
-    KL to the warm-up             0.015 -> 0.145              0.037 -> 0.150
-    RL wall time                  2,369 s (79 s / step)       2,816 s (94 s / step)
-
-Evaluation: 1.9 s / question for the warmed-up model, 2.9 for the RL policies (longer responses). Total
-about 1 h 55 min.
-
-What it shows: at this size and budget RL does not improve on the warm-up. The per-step reward (8
-rollouts, most scoring 0 or 1) swings between 0 and 0.57 with no trend, and dev F1 moves by about one
-question either way. The format bonus keeps sampled trajectories well formed and raises cover-EM by 1.5
-points with more second searches, but it does not raise EM or F1. The rollouts point at the simulator, not the
-update: the prompt-mode SmolLM2 simulator copies its few-shot example (the George Washington Bridge)
-into 14-22% of the documents it writes, and only 33-49% of its "useful" result sets contain the gold
-answer. In the plain arm the policy learned to copy the simulator's own "Doc N:" text into its second
-query (1% of queries in the first third, 34% in the last). The documents it sees in training are
-not the real BM25 snippets it is evaluated with. The paper's answer is a tuned simulator
-(``zerosearch tune-simulator``). Training against real search is the comparison this would need next.
+Results: see the closing note of this benchmark's last run in its ``results.md``; the docstring of an earlier
+version (REINFORCE without a baseline on 200 unfiltered questions, 30 steps x 8 rollouts against the SmolLM2
+simulator) found no change: dev EM 13.0 -> 11.0, with no baseline, groups of 2 and most groups uniform.
 """
 
 from __future__ import annotations
@@ -68,117 +48,216 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
-from _args import add_rl_options, check_arms, rl_overrides  # noqa: E402
+from _args import check_overrides, key_value, non_negative_int, positive_float, positive_int  # noqa: E402
 
-ARMS = {"plain": [], "format": ["format_reward=0.2"]}
+TRAIN = REPO / "src" / "zerosearch" / "example_data" / "hotpotqa_distractor_train.jsonl"
+DEV = REPO / "src" / "zerosearch" / "example_data" / "hotpotqa_distractor_dev.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_rl_options(parser, steps=30, dev_help="dev questions evaluated (default 200)")
-    parser.add_argument("--arms", default="plain,format", help="comma-separated: plain, format (default both)")
-    parser.add_argument("--untrained", action="store_true", help="also evaluate the untrained model")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_learning")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_learning",
+                        help="output directory (default runs/bench_learning); an existing one is resumed")
+    parser.add_argument("--algorithm", default="rloo", choices=("rloo", "grpo", "reinforce", "ppo"),
+                        help="advantage estimator (default rloo)")
+    parser.add_argument("--steps", type=positive_int, default=100, help="RL steps (default 100)")
+    parser.add_argument("--prompts", type=positive_int, default=8, help="questions per step (default 8)")
+    parser.add_argument("--rollouts", type=positive_int, default=8, help="rollouts per question (default 8)")
+    parser.add_argument("--lr", type=positive_float, default=2e-5, help="RL learning rate (default 2e-5)")
+    parser.add_argument("--reward", default="f1", choices=("f1", "em"), help="the outcome reward (default f1)")
+    parser.add_argument("--ppo-epochs", type=positive_int, default=2,
+                        help="passes over each step's batch (default 2; mini-batches of --mini-batch)")
+    parser.add_argument("--mini-batch", type=non_negative_int, default=32,
+                        help="trajectories per optimizer step (default 32; 0 = the whole batch)")
+    parser.add_argument("--kl", type=float, default=0.0, help="KL coefficient to the warm-up (default 0: off)")
+    parser.add_argument("--samples", type=positive_int, default=8,
+                        help="K answers sampled per question for the room table and the pool (default 8)")
+    parser.add_argument("--candidates", type=non_negative_int, default=0,
+                        help="training questions scored for the pool (default 0: all 300)")
+    parser.add_argument("--dev", type=non_negative_int, default=300,
+                        help="dev questions for the room table and the paired evaluation (default 300; 0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="any other train setting, e.g. --set lora.enabled=true (repeatable)")
     args = parser.parse_args(argv)
-    check_arms(parser, args, ARMS)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file: give a directory (it is created if missing)")
+    if args.kl < 0:
+        parser.error(f"--kl {args.kl}: a KL coefficient is >= 0")
+    from zerosearch.config import EMBEDDED_DEFAULT
+
+    problem = check_overrides(overrides(args), args.overrides, path=EMBEDDED_DEFAULT)
+    if problem:
+        parser.error(problem)
     return args
 
 
-def thirds(values: list[float]) -> tuple[float, float]:
-    """Mean of the first and of the last third of a curve (at least one value each)."""
-    k = max(1, len(values) // 3)
-    return float(np.mean(values[:k])), float(np.mean(values[-k:]))
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The run's settings as ``key=value`` overrides of the embedded default (``--set`` items come after)."""
+    return [
+        f"algorithm={args.algorithm}", f"total_steps={args.steps}", f"prompts_per_step={args.prompts}",
+        f"rollouts_per_prompt={args.rollouts}", f"lr={args.lr}", f"reward={args.reward}",
+        f"ppo_epochs={args.ppo_epochs}", f"mini_batch_size={args.mini_batch}", f"kl_coef={args.kl}",
+        f"seed={args.seed}", "engine.kind=real", "engine.spec=example",
+        "pool.enabled=true", f"pool.samples={args.samples}", f"pool.limit={args.candidates}", "pool.batch_size=64",
+        f"train_files=[{TRAIN}]", "final_eval.enabled=false", "save_every=5", "keep_checkpoints=1", "report=true",
+    ]
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The trailing mean over the last ``window`` values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def curve_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The training curve by tenths of the run: reward, EM of the sampled answers, informative groups."""
+    rewards = [r["reward_mean"] for r in rows]
+    tenths = np.array_split(np.arange(len(rows)), min(10, len(rows))) if rows else []
+
+    def mean(key: str, idx: np.ndarray) -> float | None:
+        values = [rows[i][key] for i in idx if rows[i].get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "steps": len(rows),
+        "reward_moving_average_10": moving_average(rewards, 10),
+        "by_tenth": [{"steps": [int(idx[0]) + 1, int(idx[-1]) + 1], "reward": mean("reward_mean", idx),
+                      "em": mean("em_mean", idx), "f1": mean("f1_mean", idx),
+                      "groups_uniform": mean("groups_uniform", idx), "entropy": mean("entropy", idx),
+                      "searches": mean("searches_per_rollout", idx), "seconds": mean("step_seconds", idx)}
+                     for idx in tenths],
+        "seconds_per_step": float(np.mean([r["step_seconds"] for r in rows])) if rows else None,
+    }
+
+
+def room_table(room: dict[str, dict[str, Any]], k: int) -> str:
+    lines = [f"| questions | n | greedy EM | greedy F1 | pass@{k} | mean@{k} (EM) | mean F1 of the samples | "
+             f"mixed (0 < right < {k}) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, results in room.items():
+        a = results["average"]
+        lines.append(f"| {name} | {a['n']:.0f} | {100 * a['em']:.1f} | {100 * a['f1']:.1f} | "
+                     f"{100 * a['pass_at_k']:.1f} | {100 * a['mean_at_k']:.1f} | {100 * a['sample_f1']:.1f} | "
+                     f"{100 * a['mixed_rate']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def curve_table(curve: dict[str, Any]) -> str:
+    lines = ["| steps | reward | EM (sampled) | F1 (sampled) | uniform groups | entropy | searches | s / step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    for t in curve["by_tenth"]:
+        lines.append(f"| {t['steps'][0]}-{t['steps'][1]} | {cell(t['reward'])} | {cell(t['em'])} | {cell(t['f1'])} | "
+                     f"{cell(t['groups_uniform'], 1)} | {cell(t['entropy'])} | {cell(t['searches'], 2)} | "
+                     f"{cell(t['seconds'], 0)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from zerosearch import checkpoint as ckpt
-    from zerosearch.compare import comparison_table, eval_kwargs, evaluate_cached
-    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config, save_config
+    from zerosearch.compare import eval_kwargs, evaluate_cached
+    from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
     from zerosearch.evaluate import evaluate
     from zerosearch.metrics import read_metrics
-    from zerosearch.report import write_report
+    from zerosearch.paired import compare_evaluations, format_comparison, write_comparison
+    from zerosearch.pool import POOL_INFO, POOL_ROWS, pool_eval_kwargs, pool_table
     from zerosearch.runtime import configure_threads
-    from zerosearch.trainer import Trainer
+    from zerosearch.trainer import finish_run, resume_run, start_run
     from zerosearch.warmup import run_warmup
 
-    arms = args.arms
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "run"
+    cfg = load_train_config(EMBEDDED_DEFAULT, overrides(args) + args.overrides + [f"output_dir={run_dir}"])
+    configure_threads(cfg.num_threads)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    common = rl_overrides(args)
-    base = load_train_config(EMBEDDED_DEFAULT, common)
-    configure_threads(base.num_threads)
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        print(f"[bench] {name}: {timings[name]:.0f} s", file=sys.stderr)
 
     t0 = time.perf_counter()
-    warm = run_warmup(base)
-    timings["warmup"] = time.perf_counter() - t0
+    warm = run_warmup(cfg)
+    stage("warmup", t0)
     print(f"[bench] warm-up {'cached' if warm.cached else 'trained'}: {warm.model_dir}", file=sys.stderr)
 
-    kwargs = eval_kwargs(base)
-    results: dict[str, dict[str, Any]] = {}
+    # the room: the training half is the pool's own scoring (same settings, so the run reads it from the cache)
     t0 = time.perf_counter()
-    if args.untrained:
-        results["untrained"] = evaluate_cached(base.model, kwargs, args.out / "eval_untrained", True)
-    results["warmup"] = evaluate_cached(str(warm.model_dir), kwargs, args.out / "eval_warmup", True)
-    timings["eval_baselines"] = time.perf_counter() - t0
+    room: dict[str, dict[str, Any]] = {}
+    room["train"] = evaluate_cached(str(warm.model_dir), pool_eval_kwargs(cfg), out / "room" / "train", True)
+    if args.dev:
+        dev_kwargs = {**pool_eval_kwargs(cfg), "data_files": [str(DEV)], "limit": args.dev, "names": None}
+        room["dev"] = evaluate_cached(str(warm.model_dir), dev_kwargs, out / "room" / "dev", True)
+    stage("room", t0)
 
-    curves: dict[str, dict[str, Any]] = {}
-    for arm in arms:
-        cfg = load_train_config(EMBEDDED_DEFAULT, common + ARMS[arm] + [f"output_dir={args.out / arm}"])
-        run_dir = args.out / arm
-        if run_dir.exists() and (run_dir / "metrics.jsonl").exists() and len(read_metrics(run_dir)) >= args.steps:
-            print(f"[bench] {arm}: already trained in {run_dir}", file=sys.stderr)
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            trainer = Trainer(cfg, run_dir, init_model=str(warm.model_dir))
-            save_config(cfg, run_dir / "config.yaml")
-            trainer.train()  # saves the last step's checkpoint
-            timings[f"rl_{arm}"] = time.perf_counter() - t0
-        rows = read_metrics(run_dir)
-        rewards = [r["reward_mean"] for r in rows]
-        f1s = [r["f1_mean"] for r in rows]
-        curves[arm] = {
-            "reward_first_third": thirds(rewards)[0], "reward_last_third": thirds(rewards)[1],
-            "f1_first_third": thirds(f1s)[0], "f1_last_third": thirds(f1s)[1],
-            "invalid_action_rate": float(np.mean([r["invalid_action_rate"] for r in rows])),
-            "searches_per_rollout": float(np.mean([r["searches_per_rollout"] for r in rows])),
-            "well_formed_rate": float(np.mean([r.get("well_formed_rate", float("nan")) for r in rows])),
-            "search_failures": int(sum(r["search_failures"] for r in rows)),
-            "seconds_per_step": float(np.mean([r["step_seconds"] for r in rows])),
-            "rewards": rewards,
-        }
-        policy = ckpt.latest_checkpoint(run_dir) / "policy"
-        t0 = time.perf_counter()
-        results[arm] = evaluate(str(policy), output_dir=run_dir / "eval", progress=True, **kwargs)
-        timings[f"eval_{arm}"] = time.perf_counter() - t0
-        write_report(run_dir)
+    t0 = time.perf_counter()
+    if ckpt.latest_checkpoint(run_dir) is not None:
+        trainer = resume_run(run_dir)
+    else:
+        trainer = start_run(cfg)  # scores the pool (from the room's cache) and trains on it
+    if trainer.step < cfg.total_steps:
+        trainer.train()
+    finish_run(trainer)  # the report (final_eval is off: the paired evaluations follow)
+    stage("rl", t0)
+    pool_info = json.loads((run_dir / POOL_INFO).read_text(encoding="utf-8"))
+    rows = read_metrics(run_dir)
+    curve = curve_summary(rows)
+
+    # paired greedy evaluations: the warm-up (cached by content) and the trained policy on the same questions
+    t0 = time.perf_counter()
+    policy = str(ckpt.latest_checkpoint(run_dir) / "policy")
+    base = eval_kwargs(cfg)
+    sets = {"pool": {**base, "data_files": [str(run_dir / POOL_ROWS)], "limit": None, "names": ["pool"]}}
+    if args.dev:
+        sets["dev"] = {**base, "data_files": [str(DEV)], "limit": args.dev, "names": ["dev"]}
+    comparisons: dict[str, dict[str, Any]] = {}
+    markdown: list[str] = []
+    for name, kwargs in sets.items():
+        kwargs["batch_size"] = 32
+        warm_dir, trained_dir = out / "eval" / f"warmup_{name}", out / "eval" / f"trained_{name}"
+        evaluate_cached(str(warm.model_dir), kwargs, warm_dir, True)
+        evaluate(policy, output_dir=trained_dir, progress=True, **kwargs)
+        comparisons[name] = compare_evaluations(warm_dir, trained_dir, seed=args.seed)
+        write_comparison(comparisons[name], out / "eval" / f"compare_{name}", "after warm-up", "after RL")
+        markdown.append(format_comparison(comparisons[name], "after warm-up", "after RL")
+                        .replace("# after RL vs after warm-up", f"### {name}: after RL vs after warm-up"))
+    stage("paired_eval", t0)
 
     wall = time.perf_counter() - started
     summary = {
-        "settings": vars(args) | {"out": str(args.out)}, "warmup": warm.info, "curves": curves,
-        "dev": {name: r["average"] for name, r in results.items()}, "timings_seconds": timings,
-        "wall_seconds": wall, "machine": {"platform": platform.platform(), "cpus": base.num_threads or None},
+        "settings": {**vars(args), "out": str(out), "overrides": overrides(args) + args.overrides},
+        "warmup": {"model_dir": str(warm.model_dir), "cached": warm.cached},
+        "room": {name: r["average"] for name, r in room.items()}, "pool": pool_info, "curve": curve,
+        "paired": comparisons, "timings_seconds": timings, "wall_seconds": wall,
+        "machine": {"platform": platform.platform(), "threads": cfg.num_threads or None},
     }
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    lines = [f"# Learning benchmark: SmolLM2-135M, {args.steps} RL steps x {args.prompts * args.rollouts} "
-             f"rollouts per arm, lr {args.lr}, {args.dev} dev questions", ""]
-    # the comparison table's columns are untrained / warm-up / trained: one table per arm
-    for arm in arms:
-        table = {k: results[k] for k in ("untrained", "warmup") if k in results} | {"trained": results[arm]}
-        lines += [f"## arm `{arm}`", "", comparison_table(table), ""]
-        c = curves[arm]
-        lines.append(f"training reward, first third of the steps {c['reward_first_third']:.3f} -> last third "
-                     f"{c['reward_last_third']:.3f}; F1 {c['f1_first_third']:.3f} -> {c['f1_last_third']:.3f}; "
-                     f"invalid actions {c['invalid_action_rate']:.3f}, searches / rollout "
-                     f"{c['searches_per_rollout']:.2f}, well formed {c['well_formed_rate']:.2f}, search failures "
-                     f"{c['search_failures']}, {c['seconds_per_step']:.1f} s / step")
-        lines.append("")
-    lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; wall {wall:.0f} s")
-    text = "\n".join(lines) + "\n"
-    (args.out / "results.md").write_text(text, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    k = args.samples
+    text = "\n".join([
+        f"# Learning benchmark: SmolLM2-135M, {args.algorithm}, {args.steps} steps x {args.prompts} questions x "
+        f"{args.rollouts} rollouts, lr {args.lr}, reward {args.reward}, KL {args.kl}, "
+        f"{args.ppo_epochs} epochs of mini-batches of {args.mini_batch or 'all'}"
+        + (f"; {' '.join(args.overrides)}" if args.overrides else ""), "",
+        f"## Room to learn: the warm-up, greedy and {k} samples at temperature {cfg.temperature:g} (real BM25)", "",
+        room_table(room, k),
+        "## The training pool (mixed outcomes, scored with the warm-up)", "", pool_table(pool_info),
+        f"## Training (sampled at temperature {cfg.temperature:g}; means over each tenth of the steps)", "",
+        curve_table(curve),
+        "## Paired greedy evaluation against the warm-up (real BM25)", "", *markdown,
+        "time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()) + f"; wall {wall:.0f} s",
+    ]) + "\n"
+    (out / "results.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
 
