@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zerosearch import cli
+from zerosearch.commands import train_cmds
 
 
 @pytest.mark.parametrize("argv, config, overrides", [
@@ -16,14 +17,14 @@ from zerosearch import cli
 ])
 def test_overrides_after_an_option_are_kept(monkeypatch, argv, config, overrides):
     seen = {}
-    for name in ("_cmd_train", "_cmd_warmup"):
-        monkeypatch.setattr(cli, name, lambda args: seen.update(vars(args)) or 0)
+    for name in ("run_train", "run_warmup"):
+        monkeypatch.setattr(train_cmds, name, lambda args: seen.update(vars(args)) or 0)
     assert cli.main(argv) == 0
     assert seen["config"] == config and seen["overrides"] == overrides
 
 
 def test_unknown_option_is_still_an_error(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_cmd_train", lambda args: 0)
+    monkeypatch.setattr(train_cmds, "run_train", lambda args: 0)
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "seed=2", "--bogus"])
     assert exc.value.code == 2

@@ -371,7 +371,7 @@ def test_eval_shows_documents_in_the_format_the_model_was_trained_with(searcher_
     import shutil
 
     from zerosearch.policy_info import write_policy_info
-    from zerosearch.protocol import information_block
+    from zerosearch.search.documents import information_block
     from zerosearch.search.base import Document
 
     model = tmp_path / "policy"

@@ -1,4 +1,4 @@
-"""Tests for zerosearch.rewards: normalisation, EM, cover EM, F1 and answer extraction."""
+"""Tests for zerosearch.rewards: normalisation, EM, cover EM, F1 and the format bonus."""
 
 from __future__ import annotations
 
@@ -224,50 +224,14 @@ def test_answer_metrics() -> None:
     assert answer_metrics(None, ["Paris"]) == {"f1": 0.0, "em": 0.0, "cover_em": 0.0}
 
 
-# --------------------------------------------------------------------------- extract_answer
+# --------------------------------------------------------------------------- extract, then score
 
 
-def test_extract_no_block() -> None:
-    assert extract_answer("<think>I am not sure</think><search>capital of France</search>") is None
-    assert extract_answer("") is None
+def test_extract_answer_is_the_protocols() -> None:
+    # the answer is parsed in one place (zerosearch.protocol, tests/test_protocol.py); rewards scores it
+    from zerosearch import protocol
 
-
-def test_extract_one_block_stripped() -> None:
-    assert extract_answer("<think>easy</think>\n<answer>  Paris \n</answer>") == "Paris"
-
-
-def test_extract_last_of_several_blocks() -> None:
-    text = "<answer>Lyon</answer> no, <answer>Marseille</answer> final: <answer>Paris</answer>"
-    assert extract_answer(text) == "Paris"
-
-
-def test_extract_multiline_block() -> None:
-    assert extract_answer("<answer>Paris\nFrance</answer>") == "Paris\nFrance"
-
-
-def test_extract_empty_block() -> None:
-    assert extract_answer("<answer>   </answer>") == ""
-
-
-def test_extract_unclosed_block_is_no_answer() -> None:
-    assert extract_answer("<answer>Paris") is None
-    # an earlier closed block still counts
-    assert extract_answer("<answer>Lyon</answer> then <answer>Paris") == "Lyon"
-
-
-def test_extract_reopened_tag_takes_innermost_text() -> None:
-    # a stray "<answer>" before the final one does not leak into the answer
-    assert extract_answer("<answer> um <answer> Paris </answer>") == "Paris"
-
-
-def test_extract_prompt_example_is_not_in_the_response() -> None:
-    # the policy prompt contains "<answer> Beijing </answer>"; the caller passes only the
-    # response, so a response without an answer block has no answer (no "Beijing" leak) ...
-    response = "<think>I need to look this up.</think>\n<search>capital of France</search>"
-    assert extract_answer(response) is None
-    # ... and a response with one block gives that block (the original needed two matches
-    # because it parsed prompt + response)
-    assert extract_answer("<think>known</think><answer> Paris </answer>") == "Paris"
+    assert extract_answer is protocol.extract_answer
 
 
 def test_extract_then_score_end_to_end() -> None:

@@ -11,11 +11,12 @@ from support import SHORT_TEMPLATE, FixedDocumentsEngine
 from zerosearch.data import policy_prompt
 from zerosearch.models.tiny import tiny_model_dir
 from zerosearch.policy import encode_prompt
-from zerosearch.protocol import INVALID_ACTION_MESSAGE, information_block
+from zerosearch.protocol import INVALID_ACTION_MESSAGE
 from zerosearch.rollout import (
     ANSWERED, CONTEXT_EXHAUSTED, NO_ANSWER, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory,
 )
 from zerosearch.search.base import Document
+from zerosearch.search.documents import information_block
 
 DOCS = ["the sky is blue", "grass is green", "bananas are yellow"]
 

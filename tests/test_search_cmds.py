@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from zerosearch.commands import search_cmds, verl_cmds
+from zerosearch.commands.errors import UsageError, run_command
 from zerosearch.search import factory, local_index
 from zerosearch.search.base import SearchResult
 
@@ -50,7 +51,7 @@ def _parse_error(argv: list[str], capsys) -> str:
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     args = _parse(argv)
-    code = args.func(args)
+    code = run_command(args)  # the handler under the CLI's error path, as ``zerosearch.cli.main`` runs it
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -134,7 +135,7 @@ def test_a_port_taken_between_bind_and_listen_is_reported_as_in_use():
     with first, second:
         first.listen()
         args = argparse.Namespace(host="127.0.0.1", port=port)
-        with pytest.raises(search_cmds._UsageError, match=f"port {port} is in use on 127.0.0.1; pass --port N"):
+        with pytest.raises(UsageError, match=f"port {port} is in use on 127.0.0.1; pass --port N"):
             search_cmds._listen(second, args)
 
 

@@ -478,6 +478,7 @@ def test_bf16_training_on_cpu_moves_fp32_weights(tmp_path):
 
 
 def test_cli_stages_parse_and_build_runs(tmp_path, capsys):
+    from zerosearch.commands.errors import run_command
     from zerosearch.commands.tune_cmds import add_tune_simulator_parser
 
     parser = argparse.ArgumentParser(prog="zerosearch")
@@ -501,5 +502,5 @@ def test_cli_stages_parse_and_build_runs(tmp_path, capsys):
                               "--bf16"]).bf16 is True
     args = parser.parse_args(["tune-simulator", "train", "--dataset", str(tmp_path / "nothing"),
                               "--base-model", "zerosearch:tiny", "--out-dir", str(tmp_path / "m")])
-    assert args.func(args) == 2
+    assert run_command(args) == 2
     assert "tune-simulator build" in capsys.readouterr().err

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from support import SHORT_TEMPLATE, FixedDocumentsEngine
 from zerosearch.cli import main
 from zerosearch.config import load_train_config
-from zerosearch.protocol import information_block
 from zerosearch.rollout import ANSWERED, Trajectory
 from zerosearch.search.base import Document
+from zerosearch.search.documents import information_block
 from zerosearch.trainer import Trainer, start_run
 
 REPO = Path(__file__).resolve().parents[1]

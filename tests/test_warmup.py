@@ -14,8 +14,8 @@ from zerosearch import warmup as warmup_module
 from zerosearch.config import load_train_config
 from zerosearch.data import load_qa_file
 from zerosearch.models.tiny import tiny_model_dir
-from zerosearch.protocol import information_block
 from zerosearch.search.base import Document, SearchResult
+from zerosearch.search.documents import information_block
 from zerosearch.sft import SFTRun, SFTSettings
 from zerosearch.warmup import (
     ANSWER, FIRST_SEARCH, NEXT_SEARCH, DemoSettings, build_demonstrations, demonstration_example, run_warmup,

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from zerosearch.jsonio import BadJsonLine, iter_jsonl
 from zerosearch.prompts import load_template, render
 
 __all__ = [
@@ -142,18 +143,11 @@ class _Where:
 
 
 def _read_jsonl(path: Path) -> list[tuple[_Where, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = _Where(str(path), line_no, "line")
-            try:
-                records.append((where, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                expected = f"one JSON object per line, but the line is not valid JSON: {exc}"
-                raise where.error(None, expected) from exc
-    return records
+    try:
+        return [(_Where(str(path), number, "line"), record) for number, record in iter_jsonl(path)]
+    except BadJsonLine as bad:  # a QA file is the user's: any bad line, the last one included, is theirs to fix
+        expected = f"one JSON object per line, but the line is not valid JSON: {bad.error}"
+        raise _Where(str(path), bad.line, "line").error(None, expected) from bad.error
 
 
 def _read_json(path: Path) -> list[tuple[_Where, Any]]:

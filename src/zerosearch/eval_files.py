@@ -10,10 +10,11 @@ evaluation itself (:mod:`zerosearch.evaluate`) writes them::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from zerosearch.jsonio import BadJsonLine, iter_jsonl
 
 __all__ = ["CONFIG_FILE", "EXAMPLES_DIR", "RESULTS_JSON", "RESULTS_MD", "read_examples"]
 
@@ -31,15 +32,18 @@ def read_examples(path: Path) -> dict[str, dict[str, Any]]:
     """
     if not path.exists():
         return {}
+
+    def unreadable(number: int) -> None:
+        print(f"[zerosearch] {path}:{number}: unreadable record skipped (it will be re-run)", file=sys.stderr)
+
+    def skip(bad: BadJsonLine) -> None:
+        if not bad.last:  # a torn last line is what a kill leaves: expected, not worth a word
+            unreadable(bad.line)
+
     records: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
+    for number, record in iter_jsonl(path, skip):
+        if isinstance(record, dict) and "id" in record:
             records[str(record["id"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number != len(lines):
-                print(f"[zerosearch] {path}:{number}: unreadable record skipped (it will be re-run)", file=sys.stderr)
+        else:  # JSON but no record (a torn write is never valid JSON)
+            unreadable(number)
     return records

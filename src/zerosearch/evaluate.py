@@ -71,6 +71,7 @@ import numpy as np
 from zerosearch.config import EVAL_METHODS, flat_keys
 from zerosearch.data import QARow, load_qa_file
 from zerosearch.eval_files import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, RESULTS_MD, read_examples
+from zerosearch.jsonio import json_safe
 from zerosearch.llm.seeded_sampling import derive_seed
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
@@ -582,15 +583,6 @@ def _sampled_rows(k: int) -> list[tuple[str, Any]]:
     rows += [(f"pass@{j} (%)", lambda c, j=j: c["pass_at"][str(j)]) for j in SamplingSettings(k).pass_ks[1:-1]]
     rows.append((f"mixed outcomes (0 < right < {k}, % of questions)", lambda c: c["mixed_rate"]))
     return rows
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats (at any depth of dicts) replaced by None, for JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    return value
 
 
 # ---------------------------------------------------------------------------------------------

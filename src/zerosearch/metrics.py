@@ -8,21 +8,15 @@ reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from zerosearch.config import TrainConfig, to_dict
+from zerosearch.jsonio import json_safe
 
 METRICS_FILE = "metrics.jsonl"
 ROLLOUTS_DIR = "rollouts"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; a missing value reads as null
-    return value
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -76,7 +70,7 @@ class MetricsLogger:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({k: _json_safe(v) for k, v in metrics.items()}) + "\n")
+            f.write(json.dumps(json_safe(metrics)) + "\n")  # JSON has no NaN; a missing value reads as null
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tb is not None:
             for k, v in numeric.items():

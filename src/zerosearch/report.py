@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from zerosearch.jsonio import read_jsonl, skip_bad_lines
 from zerosearch.metrics import METRICS_FILE, ROLLOUTS_DIR, read_metrics
 
 __all__ = ["PLOTS", "REPORT_DIR", "markdown_tables_to_html", "render_plot", "write_report"]
@@ -161,19 +162,6 @@ def render_plot(rows: Sequence[dict[str, Any]], plot: Plot) -> bytes | None:
 
 # ---------------------------------------------------------------------------------------------
 # Reading the run
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The readable records of a jsonl file (a line torn by a kill is skipped)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def _rollout_files(run_dir: Path) -> list[tuple[int, Path]]:
@@ -400,7 +388,8 @@ def _trajectory_section(run_dir: Path, per_step: int) -> str:
              "<span class='flag noisy'>NOISY</span> as the curriculum drew it; documents are folded. "
              "The left bar is green for reward 1, amber for partial credit, red for 0.</p>"]
     for step, path in chosen:
-        records = _read_jsonl(path)[:per_step]
+        # what can be read: a line torn by a kill is skipped
+        records = [r for r in read_jsonl(path, skip_bad_lines) if isinstance(r, dict)][:per_step]
         parts.append(f"<h3 id='step-{step}'>Step {step}</h3>")
         parts += [_trajectory_html(r) for r in records] or ["<p class='missing'>no trajectories logged</p>"]
     return "\n".join(parts)

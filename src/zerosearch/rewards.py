@@ -1,9 +1,12 @@
-"""Answer extraction and answer-quality scores (F1, EM, cover EM).
+"""Answer-quality scores (F1, EM, cover EM) of the answer :func:`zerosearch.protocol.extract_answer` reads.
 
-Pure functions, no torch. The normalisation is the SQuAD / HotpotQA one used by Search-R1 and
-ZeroSearch (``verl/utils/reward_score/qa_em.py``): lowercase, drop ASCII punctuation
-(``string.punctuation``), drop the articles a/an/the as whole words, collapse whitespace.
-Non-ASCII letters are kept ("Beyoncé" -> "beyoncé").
+Pure functions, no torch. ``extract_answer`` is the protocol's (it owns every tag pattern); it is imported
+here too, since whoever scores an answer extracts it first.
+
+The normalisation is the SQuAD / HotpotQA one used by Search-R1 and ZeroSearch
+(``verl/utils/reward_score/qa_em.py``): lowercase, drop ASCII punctuation (``string.punctuation``),
+drop the articles a/an/the as whole words, collapse whitespace. Non-ASCII letters are kept
+("Beyoncé" -> "beyoncé").
 
 Departure: before that, text that differs only in Unicode representation or typography is folded to
 one form, so the answer a policy copies from a web document compares equal to the gold written
@@ -41,6 +44,13 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from zerosearch.protocol import extract_answer
+
+__all__ = [
+    "REWARD_KINDS", "Golds", "answer_metrics", "cover_exact_match", "exact_match", "extract_answer", "f1_score",
+    "fold_unicode", "format_shaped_reward", "normalize_answer", "score_answer",
+]
+
 REWARD_KINDS: tuple[str, ...] = ("f1", "em", "cover_em")
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -52,9 +62,6 @@ _TYPOGRAPHY = str.maketrans(
     | {c: None for c in "\u00ad\u200b\u200c\u200d\u2060\ufeff"}
 )
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-# The last closing tag together with the nearest opening tag before it: the lookahead forbids a
-# second "<answer>" inside the captured text, so "<answer> x <answer> y </answer>" yields "y".
-_ANSWER_BLOCK = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
 # HotpotQA's official f1_score (and FlashRAG's) score these answers only by equality.
 _CLOSED_ANSWERS = frozenset({"yes", "no", "noanswer"})
 
@@ -176,20 +183,6 @@ def score_answer(pred: str | None, golds: Golds, kind: str) -> float:
 def answer_metrics(pred: str | None, golds: Golds) -> dict[str, float]:
     """All answer scores at once: ``{"f1": ..., "em": ..., "cover_em": ...}``."""
     return {kind: score_answer(pred, golds, kind) for kind in REWARD_KINDS}
-
-
-def extract_answer(text: str) -> str | None:
-    """The stripped content of the last ``<answer>...</answer>`` block in ``text``, or None.
-
-    Pass the generated response only, not the prompt: the policy prompt itself contains the
-    example ``<answer> Beijing </answer>``. (The original code parsed prompt + response and
-    therefore demanded at least two blocks.) Newlines inside the block are allowed. An empty
-    block gives ``""``; an unclosed ``<answer>`` is not an answer.
-    """
-    blocks = _ANSWER_BLOCK.findall(text)
-    if not blocks:
-        return None
-    return blocks[-1].strip()
 
 
 def format_shaped_reward(score: float, well_formed: bool, format_weight: float) -> float:

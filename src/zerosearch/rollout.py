@@ -49,10 +49,10 @@ from zerosearch.llm.sampling import plain_generation
 from zerosearch.llm.seeded_sampling import RowSeededSampling, derive_seed
 from zerosearch.llm.stopping import StopOnStrings
 from zerosearch.padding import left_pad
-from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, information_block, parse_action
+from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, parse_action
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, information_block
 from zerosearch.shared_prefix import cache_keyword, shared_prefill, shares_cache
 from zerosearch.turn_cache import TurnCache
 

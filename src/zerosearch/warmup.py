@@ -56,6 +56,7 @@ from zerosearch import __version__
 from zerosearch.config import NO_SEARCH_TO_DEMONSTRATE, ConfigError, TrainConfig
 from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.datasets import default_dev_files, default_train_files
+from zerosearch.jsonio import read_jsonl
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paths import cache_dir, cache_key, file_digest
 from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
@@ -321,8 +322,7 @@ def demonstrated_questions(model_dir: str | os.PathLike[str]) -> set[str] | None
     path = Path(model_dir) / DEMOS_FILE
     if not path.is_file():
         return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return {normalize_answer(json.loads(line)["question"]) for line in lines if line.strip()}
+    return {normalize_answer(record["question"]) for record in read_jsonl(path)}
 
 
 def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,

@@ -36,10 +36,11 @@ from zerosearch.llm.sampling import plain_generation  # noqa: E402
 from zerosearch.llm.stopping import StopOnStrings  # noqa: E402
 from zerosearch.models.tiny import tiny_model_dir  # noqa: E402
 from zerosearch.policy import encode_prompt  # noqa: E402
-from zerosearch.protocol import INVALID_ACTION_MESSAGE, information_block  # noqa: E402
+from zerosearch.protocol import INVALID_ACTION_MESSAGE  # noqa: E402
 from zerosearch.rewards import answer_metrics, extract_answer  # noqa: E402
 from zerosearch.rollout import RolloutRunner, RolloutSettings, Trajectory  # noqa: E402
 from zerosearch.search.base import Document, SearchResult  # noqa: E402
+from zerosearch.search.documents import information_block  # noqa: E402
 from zerosearch.verl import (  # noqa: E402
     AGENT_NAME, ANSWER_TURN_KEY, NOISE_PROBABILITY_KEY, NOISY_SEARCHES_KEY, SEARCH_FAILED_KEY,
     SEARCH_FAILURES_KEY, STATUS_KEY, STEP_KEY,

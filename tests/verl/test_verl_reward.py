@@ -21,9 +21,10 @@ from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManage
 from verl.trainer.ppo.reward import get_custom_reward_fn  # noqa: E402
 
 from zerosearch.models.tiny import tiny_model_dir  # noqa: E402
-from zerosearch.protocol import INVALID_ACTION_MESSAGE, information_block  # noqa: E402
+from zerosearch.protocol import INVALID_ACTION_MESSAGE  # noqa: E402
 from zerosearch.rewards import answer_metrics, extract_answer, format_shaped_reward  # noqa: E402
 from zerosearch.search.base import Document  # noqa: E402
+from zerosearch.search.documents import information_block  # noqa: E402
 from zerosearch.verl import ANSWER_TURN_KEY, WELL_FORMED_KEY  # noqa: E402
 from zerosearch.verl.reward import compute_score  # noqa: E402
 

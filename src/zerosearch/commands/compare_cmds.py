@@ -2,20 +2,21 @@
 
 Wire into the CLI with ``add_compare_parser(sub)``; it sets ``func`` to a handler that takes the parsed
 arguments and returns the exit code: 0 ok, 2 a usage problem (a directory that is not an evaluation, an
-examples file on one side only, evaluations of different questions, a bad option). Only torch-free modules
-are imported, so the command answers in a second.
+examples file on one side only, evaluations of different questions, a bad option), reported in one line by
+:func:`zerosearch.commands.errors.run_command`. Only torch-free modules are imported, so the command answers
+in a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from zerosearch.commands.argtypes import nonempty, positive_int
+from zerosearch.commands.errors import UsageError
 
 __all__ = ["MIN_RESAMPLES", "add_compare_parser", "run_compare"]
 
@@ -65,7 +66,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     from zerosearch.paired import DEFAULT_RESAMPLES
 
     parser = subparsers.add_parser(
-        "compare", help="compare two evaluations of the same questions: B - A with 95% CIs and McNemar's p",
+        "compare", help="compare two evaluations of the same questions: B - A with 95%% CIs and McNemar's p",
         description="Pair two evaluation directories (zerosearch eval --output-dir) question by question and "
                     "report, per dataset and on average, EM and F1 of each, the difference B - A with a paired "
                     "bootstrap 95% confidence interval, and McNemar's exact p on EM.",
@@ -95,19 +96,13 @@ def run_compare(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch compare``: compare, write both files, print the tables."""
     from zerosearch.paired import COMPARISON_JSON, COMPARISON_MD, compare_evaluations, write_comparison
 
-    try:
-        comparison = compare_evaluations(args.eval_a, args.eval_b, seed=args.seed, resamples=args.resamples)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    comparison = compare_evaluations(args.eval_a, args.eval_b, seed=args.seed, resamples=args.resamples)
     out = Path(args.out) if args.out else _default_out(args.eval_a, args.eval_b)
     label_a, label_b = args.labels
     try:
         _, md_path = write_comparison(comparison, out, label_a, label_b)
     except OSError as exc:  # --out names a file, or a folder that cannot be written
-        print(f"error: cannot write the comparison into {out}: {exc.strerror or exc}; pass another --out",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write the comparison into {out}: {exc.strerror or exc}; pass another --out") from None
     print(md_path.read_text(encoding="utf-8"))
     print(f"written: {out / COMPARISON_MD} and {out / COMPARISON_JSON}")
     return 0

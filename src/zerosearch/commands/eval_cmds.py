@@ -3,7 +3,8 @@
 Wire into the CLI with ``add_eval_parser(sub)``, ``add_ask_parser(sub)``, ``add_chat_parser(sub)`` and
 ``add_report_parser(sub)``; each sets ``func`` to a handler that takes the parsed arguments and returns
 the exit code: 0 ok, 1 the work ran but something failed (search failures in an evaluation, a failed
-search in ``ask``), 2 a usage problem (bad option, missing file, unknown model or engine).
+search in ``ask``), 2 a usage problem (bad option, missing file, unknown model or engine), reported in one
+line by :func:`zerosearch.commands.errors.run_command`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 from zerosearch.commands.argtypes import file_name, non_negative_int, nonempty, positive_float, positive_int
+from zerosearch.commands.errors import UsageError
 
 __all__ = [
     "add_ask_parser",
@@ -26,7 +28,6 @@ __all__ = [
     "run_chat",
     "run_eval",
     "run_report",
-    "usage_errors",
 ]
 
 EVAL_EPILOG = """\
@@ -82,17 +83,6 @@ examples:
 """
 
 DOC_CHARS = 160  # documents are abbreviated to this many characters in ask/chat
-
-
-def usage_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "fix your command", reported in one line with exit code 2."""
-    from zerosearch.config import ConfigError
-    from zerosearch.data import DataError
-    from zerosearch.llm.models import ModelNotFoundError
-    from zerosearch.search.serpapi import MissingAPIKeyError
-
-    return (ValueError, FileNotFoundError, ImportError, OSError, ConfigError, DataError, MissingAPIKeyError,
-            ModelNotFoundError)
 
 
 def _names(value: str) -> list[str]:
@@ -213,8 +203,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from zerosearch.evaluate import RESULTS_MD, default_output_dir, evaluate
 
     if args.temperature is not None and not args.samples:
-        print("error: --temperature applies to sampled answers; add --samples K (e.g. --samples 8)", file=sys.stderr)
-        return 2
+        raise UsageError("--temperature applies to sampled answers; add --samples K (e.g. --samples 8)")
     data_files = [path for item in args.data for path in _split(item)]
     # named here, not inside evaluate(), so that Ctrl-C can say which directory resumes
     output_dir = args.output_dir or str(default_output_dir(args.model, args.method))
@@ -232,9 +221,6 @@ def run_eval(args: argparse.Namespace) -> int:
             device=args.device, dtype=args.dtype,
             progress=not args.no_progress,
         )
-    except usage_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         if os.path.isdir(output_dir):
             print(f"[zerosearch] interrupted: the answers written so far are kept in {output_dir}; the same "
@@ -335,19 +321,6 @@ def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except usage_errors() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    run.__doc__ = handler.__doc__
-    return run
-
-
-@_guarded
 def run_ask(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch ask``."""
     answerer = _load_answerer(args)
@@ -366,7 +339,6 @@ def add_chat_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-@_guarded
 def run_chat(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch chat``: a read-answer loop until EOF, ``exit`` or ``quit``."""
     answerer = _load_answerer(args)
@@ -405,7 +377,6 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-@_guarded
 def run_report(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch report``: write the report and print its path."""
     from zerosearch.report import write_report

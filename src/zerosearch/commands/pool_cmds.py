@@ -3,7 +3,8 @@
 Wire into the CLI with ``add_pool_parser(sub)``; it sets ``func`` to a handler that takes the parsed arguments
 and returns the exit code: 0 ok, 1 the pool was written but some searches failed while scoring (those
 questions are not candidates), 2 a usage problem (a bad option, a missing file, an evaluation that was not
-sampled, an empty pool: the message says what to change). See :mod:`zerosearch.pool` for what it computes.
+sampled, an empty pool: the message says what to change; one line, by :func:`zerosearch.commands.errors.run_command`).
+See :mod:`zerosearch.pool` for what it computes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.commands.argtypes import non_negative_int, nonempty, positive_float, positive_int
-from zerosearch.commands.eval_cmds import add_generation_options, usage_errors
+from zerosearch.commands.errors import UsageError
+from zerosearch.commands.eval_cmds import add_generation_options
 
 __all__ = ["add_pool_parser", "run_pool"]
 
@@ -316,20 +318,14 @@ def run_pool(args: argparse.Namespace) -> int:
 
     problem = _check_modes(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     for name, default in args.option_defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
     build = _from_config if args.config else _from_eval if args.from_eval else _from_flags
-    try:
-        excluded = _excluded(args)
-        pool, failures = build(args, excluded)
-        if not pool.rows:
-            raise EmptyPoolError(empty_pool_message(pool.stats, FLAG_HINTS))
-    except usage_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    pool, failures = build(args, _excluded(args))
+    if not pool.rows:
+        raise EmptyPoolError(empty_pool_message(pool.stats, FLAG_HINTS))
     print(pool_summary(pool.stats))
     print()
     print(pool_table(pool.stats))

@@ -3,7 +3,8 @@
 Wire into the CLI with ``add_search_parser(sub)`` and ``add_serve_retriever_parser(sub)``; each sets
 ``func`` to a handler that takes the parsed arguments and returns the exit code: 0 ok, 1 the search
 failed (the engine's error is printed), 2 a usage problem (bad spec, missing key or file, an option the
-engine does not take, a port in use), 141 the reader of stdout went away (``| head``), quietly.
+engine does not take, a port in use; one line, by :func:`zerosearch.commands.errors.run_command`), 141 the
+reader of stdout went away (``| head``), quietly.
 Options are checked before anything slow starts (a model, an index build), and errors name them as typed.
 """
 
@@ -13,22 +14,18 @@ import argparse
 import contextlib
 import errno
 import json
-import os
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
 from zerosearch.commands.argtypes import nonempty, port_number, positive_int
+from zerosearch.commands.errors import EXIT_CLOSED_PIPE, UsageError, write_stdout
 from zerosearch.search.base import SearchEngine, SearchRequest, SearchResult
 
 if TYPE_CHECKING:
     from zerosearch.search.local_index import EncoderNotFoundError
 
-__all__ = ["add_search_parser", "add_serve_retriever_parser", "nonempty", "run_search", "run_serve_retriever",
-           "write_stdout"]
-
-# what a shell reports for a Unix tool whose reader went away (128 + SIGPIPE), e.g. under `set -o pipefail`
-EXIT_CLOSED_PIPE = 141
+__all__ = ["add_search_parser", "add_serve_retriever_parser", "run_search", "run_serve_retriever"]
 
 SEARCH_EPILOG = """\
 engines (--engine):
@@ -64,14 +61,6 @@ examples:
 """
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "fix your command", reported in one line with exit code 2."""
-    from zerosearch.llm.models import ModelNotFoundError
-    from zerosearch.search.serpapi import MissingAPIKeyError
-
-    return (ValueError, FileNotFoundError, ImportError, MissingAPIKeyError, ModelNotFoundError)
-
-
 # --- argument types (checked at parse time, so argparse names the option as typed) ---------------------
 
 
@@ -79,24 +68,6 @@ def _query(text: str) -> str:
     if not text.strip():  # an empty query finds nothing, silently
         raise argparse.ArgumentTypeError("must not be empty; give the text to search for")
     return text
-
-
-def write_stdout(text: str) -> bool:
-    """Write ``text`` to stdout and flush it; False if the reader has gone away (``| head``).
-
-    Python would report the closed pipe as a BrokenPipeError traceback, and again when it flushes stdout
-    at exit; pointing stdout at devnull lets it exit quietly instead (the recipe in Python's ``signal``
-    documentation). The caller should then stop and return :data:`EXIT_CLOSED_PIPE`.
-    """
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return False
-    return True
 
 
 # --- zerosearch search -------------------------------------------------------------------------------
@@ -223,13 +194,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     problem = _flag_error(args)  # before building: an in-process simulator loads a model
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        engine = build_engine(args.engine, **_engine_options(args))
-    except _usage_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(problem)
+    engine = build_engine(args.engine, **_engine_options(args))
     request = SearchRequest(
         query=args.query,
         question=args.question,
@@ -291,16 +257,12 @@ def add_serve_retriever_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-class _UsageError(Exception):
-    """A problem with the command line: reported as one line, exit code 2."""
-
-
 def _check_serve_options(args: argparse.Namespace) -> None:
     """Options that are wrong together (each alone was checked by its argparse type)."""
     if args.encoder is not None and args.index != "dense":
-        raise _UsageError("--encoder is for --index dense; a BM25 index has no encoder, leave --encoder out")
+        raise UsageError("--encoder is for --index dense; a BM25 index has no encoder, leave --encoder out")
     if args.topk > args.max_topk:
-        raise _UsageError(f"--topk {args.topk} is over --max-topk {args.max_topk}; lower --topk or raise --max-topk")
+        raise UsageError(f"--topk {args.topk} is over --max-topk {args.max_topk}; lower --topk or raise --max-topk")
 
 
 def _socket_error(exc: OSError, host: str, port: int) -> str:
@@ -325,7 +287,7 @@ def _bind(args: argparse.Namespace) -> socket.socket:
     try:
         return open_socket(args.host, args.port)
     except OSError as exc:
-        raise _UsageError(_socket_error(exc, args.host, args.port)) from None
+        raise UsageError(_socket_error(exc, args.host, args.port)) from None
 
 
 def _listen(sock: socket.socket, args: argparse.Namespace) -> None:
@@ -333,7 +295,7 @@ def _listen(sock: socket.socket, args: argparse.Namespace) -> None:
         # SO_REUSEADDR lets two servers bind one port while neither listens yet: the second one learns here
         sock.listen(2048)
     except OSError as exc:
-        raise _UsageError(_socket_error(exc, args.host, args.port)) from None
+        raise UsageError(_socket_error(exc, args.host, args.port)) from None
 
 
 def _encoder_error(args: argparse.Namespace, exc: EncoderNotFoundError) -> str:
@@ -351,9 +313,7 @@ def _open_index(args: argparse.Namespace) -> Any:
     try:
         return open_or_build_index(args.corpus, args.index, index_dir=args.index_dir, encoder=args.encoder)
     except EncoderNotFoundError as exc:
-        raise _UsageError(_encoder_error(args, exc)) from None
-    except _usage_errors() as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(_encoder_error(args, exc)) from None
 
 
 def _serve(index: Any, sock: socket.socket, args: argparse.Namespace) -> None:
@@ -372,13 +332,9 @@ def run_serve_retriever(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch serve-retriever``: check the options, bind the port (before the index, so a
     port in use is reported at once, not after a long build), build or load the index, listen, then serve
     until stopped. "serving" is printed only once the server accepts requests."""
-    try:
-        _check_serve_options(args)
-        with contextlib.closing(_bind(args)) as sock:
-            index = _open_index(args)
-            _listen(sock, args)
-            _serve(index, sock, args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    _check_serve_options(args)
+    with contextlib.closing(_bind(args)) as sock:
+        index = _open_index(args)
+        _listen(sock, args)
+        _serve(index, sock, args)
     return 0

@@ -2,7 +2,7 @@
 
 Wire into the CLI with ``add_tune_simulator_parser(sub)``; each stage sets ``func`` to a handler that
 takes the parsed arguments and returns the exit code: 0 ok, 2 a usage problem (bad spec, missing file,
-an option that does not apply), reported in one line.
+an option that does not apply), reported in one line by :func:`zerosearch.commands.errors.run_command`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from zerosearch.commands.argtypes import (
     fraction, non_negative_float, non_negative_int, nonempty, positive_float, positive_int,
 )
+from zerosearch.commands.errors import UsageError
 
 __all__ = ["add_tune_simulator_parser"]
 
@@ -103,26 +103,6 @@ example:
 """
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    from zerosearch.data import DataError
-    from zerosearch.llm.models import ModelNotFoundError
-
-    return (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, ModelNotFoundError)
-
-
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run ``handler``; a usage error becomes one line on stderr and exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except _usage_errors() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 # --- option types (numbers: zerosearch.commands.argtypes) ---------------------------------------------------
 
 
@@ -191,10 +171,10 @@ def _add_doc_format(parser: argparse.ArgumentParser, what: str) -> None:
 def _check_collect_options(args: argparse.Namespace) -> None:
     """The option combinations collect cannot run with, named as typed (before the data or a model loads)."""
     if args.query_source == "policy" and not args.policy:
-        raise ValueError("--query-source policy (the default) needs --policy MODEL, the policy whose searches are "
+        raise UsageError("--query-source policy (the default) needs --policy MODEL, the policy whose searches are "
                          "recorded; or use --query-source question (the question as the query, no policy)")
     if args.extra_queries and args.query_source != "question":
-        raise ValueError("--extra-queries works with --query-source question only (a policy writes its own "
+        raise UsageError("--extra-queries works with --query-source question only (a policy writes its own "
                          "queries); add --query-source question or drop --extra-queries")
 
 
@@ -264,7 +244,7 @@ def _add_collect(stages: Any) -> None:
     parser.add_argument("--device", default="auto", help="policy device: auto, cpu, cuda (default: auto)")
     _add_doc_format(parser, "the policy is shown documents")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(partial(_run_collect, parser=parser)))
+    parser.set_defaults(func=partial(_run_collect, parser=parser))
 
 
 # --- build ---------------------------------------------------------------------------------------------
@@ -276,7 +256,7 @@ def _run_build(args: argparse.Namespace) -> int:
     from zerosearch.simulator_tuning import build
 
     if args.max_examples is not None and args.max_examples < 2:
-        raise ValueError(f"--max-examples must be >= 2 (one per class), got {args.max_examples}")
+        raise UsageError(f"--max-examples must be >= 2 (one per class), got {args.max_examples}")
     stats = build(args.collected, args.out_dir, seed=args.seed, val_fraction=args.val_fraction,
                   max_examples=args.max_examples, max_doc_words=args.max_doc_words,
                   correct_metric=args.correct_metric, balance_by=args.balance)
@@ -306,7 +286,7 @@ def _add_build(stages: Any) -> None:
     parser.add_argument("--correct-metric", choices=["cover_em", "em"], default="cover_em",
                         help="what makes a trajectory correct (default: cover_em, the original code's EM)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and balancing (default: 0)")
-    parser.set_defaults(func=_guarded(_run_build))
+    parser.set_defaults(func=_run_build)
 
 
 # --- train ---------------------------------------------------------------------------------------------
@@ -382,7 +362,7 @@ def _add_train(stages: Any) -> None:
                         help="bf16 mixed precision (default: on for a CUDA GPU that supports it; --bf16 also "
                              "speeds up CPUs with avx512_bf16 or AMX, 1.3x per step on a 2-core EPYC)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(partial(_run_train, parser=parser)))
+    parser.set_defaults(func=partial(_run_train, parser=parser))
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
@@ -390,13 +370,13 @@ def _add_train(stages: Any) -> None:
 
 def _check_evaluate_options(args: argparse.Namespace) -> None:
     if args.data is None and args.calls is None:
-        raise ValueError("give the items to evaluate: --data FILES (held-apart questions, each the query) or "
+        raise UsageError("give the items to evaluate: --data FILES (held-apart questions, each the query) or "
                          "--calls FILE (build's val_calls.jsonl, the collected queries)")
     if args.data is not None and args.calls is not None:
-        raise ValueError("give --data (questions as queries) or --calls (build's val_calls.jsonl), not both")
+        raise UsageError("give --data (questions as queries) or --calls (build's val_calls.jsonl), not both")
     low, high = args.word_range
     if low > high:
-        raise ValueError(f"--word-range LOW HIGH: LOW must not exceed HIGH, got {low} {high}")
+        raise UsageError(f"--word-range LOW HIGH: LOW must not exceed HIGH, got {low} {high}")
 
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -454,7 +434,7 @@ def _add_evaluate(stages: Any) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of in-process simulators (default: 0)")
     parser.add_argument("--device", default="cpu", help="device of in-process models (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_guarded(partial(_run_evaluate, parser=parser)))
+    parser.set_defaults(func=partial(_run_evaluate, parser=parser))
 
 
 # --- the group -----------------------------------------------------------------------------------------

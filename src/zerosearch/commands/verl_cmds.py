@@ -1,7 +1,8 @@
 """``zerosearch export-verl``: verl's RL parquet from QA files.
 
 Wire into the CLI with ``add_export_verl_parser(sub)``; its handler returns 0 ok, 2 a usage problem
-(missing or malformed file; an empty option is refused by the parser), 141 stdout's reader went away.
+(missing or malformed file, reported in one line by :func:`zerosearch.commands.errors.run_command`; an empty
+option is refused by the parser), 141 stdout's reader went away.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from zerosearch.commands.argtypes import file_name, nonempty
-from zerosearch.commands.search_cmds import EXIT_CLOSED_PIPE, write_stdout
+from zerosearch.commands.errors import EXIT_CLOSED_PIPE, write_stdout
 
 __all__ = ["add_export_verl_parser", "run_export_verl"]
 
@@ -54,11 +55,7 @@ def run_export_verl(args: argparse.Namespace) -> int:
     from zerosearch.verl import AGENT_NAME
     from zerosearch.verl.export import export_verl
 
-    try:
-        agent_name = AGENT_NAME if args.agent_name is None else args.agent_name
-        path, n = export_verl(args.data, args.out, split=args.split, agent_name=agent_name)
-    except ValueError as exc:  # DataError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    agent_name = AGENT_NAME if args.agent_name is None else args.agent_name
+    path, n = export_verl(args.data, args.out, split=args.split, agent_name=agent_name)
     print(f"[zerosearch] wrote {n} rows to {path}", file=sys.stderr)
     return 0 if write_stdout(f"{path}\n") else EXIT_CLOSED_PIPE

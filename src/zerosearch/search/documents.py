@@ -1,6 +1,6 @@
 """Documents as text: sanitise, render for the policy, and parse a simulator's output.
 
-Two renderings, one per line and joined by ``"\\n"`` (the rollout wraps the result as
+Two renderings, one per line and joined by ``"\\n"`` (:func:`information_block` wraps the result as
 ``\\n\\n<information>{documents}</information>\\n\\n``, stripped inside, as both originals do). The
 setting is ``doc_format``; a policy should be evaluated in the format it was trained on.
 
@@ -31,9 +31,10 @@ import logging
 import re
 from typing import Sequence
 
+from zerosearch.protocol import defuse_tags, wrap_information
 from zerosearch.search.base import Document
 
-__all__ = ["DOC_FORMATS", "DEFAULT_DOC_FORMAT", "check_doc_format", "parse_simulated_documents",
+__all__ = ["DOC_FORMATS", "DEFAULT_DOC_FORMAT", "check_doc_format", "information_block", "parse_simulated_documents",
            "render_documents", "sanitize"]
 
 # The document renderings a policy can be trained and evaluated with (see the module docstring).
@@ -44,13 +45,9 @@ _log = logging.getLogger(__name__)
 
 # --- sanitising ------------------------------------------------------------------------------------
 
-# A protocol tag, opening or closing, with or without attributes, spaces or even the closing ">"
-# (a lenient parser might accept "<answer\n>"; we never let one start). No two adjacent quantifiers
-# may match the same characters in these patterns ("\s*/?\s*" would be quadratic on "<" followed by a
-# long run of spaces); the test suite times adversarial inputs.
-_PROTOCOL_TAG = re.compile(
-    r"<(\s*(?:/\s*)?(?:information|search|answer|think)\b[^<>]*)(>?)", re.IGNORECASE
-)
+# Special-token look-alikes (protocol tags are defused by zerosearch.protocol.defuse_tags). No two adjacent
+# quantifiers may match the same characters in these patterns ("\s*/?\s*" would be quadratic on "<" followed
+# by a long run of spaces); the test suite times adversarial inputs.
 # Chat-template special tokens in the ``<|name|>`` style (ChatML, Llama 3, ...): if such text were
 # tokenised with special-token parsing on, it would become a real end-of-turn token.
 _SPECIAL_OPEN = re.compile(r"<\s*\|")
@@ -67,14 +64,14 @@ def sanitize(text: str) -> str:
 
     * Protocol tags (``information``, ``search``, ``answer``, ``think``; any case, spacing or
       attributes, opening or closing) get parentheses instead of angle brackets:
-      ``"</information>"`` becomes ``"(/information)"``.
+      ``"</information>"`` becomes ``"(/information)"`` (:func:`zerosearch.protocol.defuse_tags`).
     * Special-token look-alikes are defused the same way: ``"<|im_end|>"`` becomes ``"(|im_end|)"``,
       ``"</s>"`` becomes ``"(/s)"``.
     * Every whitespace run (newlines included) becomes one space; the ends are stripped.
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = _PROTOCOL_TAG.sub(lambda m: "(" + m.group(1) + (")" if m.group(2) else ""), text)
+    text = defuse_tags(text)
     text = _SP_SPECIAL.sub(lambda m: "(" + m.group(1) + ")", text)
     text = _SPECIAL_OPEN.sub("(|", text)
     text = _SPECIAL_CLOSE.sub("|)", text)
@@ -105,6 +102,13 @@ def render_documents(docs: Sequence[Document], doc_format: str = DEFAULT_DOC_FOR
     """
     check_doc_format(doc_format)
     return "\n".join(_render_document(i, doc, doc_format) for i, doc in enumerate(docs, start=1))
+
+
+def information_block(documents: Sequence[Document], doc_format: str = DEFAULT_DOC_FORMAT) -> str:
+    """``\\n\\n<information>Doc 1: …\\nDoc 2: …</information>\\n\\n``: the documents sanitised and
+    rendered in ``doc_format`` (:func:`render_documents`), stripped, as both originals' ``execute_predictions``
+    do (:func:`zerosearch.protocol.wrap_information`)."""
+    return wrap_information(render_documents(documents, doc_format))
 
 
 # --- parsing a simulator's output ----------------------------------------------------------------

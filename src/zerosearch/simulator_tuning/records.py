@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from zerosearch.jsonio import read_jsonl, skip_torn_last_line
 from zerosearch.search.base import Document
 from zerosearch.search.snippets import contains_answer, snippet
 
@@ -52,19 +52,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All rows of a jsonl file; a torn (unparseable) *last* line is skipped with a warning."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                print(f"[zerosearch] {path}: ignoring a torn last line {number}", file=sys.stderr)
-                break
-            raise ValueError(f"{path}, line {number}: not valid JSON ({exc}); fix or delete that line") from None
-    return rows
+    return read_jsonl(path, skip_torn_last_line)
 
 
 def _progress(total: int, desc: str, enabled: bool):

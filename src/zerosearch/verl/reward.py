@@ -14,20 +14,19 @@ verl (``verl/experimental/reward_loop/reward_manager/naive.py``) calls
 Which answer is scored: the last ``<answer>`` of the turn that answered, exactly as zerosearch's
 trainer scores it. The zerosearch agent loop records that turn (:data:`~zerosearch.verl.ANSWER_TURN_KEY`);
 without it (another agent loop) the answer is taken from ``solution_str`` with the environment's text
-removed first: the ``<information>`` blocks and the corrective message, which itself contains
-``<answer> and </answer>`` and would otherwise be read as the answer "and".
+removed first (:func:`zerosearch.protocol.policy_text`): the ``<information>`` blocks and the corrective
+message, which itself contains ``<answer> and </answer>`` and would otherwise be read as the answer "and".
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from zerosearch.protocol import INVALID_ACTION_MESSAGE
-from zerosearch.rewards import REWARD_KINDS, answer_metrics, extract_answer, format_shaped_reward
+from zerosearch.protocol import extract_answer, policy_text
+from zerosearch.rewards import REWARD_KINDS, answer_metrics, format_shaped_reward
 from zerosearch.verl import (
     ANSWER_TURN_KEY,
     NOISY_SEARCHES_KEY,
@@ -36,9 +35,8 @@ from zerosearch.verl import (
     WELL_FORMED_KEY,
 )
 
-__all__ = ["compute_score", "gold_answers", "policy_text"]
+__all__ = ["compute_score", "gold_answers"]
 
-_INFORMATION = re.compile(r"<information>.*?</information>", re.DOTALL)
 _MISSING: Any = object()
 
 
@@ -57,13 +55,6 @@ def gold_answers(ground_truth: Any) -> list[str]:
     if not isinstance(ground_truth, (list, tuple)):
         raise ValueError(f"reward_model.ground_truth: expected answers, got {type(ground_truth).__name__}")
     return [str(answer) for answer in ground_truth]
-
-
-def policy_text(solution_str: str) -> str:
-    """``solution_str`` without what the environment inserted: the ``<information>`` blocks and the
-    corrective message after an invalid action."""
-    text = _INFORMATION.sub("", solution_str)
-    return text.replace(INVALID_ACTION_MESSAGE.strip(), "")
 
 
 def _number(extra_info: Mapping[str, Any], key: str) -> float:
