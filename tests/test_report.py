@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.report import PLOTS, write_report
+from zerosearch.report import MOVING_AVERAGE_STEPS, PLOTS, with_moving_average, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,6 +28,7 @@ def metrics_row(step: int, total: int, ppo: bool = False) -> dict:
         "trajectories_updated": 8, "policy_loss": 0.1 - 0.05 * x, "kl": 0.001 * step, "entropy": 2.0 - x,
         "grad_norm": 1.0 + x, "clipfrac": 0.01, "lr": 1e-6, "rollout_seconds": 3.0, "search_seconds": 1.0,
         "generate_seconds": 2.0, "update_seconds": 1.5, "step_seconds": 4.8,
+        "groups_sampled": 4, "groups_uniform": 2, "groups_trained": 4,
     }
     if ppo:
         row["value_loss"] = 0.2 * (1 - x)
@@ -129,6 +130,21 @@ def test_report_embeds_every_plot_and_marks_noisy_and_useful_searches(tmp_path):
     assert steps == ["step-1", "step-4", "step-6"]
     assert sum(1 for tag, attrs in page.tags if tag == "article") == 9
     assert sum(1 for tag, _ in page.tags if tag == "details") >= 9
+
+
+def test_reward_moving_average_by_hand():
+    # rewards 0, 1, None (not logged), 0.5 with a window of 2: 0/1, (0+1)/2, the last two logged (0+1)/2, (1+0.5)/2
+    rows = [{"reward_mean": 0.0}, {"reward_mean": 1.0}, {}, {"reward_mean": 0.5}]
+    assert [r["reward_moving_average"] for r in with_moving_average(rows, window=2)] == [0.0, 0.5, 0.5, 0.75]
+    assert "reward_moving_average" not in rows[0]  # the rows are not changed in place
+
+
+def test_report_shows_the_reward_moving_average(tmp_path):
+    run = make_run(tmp_path / "run")
+    text = " ".join(parse(write_report(run)).text)
+    # six steps of rewards 0.1 + 0.4 * step / 6: the mean of all six (a window of 10) is 0.1 + 0.4 * 3.5 / 6
+    assert f"reward, mean of the last {MOVING_AVERAGE_STEPS} steps" in text
+    assert f"{0.1 + 0.4 * 3.5 / 6:.3f}" in text
 
 
 def test_one_step_nan_metrics_and_no_value_loss(tmp_path):

@@ -54,8 +54,11 @@ class Plot:
 
 PLOTS: tuple[Plot, ...] = (
     Plot("reward", "Reward and answer quality", (
-        Panel("score", (("reward_mean", "reward"), ("f1_mean", "F1"), ("em_mean", "EM"),
-                        ("cover_em_mean", "cover-EM"))),)),
+        Panel("score", (("reward_mean", "reward"), ("reward_moving_average", "reward, moving average"),
+                        ("f1_mean", "F1"), ("em_mean", "EM"), ("cover_em_mean", "cover-EM"))),)),
+    Plot("groups", "Groups of rollouts (a group baseline learns only from groups whose rewards differ)", (
+        Panel("groups per step", (("groups_sampled", "sampled"), ("groups_uniform", "uniform (no signal)"),
+                                  ("groups_trained", "trained on"))),)),
     Plot("curriculum", "Noise curriculum", (
         Panel("probability", (("noise_probability", "p(noisy) scheduled"),
                               ("noisy_share", "noisy share of search calls"))),)),
@@ -96,6 +99,23 @@ def _derived(row: dict[str, Any]) -> dict[str, Any]:
     parts = [_number(row.get(k)) for k in ("step_seconds", "generate_seconds", "search_seconds", "update_seconds")]
     row["other_seconds"] = max(0.0, parts[0] - sum(parts[1:])) if not any(map(math.isnan, parts)) else math.nan
     return row
+
+
+MOVING_AVERAGE_STEPS = 10  # the reward's trailing window: one step's reward swings with its few rollouts
+
+
+def with_moving_average(rows: Sequence[dict[str, Any]], key: str = "reward_mean",
+                        window: int = MOVING_AVERAGE_STEPS) -> list[dict[str, Any]]:
+    """``rows`` with ``<key without _mean>_moving_average``: the mean of ``key`` over each step's trailing
+    ``window`` steps (fewer at the start; steps where ``key`` is missing are skipped)."""
+    name = key.removesuffix("_mean") + "_moving_average"
+    out, recent = [], []
+    for row in rows:
+        value = _number(row.get(key))
+        if not math.isnan(value):
+            recent = (recent + [value])[-window:]
+        out.append({**row, name: sum(recent) / len(recent) if recent else math.nan})
+    return out
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]] | None:
@@ -320,7 +340,10 @@ SUMMARY_METRICS = (
     ("reward_mean", "reward"), ("f1_mean", "F1"), ("em_mean", "EM"), ("cover_em_mean", "cover-EM"),
     ("noise_probability", "p(noisy)"), ("searches_per_rollout", "searches / rollout"),
     ("invalid_action_rate", "invalid actions / turn"), ("response_tokens_mean", "response tokens"),
-    ("kl", "KL"), ("entropy", "entropy"), ("search_failures", "search failures"), ("step_seconds", "seconds / step"),
+    ("reward_moving_average", f"reward, mean of the last {MOVING_AVERAGE_STEPS} steps"),
+    ("kl", "KL"), ("entropy", "entropy"), ("search_failures", "search failures"),
+    ("search_echoes", "simulator echoes (failed searches)"), ("groups_trained", "groups trained on"),
+    ("step_seconds", "seconds / step"),
 )
 
 
@@ -330,7 +353,7 @@ def _summary_section(rows: Sequence[dict[str, Any]]) -> str:
     first, last = rows[0], rows[-1]
     body = "".join(
         f"<tr><td>{_e(label)}</td><td>{_fmt(first.get(key))}</td><td>{_fmt(last.get(key))}</td></tr>"
-        for key, label in SUMMARY_METRICS
+        for key, label in SUMMARY_METRICS if key in first or key in last  # a run logs what its settings make
     )
     return (f"<h2>Summary</h2><table><thead><tr><th>metric</th><th>step {_e(first.get('step'))}</th>"
             f"<th>step {_e(last.get('step'))}</th></tr></thead><tbody>{body}</tbody></table>")
@@ -511,7 +534,7 @@ def write_report(run_dir: str | Path, trajectories_per_step: int = 3) -> Path:
     if not (run_dir / METRICS_FILE).exists():
         raise FileNotFoundError(f"{run_dir} is not a training run directory: it has no {METRICS_FILE} "
                                 "(pass the directory `zerosearch train` printed)")
-    rows = [_derived(r) for r in read_metrics(run_dir)]
+    rows = with_moving_average([_derived(r) for r in read_metrics(run_dir)])
     config, config_text = _read_config(run_dir)
     out_dir = run_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
