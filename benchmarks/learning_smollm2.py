@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training questions scored for the pool (default 0: all 300)")
     parser.add_argument("--dev", type=non_negative_int, default=300,
                         help="dev questions for the room table and the paired evaluation (default 300; 0: none)")
+    parser.add_argument("--no-dev-room", dest="dev_room", action="store_false",
+                        help="evaluate the --dev questions only greedily, before and after RL: no sampled room "
+                             "table for dev (K + 1 times cheaper there)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="any other train setting, e.g. --set lora.enabled=true (repeatable)")
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     room: dict[str, dict[str, Any]] = {}
     room["train"] = evaluate_cached(str(warm.model_dir), pool_eval_kwargs(cfg), out / "room" / "train", True)
-    if args.dev:
+    if args.dev and args.dev_room:
         dev_kwargs = {**pool_eval_kwargs(cfg), "data_files": [str(DEV)], "limit": args.dev, "names": None}
         room["dev"] = evaluate_cached(str(warm.model_dir), dev_kwargs, out / "room" / "dev", True)
     stage("room", t0)
