@@ -376,8 +376,10 @@ class Session:
         with log.open("w", encoding="utf-8") as handle:
             handle.write("$ " + " ".join(argv) + "\n")
             handle.flush()
+            # SIGINT back to its default in the child: a session started in the background by a
+            # non-interactive shell inherits SIGINT ignored, and then Ctrl-C would never reach the run
             proc = subprocess.Popen(argv, cwd=REPO, env=env or self.env, stdout=handle, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_sigint)
             while True:
                 try:
                     code = proc.wait(timeout=POLL_SECONDS)
@@ -418,6 +420,10 @@ class Session:
         except Exception as exc:  # a stage's failure must not stop the others
             note, status = f"{type(exc).__name__}: {exc}", "failed"
         return self.record(StageResult(name, status, time.monotonic() - start, note))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stop(proc: subprocess.Popen) -> None:

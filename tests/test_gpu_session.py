@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 
@@ -42,7 +43,12 @@ def test_stages_are_time_boxed_and_a_failure_stops_nothing(tmp_path, monkeypatch
     # a run over its budget gets Ctrl-C: zerosearch exits 130 after saying where its checkpoint is
     handles_ctrl_c = ("import sys, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
                       "    print('interrupted: the run is kept')\n    sys.exit(130)")
-    stopped = session.python("run", ["-c", handles_ctrl_c], cap=0, interrupt_after=1, grace=20)
+    # as when the session runs in the background of a non-interactive shell: SIGINT ignored, inherited
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stopped = session.python("run", ["-c", handles_ctrl_c], cap=0, interrupt_after=1, grace=20)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stopped.status == "stopped at budget" and stopped.ok and stopped.seconds < 15
     failed = session.python("fails", ["-c", "import sys; print('what went wrong'); sys.exit(3)"], cap=30)
     assert failed.status == "failed (exit 3)" and failed.note == "what went wrong" and not failed.ok
