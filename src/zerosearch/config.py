@@ -18,20 +18,10 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message says what to change."""
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
-
-
-def _check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise ConfigError(f"{name}={value!r} must lie in {bounds}")
+from zerosearch.protocol import DEFAULT_DOC_FORMAT, DOC_FORMATS
+from zerosearch.settings import ConfigError, check_settings, same_as, setting
+from zerosearch.settings import check_choice as _check_choice
+from zerosearch.settings import check_range as _check_range
 
 
 def check_lora_rank_alpha(r_key: str, r: int, alpha_key: str, alpha: float) -> None:
@@ -81,6 +71,59 @@ class LoraConfig:
             raise ConfigError(f"lora.target_modules={self.target_modules!r} must name the modules to adapt: "
                               "all-linear (every linear layer but the output head) or a list such as "
                               "[q_proj,k_proj,v_proj,o_proj]")
+
+
+KV_CACHES = ("dynamic", "static")
+
+
+@dataclass
+class RolloutSettings:
+    """The rollout's turn settings (:mod:`zerosearch.rollout`): the home of each one's default, range and meaning.
+
+    The train config exposes them as top-level keys (``max_turns``, ``topk``, ..., ``rollout_batch_size`` for
+    ``batch_size``) and gathers them here in :attr:`TrainConfig.rollout`; the evaluation declares its own
+    defaults for some (:class:`zerosearch.eval_settings.EvalSettings`); the verl agent loop takes them as keys of its
+    entry. Each copies these fields (:func:`~zerosearch.settings.same_as`), so a range is written once. Raises
+    ConfigError naming the key.
+    """
+
+    max_turns: int = setting(2, low=0, metavar="N", help="search turns before the forced answer turn (default: "
+                             "{default}, the paper's)")
+    topk: int = setting(5, low=1, metavar="K", help="documents per search (default: {default})")
+    max_turn_tokens: int = setting(500, low=1, metavar="N", help="tokens generated per turn at most (default: "
+                                   "{default})")
+    max_obs_tokens: int = setting(2048, low=1, metavar="N", help="tokens of the documents shown after a search at "
+                                  "most; documents are dropped from the end to fit (default: {default})")
+    max_context_tokens: int = setting(8192, low=1, metavar="N", help="prompt + response length limit (default: "
+                                      "{default})")
+    temperature: float = setting(1.0, low=0.0, help="sampling temperature; 0 is greedy (default: {default})")
+    batch_size: int = setting(0, low=0, metavar="N", help="sequences per generate call; 0 = all at once")
+    # The default grows the cache by concatenation at every token, which was a third of a decode step's time on
+    # a 2-core CPU (SmolLM2-135M).
+    kv_cache: str = setting("dynamic", choices=KV_CACHES, help="static: a preallocated KV cache per generate call "
+                            "(faster decoding on CPU)")
+    doc_format: str = setting(DEFAULT_DOC_FORMAT, choices=DOC_FORMATS, help="how documents are shown in "
+                              "<information>: zerosearch (the original's 'Doc i: text') or search_r1 ('Doc i(Title: "
+                              "\"t\") text'); recorded with every saved policy, and eval uses it by default")
+    kv_reuse: bool = setting(True, flag="--no-kv-reuse", help="a later turn continues from the KV cache of the turn "
+                             "before and runs only the environment's new tokens (same rollouts; "
+                             "zerosearch/turn_cache.py); applies with kv_cache=dynamic and one generate call per "
+                             "turn (batch_size 0)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    @property
+    def carries_kv_cache(self) -> bool:
+        """Whether the settings let a later turn continue from the turn before's KV cache (``kv_reuse`` with a
+        dynamic cache; the runner also needs one generate call per turn and a model whose cache allows it)."""
+        return carries_kv_cache(self.kv_cache, self.kv_reuse)
+
+
+def carries_kv_cache(kv_cache: str, kv_reuse: bool) -> bool:
+    """The settings' half of the turn cache's rule: ``kv_reuse`` on and ``kv_cache`` dynamic (a static cache is
+    preallocated per ``generate`` call and cannot be carried)."""
+    return kv_reuse and kv_cache == "dynamic"
 
 
 @dataclass
@@ -357,21 +400,17 @@ class TrainConfig:
     autocast: str = "off"
     num_threads: int = 0  # torch threads; 0 = $ZEROSEARCH_NUM_THREADS, else the CPUs this process may use
 
-    # rollout
-    max_turns: int = 2
-    topk: int = 5
-    temperature: float = 1.0
-    max_turn_tokens: int = 500
-    max_obs_tokens: int = 2048
-    max_context_tokens: int = 8192
-    rollout_batch_size: int = 0  # sequences per generate call; 0 = all at once
-    kv_cache: str = "dynamic"  # static: a preallocated KV cache per generate call (faster decoding on CPU)
-    # a later turn continues from the KV cache of the turn before and runs only the environment's new tokens
-    # (same rollouts; zerosearch/turn_cache.py); applies with kv_cache=dynamic and rollout_batch_size=0
-    kv_reuse: bool = True
-    # how documents are shown in <information>: zerosearch (the original's "Doc i: text") | search_r1
-    # ("Doc i(Title: \"t\") text"); recorded with every saved policy, and eval uses it by default
-    doc_format: str = "zerosearch"
+    # rollout: the turn settings, whose defaults, ranges and meaning are RolloutSettings' (``rollout`` gathers them)
+    max_turns: int = same_as(RolloutSettings, "max_turns")
+    topk: int = same_as(RolloutSettings, "topk")
+    temperature: float = same_as(RolloutSettings, "temperature")
+    max_turn_tokens: int = same_as(RolloutSettings, "max_turn_tokens")
+    max_obs_tokens: int = same_as(RolloutSettings, "max_obs_tokens")
+    max_context_tokens: int = same_as(RolloutSettings, "max_context_tokens")
+    rollout_batch_size: int = same_as(RolloutSettings, "batch_size")
+    kv_cache: str = same_as(RolloutSettings, "kv_cache")
+    kv_reuse: bool = same_as(RolloutSettings, "kv_reuse")
+    doc_format: str = same_as(RolloutSettings, "doc_format")
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
@@ -400,17 +439,13 @@ class TrainConfig:
         _check_choice("critic", self.critic, ("model", "value_head"))
         _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
         _check_choice("autocast", self.autocast, ("auto", "bf16", "off"))
-        _check_choice("kv_cache", self.kv_cache, ("dynamic", "static"))
-        _check_choice("doc_format", self.doc_format, ("zerosearch", "search_r1"))
         _check_range("format_reward", self.format_reward, 0.0, 1.0)
         _check_range("num_threads", self.num_threads, 0)
-        for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "topk",
-                     "max_turn_tokens", "max_obs_tokens", "max_context_tokens", "micro_batch_tokens",
+        check_settings(self)  # the settings declared with their range: the rollout's
+        for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "micro_batch_tokens",
                      "save_every", "keep_checkpoints", "max_sampling_rounds"):
             _check_range(name, getattr(self, name), 1)
-        _check_range("max_turns", self.max_turns, 0)
         _check_range("mini_batch_size", self.mini_batch_size, 0)
-        _check_range("rollout_batch_size", self.rollout_batch_size, 0)
         _check_range("log_rollouts", self.log_rollouts, 0)
         _check_range("lr", self.lr, 0.0)
         for name in ("critic_lr", "weight_decay", "clip_ratio", "entropy_coef", "value_clip"):
@@ -421,7 +456,6 @@ class TrainConfig:
         _check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _check_range("gamma", self.gamma, 0.0, 1.0)
         _check_range("lam", self.lam, 0.0, 1.0)
-        _check_range("temperature", self.temperature, 0.0)
         if self.algorithm in GROUP_BASELINES and self.rollouts_per_prompt < 2:
             what = "normalises within" if self.algorithm == "grpo" else "compares each rollout with the rest of"
             raise ConfigError(f"algorithm={self.algorithm} {what} a group: set rollouts_per_prompt >= 2")
@@ -444,6 +478,16 @@ class TrainConfig:
     def batch_size(self) -> int:
         """Trajectories per step."""
         return self.prompts_per_step * self.rollouts_per_prompt
+
+    @property
+    def rollout(self) -> RolloutSettings:
+        """The rollout's turn settings, gathered from the top-level keys: the one place they are."""
+        return RolloutSettings(
+            max_turns=self.max_turns, topk=self.topk, max_turn_tokens=self.max_turn_tokens,
+            max_obs_tokens=self.max_obs_tokens, max_context_tokens=self.max_context_tokens,
+            temperature=self.temperature, batch_size=self.rollout_batch_size, kv_cache=self.kv_cache,
+            doc_format=self.doc_format, kv_reuse=self.kv_reuse,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

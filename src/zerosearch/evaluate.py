@@ -75,9 +75,8 @@ from zerosearch.jsonio import json_safe
 from zerosearch.llm.seeded_sampling import derive_seed
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
-from zerosearch.rollout import (
-    ANSWERED, SEARCH_FAILED, RolloutRunner, RolloutSettings, Trajectory, Turn, carries_kv_cache,
-)
+from zerosearch.config import RolloutSettings, carries_kv_cache
+from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, Trajectory, Turn
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
 from zerosearch.policy_info import resolve_doc_format
 from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents

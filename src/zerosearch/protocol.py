@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "INFORMATION_CLOSE", "INFORMATION_OPEN", "INVALID_ACTION_MESSAGE", "STOP_STRINGS", "TAGS", "Action",
+    "DEFAULT_DOC_FORMAT", "DOC_FORMATS", "INFORMATION_CLOSE", "INFORMATION_OPEN", "INVALID_ACTION_MESSAGE",
+    "STOP_STRINGS", "TAGS", "Action",
     "defuse_tags", "extract_answer", "parse_action", "policy_text", "well_formed", "well_formed_turn",
     "wrap_information",
 ]
@@ -32,6 +33,10 @@ __all__ = [
 TAGS = ("think", "search", "answer", "information")
 
 STOP_STRINGS = ("</search>", "</answer>")
+# How the documents inside <information> are written, the policy's ``doc_format`` (each rendering is in
+# zerosearch.search.documents): the original ZeroSearch's "Doc i: text", or Search-R1's "Doc i(Title: ...) text".
+DOC_FORMATS = ("zerosearch", "search_r1")
+DEFAULT_DOC_FORMAT = "zerosearch"
 INFORMATION_OPEN, INFORMATION_CLOSE = "<information>", "</information>"
 
 INVALID_ACTION_MESSAGE = (

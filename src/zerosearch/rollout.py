@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
+from zerosearch.config import RolloutSettings
 from zerosearch.curriculum import draw_noisy
 from zerosearch.llm.sampling import plain_generation
 from zerosearch.llm.seeded_sampling import RowSeededSampling, derive_seed
@@ -52,7 +53,7 @@ from zerosearch.padding import left_pad
 from zerosearch.protocol import INVALID_ACTION_MESSAGE, STOP_STRINGS, parse_action
 from zerosearch.runtime import autocast_context
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
-from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, information_block
+from zerosearch.search.documents import DEFAULT_DOC_FORMAT, information_block
 from zerosearch.shared_prefix import cache_keyword, shared_prefill, shares_cache
 from zerosearch.turn_cache import TurnCache
 
@@ -169,42 +170,6 @@ def fit_observation(docs: Sequence[Document], tokenizer: Any, max_obs_tokens: in
     shown = [shortened(lo)] if lo > 0 else []
     text = information_block(shown, doc_format)
     return text, encode(text), shown
-
-
-@dataclass
-class RolloutSettings:
-    max_turns: int = 2
-    topk: int = 5
-    max_turn_tokens: int = 500
-    max_obs_tokens: int = 2048
-    max_context_tokens: int = 8192
-    temperature: float = 1.0
-    batch_size: int = 0  # sequences per generate call, 0 = all
-    # "static": a preallocated KV cache per generate call. The default grows the cache by concatenation
-    # at every token, which was a third of a decode step's time on a 2-core CPU (SmolLM2-135M).
-    kv_cache: str = "dynamic"
-    # how documents are rendered in the <information> block: zerosearch | search_r1
-    doc_format: str = DEFAULT_DOC_FORMAT
-    # later turns continue from the KV cache the turn before left (zerosearch/turn_cache.py) instead of
-    # re-encoding the whole context; needs kv_cache=dynamic and one generate call per turn (batch_size 0)
-    kv_reuse: bool = True
-
-    def __post_init__(self) -> None:
-        if self.kv_cache not in ("dynamic", "static"):
-            raise ValueError(f"kv_cache must be dynamic or static, got {self.kv_cache!r}")
-        check_doc_format(self.doc_format)
-
-    @property
-    def carries_kv_cache(self) -> bool:
-        """Whether the settings let a later turn continue from the turn before's KV cache (``kv_reuse`` with a
-        dynamic cache; the runner also needs one generate call per turn and a model whose cache allows it)."""
-        return carries_kv_cache(self.kv_cache, self.kv_reuse)
-
-
-def carries_kv_cache(kv_cache: str, kv_reuse: bool) -> bool:
-    """The settings' half of the turn cache's rule: ``kv_reuse`` on and ``kv_cache`` dynamic (a static cache is
-    preallocated per ``generate`` call and cannot be carried)."""
-    return kv_reuse and kv_cache == "dynamic"
 
 
 def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:

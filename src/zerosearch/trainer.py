@@ -50,7 +50,7 @@ from zerosearch.rl.advantages import (
     gae_advantages, grpo_advantages, informative_groups, reinforce_advantages, rloo_advantages, whiten,
 )
 from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
-from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutSettings, RolloutStats, Trajectory
+from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutStats, Trajectory
 from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
 from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches, shares_cache
 from zerosearch.search.base import SearchEngine
@@ -198,13 +198,8 @@ class Trainer:
             if self.critic is not None else None
         )
         self.engine = engine if engine is not None else build_engine(cfg, self.device, self.dtype)
-        self.runner = RolloutRunner(
-            self.policy, self.tokenizer, self.engine,
-            RolloutSettings(cfg.max_turns, cfg.topk, cfg.max_turn_tokens, cfg.max_obs_tokens,
-                            cfg.max_context_tokens, cfg.temperature, cfg.rollout_batch_size, cfg.kv_cache,
-                            cfg.doc_format, kv_reuse=cfg.kv_reuse),
-            self.device, autocast=self.autocast,
-        )
+        self.runner = RolloutRunner(self.policy, self.tokenizer, self.engine, cfg.rollout, self.device,
+                                    autocast=self.autocast)
         self._prompt_cache: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------------------------------------ setup

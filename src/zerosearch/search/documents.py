@@ -31,15 +31,11 @@ import logging
 import re
 from typing import Sequence
 
-from zerosearch.protocol import defuse_tags, wrap_information
+from zerosearch.protocol import DEFAULT_DOC_FORMAT, DOC_FORMATS, defuse_tags, wrap_information
 from zerosearch.search.base import Document
 
 __all__ = ["DOC_FORMATS", "DEFAULT_DOC_FORMAT", "check_doc_format", "information_block", "parse_simulated_documents",
            "render_documents", "sanitize"]
-
-# The document renderings a policy can be trained and evaluated with (see the module docstring).
-DOC_FORMATS = ("zerosearch", "search_r1")
-DEFAULT_DOC_FORMAT = "zerosearch"
 
 _log = logging.getLogger(__name__)
 
