@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from zerosearch.curriculum import Curriculum, draw_noisy, noise_probability
+from zerosearch.settings import ConfigError
 
 # --------------------------------------------------------------------------- noise_probability
 
@@ -172,11 +173,24 @@ def test_curriculum_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"start": -0.5}, "start probability"),
-        ({"end": 2.0}, "end probability"),
-        ({"base": 0.0}, "base must be > 0"),
+        ({"start": -0.5}, r"^curriculum\.start=-0\.5 must lie in \[0\.0, 1\.0\]$"),
+        ({"end": 2.0}, r"^curriculum\.end=2\.0 must lie in \[0\.0, 1\.0\]$"),
+        ({"end": float("nan")}, r"^curriculum\.end=nan must be a finite number$"),
+        ({"base": 0.0}, r"^curriculum\.base=0\.0 must be > 0 \(the paper uses 4\)$"),
     ],
 )
 def test_curriculum_validates_on_construction(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    """The one curriculum object checks its keys as the train config and the verl loop's entry spell them."""
+    with pytest.raises(ConfigError, match=message):
         Curriculum(**kwargs)
+
+
+def test_the_train_config_curriculum_is_the_curriculum_object() -> None:
+    """One class for the trainer and the verl loop: the train config's section is a Curriculum."""
+    from zerosearch.config import load_train_config
+
+    cfg = load_train_config(None, ["curriculum.start=0.25", "curriculum.base=2"])
+    assert type(cfg.curriculum) is Curriculum
+    assert cfg.curriculum.probability(3, 10) == noise_probability(3, 10, 0.25, 0.5, 2.0)
+    with pytest.raises(ConfigError, match=r"curriculum\.end=1\.5 must lie in \[0\.0, 1\.0\]"):
+        load_train_config(None, ["curriculum.end=1.5"])

@@ -196,3 +196,13 @@ def test_rag_retrieves_once_for_all_of_a_questions_samples(searcher_model, tmp_p
     records = lines(tmp_path / "rag" / "examples" / "colours.jsonl")
     assert all(s["turns"][0]["action"] == "retrieve" and s["n_searches"] == 1 for r in records for s in r["samples"])
     assert results["datasets"]["colours"]["samples"] == 4
+
+
+def test_sampled_searches_log_no_noise_draw(searcher_model, short_template, tmp_path):
+    """A real engine has no curriculum: a sampled answer's searches log noisy null, as the greedy ones do (they
+    logged false, from a dummy probability 0 drawn with a throwaway generator)."""
+    run(searcher_model, [qa_file(tmp_path, 2)], tmp_path / "agent", FixedDocumentsEngine(["the colour is blue"]),
+        template=short_template, samples=2, batch_size=2)
+    records = lines(tmp_path / "agent" / "examples" / "colours.jsonl")
+    searches = [t for r in records for s in r["samples"] for t in s["turns"] if t["action"] == "search"]
+    assert searches and all(t["noisy"] is None for t in searches)

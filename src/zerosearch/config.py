@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from zerosearch.curriculum import Curriculum
 from zerosearch.protocol import DEFAULT_DOC_FORMAT, DOC_FORMATS
 from zerosearch.settings import ConfigError, check_settings, same_as, setting
 from zerosearch.settings import check_choice as _check_choice
@@ -124,21 +125,6 @@ def carries_kv_cache(kv_cache: str, kv_reuse: bool) -> bool:
     """The settings' half of the turn cache's rule: ``kv_reuse`` on and ``kv_cache`` dynamic (a static cache is
     preallocated per ``generate`` call and cannot be carried)."""
     return kv_reuse and kv_cache == "dynamic"
-
-
-@dataclass
-class CurriculumConfig:
-    """Noise probability p(step) = start + (base^(i/m) - 1)/(base - 1) * (end - start)."""
-
-    start: float = 0.0
-    end: float = 0.5
-    base: float = 4.0
-
-    def __post_init__(self) -> None:
-        _check_range("curriculum.start", self.start, 0.0, 1.0)
-        _check_range("curriculum.end", self.end, 0.0, 1.0)
-        if self.base <= 0:
-            raise ConfigError(f"curriculum.base={self.base} must be > 0 (the paper uses 4)")
 
 
 @dataclass
@@ -411,7 +397,7 @@ class TrainConfig:
     kv_cache: str = same_as(RolloutSettings, "kv_cache")
     kv_reuse: bool = same_as(RolloutSettings, "kv_reuse")
     doc_format: str = same_as(RolloutSettings, "doc_format")
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    curriculum: Curriculum = field(default_factory=Curriculum)
     engine: EngineConfig = field(default_factory=EngineConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zerosearch.settings import ConfigError, check_settings, setting
+
 
 def _validate(total_steps: int, start: float, end: float, base: float) -> None:
     """Raise ValueError naming the bad argument and how to fix it."""
@@ -73,18 +75,22 @@ def draw_noisy(rng: np.random.Generator, probability: float, n: int) -> list[boo
 
 @dataclass(frozen=True)
 class Curriculum:
-    """Noise curriculum settings: noise probability ramps from ``start`` to ``end``.
+    """The noise curriculum: the noise probability ramps from ``start`` to ``end`` over a run
+    (:func:`noise_probability`). The one curriculum object: the train config's ``curriculum`` section and the
+    verl agent loop's ``curriculum`` entry are both this; raises ConfigError naming ``curriculum.<key>``.
 
     Paper settings: Qwen2.5-7B 0 -> 0.75, Qwen2.5-3B 0 -> 0.25, LLaMA-3.2-3B 0.25 -> 0.5;
     README example 0 -> 0.5 (the defaults here). ``base`` is the exponential base b (paper: 4).
     """
 
-    start: float = 0.0
-    end: float = 0.5
-    base: float = 4.0
+    start: float = setting(0.0, low=0.0, high=1.0, help="noise probability at the first step")
+    end: float = setting(0.5, low=0.0, high=1.0, help="noise probability at the last step")
+    base: float = setting(4.0, help="the exponential base b of the ramp, > 0 (the paper: 4; 1: linear)")
 
     def __post_init__(self) -> None:
-        _validate(1, self.start, self.end, self.base)
+        check_settings(self, prefix="curriculum.")
+        if not self.base > 0:
+            raise ConfigError(f"curriculum.base={self.base} must be > 0 (the paper uses 4)")
 
     def probability(self, step: int, total_steps: int) -> float:
         """Noise probability at ``step`` of ``total_steps``; see :func:`noise_probability`."""

@@ -325,7 +325,7 @@ class Answerer:
                    for seed in row_seeds] for t, row_seeds in zip(trajectories, seeds)]
         active = [t for group in groups for t in group if t.status is None]
         if active:
-            self._sampler(temperature).run(active, 0.0, np.random.default_rng(0))
+            self._sampler(temperature).run(active)  # a real engine: nothing drawn, noisy logs null
         seconds = (time.perf_counter() - start) / max(1, sum(len(g) for g in groups))
         return [[_sample_record(t, r, tuple(golds), self.settings.method, seconds) for t in group]
                 for group, r, (_, golds) in zip(groups, retrievals, questions)]

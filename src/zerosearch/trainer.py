@@ -35,7 +35,6 @@ import torch
 
 from zerosearch import checkpoint as ckpt
 from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
-from zerosearch.curriculum import noise_probability
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
     ValueModel, Window, apply_lora, build_window, check_lora_targets, enable_checkpointing, encode_prompt,
@@ -313,8 +312,7 @@ class Trainer:
         t_step = time.perf_counter()
         # The original computed p from the 1-based global step: step 1 of m already moved by 1/m.
         # a real engine decides what comes back: no curriculum, no noisy flags (null in the metrics)
-        p = None if cfg.engine.kind == "real" else noise_probability(
-            self.step, cfg.total_steps, cfg.curriculum.start, cfg.curriculum.end, cfg.curriculum.base)
+        p = None if cfg.engine.kind == "real" else cfg.curriculum.probability(self.step, cfg.total_steps)
         sampled = self._sample(p)
         trajectories, rewards, scores, formats = sampled.trajectories, sampled.rewards, sampled.scores, sampled.formats
         stats, rollout_seconds = sampled.stats, sampled.rollout_seconds
