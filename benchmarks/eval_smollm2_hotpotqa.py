@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
 from _args import existing_file, non_negative_int, positive_int  # noqa: E402
 
-from zerosearch.evaluate import EXAMPLES_DIR, RESULTS_MD, evaluate, read_examples
+from zerosearch.evaluate import (
+    EXAMPLES_DIR, RESULTS_MD, DataSelection, EvalSettings, EvalSpec, evaluate, read_examples,
+)
 from zerosearch.rewards import answer_metrics
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -102,9 +104,10 @@ def main() -> None:
     rows = []
     for method in args.methods:
         start = time.perf_counter()
-        results = evaluate(MODEL, [str(args.data)], engine, method, args.out_dir / method, limit=args.limit,
-                           batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk,
-                           max_turn_tokens=args.max_turn_tokens, names=["hotpotqa"], device="cpu")
+        spec = EvalSpec(DataSelection([str(args.data)], limit=args.limit, names=["hotpotqa"]),
+                        EvalSettings(method=method, batch_size=args.batch_size, max_turns=args.max_turns,
+                                     topk=args.topk, max_turn_tokens=args.max_turn_tokens), engine, device="cpu")
+        results = evaluate(MODEL, spec, args.out_dir / method)
         wall = time.perf_counter() - start
         print(f"\n## {method}\n")
         print((args.out_dir / method / RESULTS_MD).read_text(encoding="utf-8"))

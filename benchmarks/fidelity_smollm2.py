@@ -62,6 +62,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from zerosearch import checkpoint as ckpt
-    from zerosearch.compare import eval_kwargs
+    from zerosearch.compare import eval_spec
     from zerosearch.config import EMBEDDED_DEFAULT, load_train_config, save_config
     from zerosearch.evaluate import evaluate
     from zerosearch.metrics import read_metrics
@@ -163,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, dict[str, float]] = {}
     training: dict[str, dict[str, Any]] = {}
 
-    def run_eval(name: str, model: str, out: Path, **overrides: Any) -> None:
-        kwargs = eval_kwargs(base) | overrides
+    def run_eval(name: str, model: str, out: Path, **settings: Any) -> None:
+        spec = eval_spec(base)
+        spec = replace(spec, settings=replace(spec.settings, **settings))
         t = time.perf_counter()
-        results[name] = evaluate(model, output_dir=out, progress=True, **kwargs)
+        results[name] = evaluate(model, spec, out, progress=True)
         # a resumed evaluation reports its own record of the time it took
         seconds.setdefault(name, {})["eval"] = results[name].get("wall_seconds", time.perf_counter() - t)
 

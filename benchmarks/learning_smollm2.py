@@ -40,6 +40,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,12 +169,12 @@ def curve_table(curve: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from zerosearch import checkpoint as ckpt
-    from zerosearch.compare import eval_kwargs, evaluate_cached
+    from zerosearch.compare import eval_spec, evaluate_cached
     from zerosearch.config import EMBEDDED_DEFAULT, load_train_config
     from zerosearch.evaluate import evaluate
     from zerosearch.metrics import read_metrics
     from zerosearch.paired import compare_evaluations, format_comparison, write_comparison
-    from zerosearch.pool import POOL_INFO, POOL_ROWS, pool_eval_kwargs, pool_table
+    from zerosearch.pool import POOL_INFO, POOL_ROWS, pool_eval_spec, pool_table
     from zerosearch.runtime import configure_threads
     from zerosearch.trainer import finish_run, resume_run, start_run
     from zerosearch.warmup import run_warmup
@@ -198,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     # the room: the training half is the pool's own scoring (same settings, so the run reads it from the cache)
     t0 = time.perf_counter()
     room: dict[str, dict[str, Any]] = {}
-    room["train"] = evaluate_cached(str(warm.model_dir), pool_eval_kwargs(cfg), out / "room" / "train", True)
+    pool_spec = pool_eval_spec(cfg)
+    room["train"] = evaluate_cached(str(warm.model_dir), pool_spec, out / "room" / "train", True)
     if args.dev and args.dev_room:
-        dev_kwargs = {**pool_eval_kwargs(cfg), "data_files": [str(DEV)], "limit": args.dev, "names": None}
-        room["dev"] = evaluate_cached(str(warm.model_dir), dev_kwargs, out / "room" / "dev", True)
+        dev_spec = replace(pool_spec, data=replace(pool_spec.data, files=[str(DEV)], limit=args.dev, names=None))
+        room["dev"] = evaluate_cached(str(warm.model_dir), dev_spec, out / "room" / "dev", True)
     stage("room", t0)
 
     t0 = time.perf_counter()
@@ -220,17 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     # paired greedy evaluations: the warm-up (cached by content) and the trained policy on the same questions
     t0 = time.perf_counter()
     policy = str(ckpt.latest_checkpoint(run_dir) / "policy")
-    base = eval_kwargs(cfg)
-    sets = {"pool": {**base, "data_files": [str(run_dir / POOL_ROWS)], "limit": None, "names": ["pool"]}}
+    base = eval_spec(cfg)
+    base = replace(base, settings=replace(base.settings, batch_size=32))
+    pool_rows = [str(run_dir / POOL_ROWS)]
+    sets = {"pool": replace(base, data=replace(base.data, files=pool_rows, limit=None, names=["pool"]))}
     if args.dev:
-        sets["dev"] = {**base, "data_files": [str(DEV)], "limit": args.dev, "names": ["dev"]}
+        sets["dev"] = replace(base, data=replace(base.data, files=[str(DEV)], limit=args.dev, names=["dev"]))
     comparisons: dict[str, dict[str, Any]] = {}
     markdown: list[str] = []
-    for name, kwargs in sets.items():
-        kwargs["batch_size"] = 32
+    for name, spec in sets.items():
         warm_dir, trained_dir = out / "eval" / f"warmup_{name}", out / "eval" / f"trained_{name}"
-        evaluate_cached(str(warm.model_dir), kwargs, warm_dir, True)
-        evaluate(policy, output_dir=trained_dir, progress=True, **kwargs)
+        evaluate_cached(str(warm.model_dir), spec, warm_dir, True)
+        evaluate(policy, spec, trained_dir, progress=True)
         comparisons[name] = compare_evaluations(warm_dir, trained_dir, seed=args.seed)
         write_comparison(comparisons[name], out / "eval" / f"compare_{name}", "after warm-up", "after RL")
         markdown.append(format_comparison(comparisons[name], "after warm-up", "after RL")

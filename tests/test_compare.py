@@ -3,25 +3,50 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from zerosearch import compare, rewards
 from zerosearch.datasets import default_dev_files
+from zerosearch.eval_settings import DataSelection, EvalSettings, EvalSpec
 
 
 def test_cached_baselines_are_invalidated_by_a_change_in_scoring(monkeypatch):
-    kwargs = {"data_files": default_dev_files(), "engine_spec": "example", "method": "agent", "limit": 5,
-              "batch_size": 4, "max_turns": 2}
-    key = compare._cache_key("zerosearch:tiny", kwargs)
-    assert compare._cache_key("zerosearch:tiny", {**kwargs, "batch_size": 8}) == key  # batching is not a setting
-    assert compare._cache_key("zerosearch:tiny", {**kwargs, "limit": 6}) != key
+    spec = EvalSpec(DataSelection(default_dev_files(), limit=5), EvalSettings(batch_size=4, max_turns=2), "example")
+    key = compare._cache_key("zerosearch:tiny", spec)
+    batched = replace(spec, settings=replace(spec.settings, batch_size=8))
+    assert compare._cache_key("zerosearch:tiny", batched) == key  # batching is not a setting
+    assert compare._cache_key("zerosearch:tiny", replace(spec, data=replace(spec.data, limit=6))) != key
+    # the settings are keyed resolved: the engine's default top-k, left out or given, is one entry
+    given = replace(spec, settings=replace(spec.settings, topk=3, doc_format="zerosearch"))
+    assert compare._cache_key("zerosearch:tiny", given) == key
+    assert compare._cache_key("zerosearch:tiny", replace(spec, settings=replace(spec.settings, topk=2))) != key
     digest = compare.file_digest
     scoring = Path(rewards.__file__)
     monkeypatch.setattr(compare, "file_digest",
                         lambda p: "edited" if Path(p) == scoring else digest(p))
-    assert compare._cache_key("zerosearch:tiny", kwargs) != key  # rewards.py changed: scores are stale
+    assert compare._cache_key("zerosearch:tiny", spec) != key  # rewards.py changed: scores are stale
+
+
+def test_a_runs_evaluation_takes_the_runs_rollout_settings():
+    """eval_spec: the run's turn budgets as TrainConfig.rollout gathers them, greedy, the final-eval questions."""
+    from zerosearch.config import load_train_config
+
+    cfg = load_train_config(None, ["max_turns=3", "topk=4", "max_obs_tokens=300", "kv_cache=static",
+                                   "doc_format=search_r1", "prompt_template=mine.txt", "final_eval.limit=7",
+                                   "final_eval.engine=bm25:corpus.jsonl", "device=cpu", "autocast=bf16"])
+    spec = compare.eval_spec(cfg)
+    assert spec.settings == EvalSettings(method="agent", max_turns=3, topk=4, max_turn_tokens=500, max_obs_tokens=300,
+                                         max_context_tokens=8192, batch_size=16, prompt_template="mine.txt",
+                                         prompt_style="auto", autocast="bf16", kv_cache="static",
+                                         doc_format="search_r1", kv_reuse=True)
+    assert (spec.engine, spec.data.limit, spec.data.files, spec.device) == (
+        "bm25:corpus.jsonl", 7, tuple(default_dev_files()), "cpu")
+    assert not spec.sampling.enabled
+    cfg.final_eval.method = "direct"  # a baseline keeps its own template
+    assert compare.eval_spec(cfg).settings.prompt_template is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,8 +69,8 @@ def fake_evaluations(monkeypatch):
         em = sum(STAGE_EMS[stage]) / 10
         return {"model": model, "engine": "example", "average": {"n": 10, "em": em, "f1": em}}
 
-    monkeypatch.setattr(compare, "evaluate_cached", lambda model, kwargs, out, progress: write(model, out))
-    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, output_dir, progress, **kwargs: write(model, output_dir))
+    monkeypatch.setattr(compare, "evaluate_cached", lambda model, spec, out, progress: write(model, out))
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda model, spec, output_dir, progress: write(model, output_dir))
 
 
 def test_final_evaluation_adds_the_paired_differences(tmp_path, monkeypatch):

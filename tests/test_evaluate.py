@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from conftest import COLOR_TASK
 from support import SHORT_TEMPLATE, FixedDocumentsEngine
 from zerosearch.data import DataError, load_qa_file
 from zerosearch.evaluate import (
-    RESULTS_JSON, RESULTS_MD, average_over_datasets, evaluate, format_results_table, read_examples, score_response,
-    select_rows, summarize,
+    RESULTS_JSON, RESULTS_MD, DataSelection, EvalSettings, EvalSpec, SamplingSettings, average_over_datasets, evaluate,
+    format_results_table, read_examples, score_response, select_rows, summarize,
 )
 
 # (generated text, golds, prediction, em, cover_em, f1), each worked out by hand
@@ -97,11 +98,23 @@ def short_template(tmp_path) -> str:
     return str(path)
 
 
+def spec_of(data, engine_spec=None, **options) -> EvalSpec:
+    """The EvalSpec of flat options, each given to the dataclass whose field it is (``seed`` to the selection and
+    to the sampled answers, as ``zerosearch eval --seed`` does)."""
+    parts = {}
+    for cls in (DataSelection, EvalSettings, SamplingSettings):
+        names = {f.name for f in dataclasses.fields(cls)}
+        parts[cls] = {k: v for k, v in options.items() if k in names}
+    rest = {k: v for k, v in options.items() if not any(k in part for part in parts.values())}
+    return EvalSpec(data=DataSelection([str(d) for d in data], **parts[DataSelection]),
+                    settings=EvalSettings(**parts[EvalSettings]), engine=engine_spec,
+                    sampling=SamplingSettings(**parts[SamplingSettings]), **rest)
+
+
 def run(model, data, out, engine=None, method="agent", template=None, **kwargs):
-    options = dict(max_turn_tokens=16, batch_size=4, progress=False, device="cpu")
+    options = dict(max_turn_tokens=16, batch_size=4, device="cpu", method=method, prompt_template=template)
     options.update(kwargs)
-    return evaluate(str(model), [str(d) for d in data], None, method, out, engine=engine,
-                    prompt_template=template, **options)
+    return evaluate(str(model), spec_of(data, **options), out, engine=engine, progress=False)
 
 
 def lines(path: Path) -> list[dict]:
@@ -230,14 +243,14 @@ def test_an_evaluation_that_failed_before_its_first_answer_does_not_block_its_di
     data = [qa_file(tmp_path, 2)]
     out = tmp_path / "typo"
     with pytest.raises(ValueError, match="nosuch"):  # a wrong engine spec fails after the directory is made
-        evaluate(str(searcher_model), [str(d) for d in data], "nosuch", "agent", out, progress=False, device="cpu")
+        evaluate(str(searcher_model), spec_of(data, "nosuch", device="cpu"), out, progress=False)
     assert (out / "eval_config.json").exists()
     fixed = run(searcher_model, data, out, FixedDocumentsEngine(["d"]), template=short_template)  # not refused
     assert fixed["datasets"]["colours"]["n"] == 2 and fixed["engine"] == "fixed"
     # once it holds answers, other settings are refused as before
     with pytest.raises(ValueError, match="different engine"):
-        evaluate(str(searcher_model), [str(d) for d in data], "nosuch", "agent", out, progress=False, device="cpu",
-                 prompt_template=short_template)
+        evaluate(str(searcher_model), spec_of(data, "nosuch", device="cpu", prompt_template=short_template), out,
+                 progress=False)
 
 
 def test_kv_reuse_gives_the_same_answers_and_is_recorded_only_where_the_cache_is_carried(
@@ -288,7 +301,7 @@ def test_bad_arguments_say_what_to_fix(searcher_model, tmp_path):
     data = [qa_file(tmp_path, 1)]
     with pytest.raises(ValueError, match="needs a search engine"):
         run(searcher_model, data, tmp_path / "a", method="rag")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="method='magic' is not one of agent, direct, cot, rag"):
         run(searcher_model, data, tmp_path / "b", method="magic")
     with pytest.raises(ValueError, match="one name per file"):
         run(searcher_model, data, tmp_path / "c", method="direct", names=["a", "b"])

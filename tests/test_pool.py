@@ -12,6 +12,7 @@ import pytest
 
 from conftest import COLOR_TASK
 from support import SHORT_TEMPLATE
+from test_evaluate import spec_of
 from zerosearch import evaluate as evaluate_module
 from zerosearch.cli import main
 from zerosearch.config import ConfigError, PoolConfig, load_train_config
@@ -259,8 +260,9 @@ def test_the_same_inputs_spelled_otherwise_reuse_the_cached_scoring(answerer_mod
 
 def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkeypatch, capsys):
     eval_dir = world["dir"] / "eval"
-    evaluate(str(answerer_model), [str(world["candidates"])], world["engine"], output_dir=eval_dir, samples=4,
-             max_turn_tokens=16, batch_size=8, prompt_template=str(world["template"]), device="cpu", progress=False)
+    evaluate(str(answerer_model), spec_of([world["candidates"]], world["engine"], samples=4, max_turn_tokens=16,
+                                          batch_size=8, prompt_template=str(world["template"]), device="cpu"),
+             eval_dir, progress=False)
     counting = _Counting(monkeypatch)
     out = world["dir"] / "from-eval.jsonl"
     assert main(["pool", "--from-eval", str(eval_dir), "--out", str(out), "--max-correct", "2"]) == 0
@@ -279,8 +281,9 @@ def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkey
     more.write_text("".join(json.dumps({"id": f"m{i}", "question": q, "golden_answers": [a]}) + "\n"
                             for i, (q, a) in enumerate(COLOR_TASK.items())))
     both = world["dir"] / "both"
-    evaluate(str(answerer_model), [str(world["candidates"]), str(more)], world["engine"], output_dir=both, samples=4,
-             max_turn_tokens=16, batch_size=8, prompt_template=str(world["template"]), device="cpu", progress=False)
+    evaluate(str(answerer_model), spec_of([world["candidates"], more], world["engine"], samples=4, max_turn_tokens=16,
+                                          batch_size=8, prompt_template=str(world["template"]), device="cpu"),
+             both, progress=False)
     mixed = {c.id for c in read_sample_counts(both) if 0 < c.correct < 4}
     assert {i[0] for i in mixed} == {"c", "m"}, "both datasets have mixed questions"
     assert main(["pool", "--from-eval", str(both), "--out", str(out)]) == 0
@@ -292,8 +295,9 @@ def test_from_eval_builds_the_pool_without_scoring(answerer_model, world, monkey
     assert f"--datasets dev: {both} holds cands, more" in capsys.readouterr().err
 
     greedy = world["dir"] / "greedy"
-    evaluate(str(answerer_model), [str(world["candidates"])], world["engine"], output_dir=greedy, limit=1,
-             max_turn_tokens=8, prompt_template=str(world["template"]), device="cpu", progress=False)
+    evaluate(str(answerer_model), spec_of([world["candidates"]], world["engine"], limit=1, max_turn_tokens=8,
+                                          prompt_template=str(world["template"]), device="cpu"),
+             greedy, progress=False)
     assert main(["pool", "--from-eval", str(greedy), "--out", str(out)]) == 2
     assert "evaluated without sampled answers; evaluate with --samples K" in capsys.readouterr().err
     assert main(["pool", "--from-eval", str(eval_dir), "--out", str(out), "--samples", "8"]) == 2

@@ -93,3 +93,66 @@ def test_train_config_rollout_gathers_the_keys_it_was_given():
                                           doc_format="search_r1", temperature=0.5)
     with pytest.raises(ConfigError, match=r"^batch_size=-1 must lie in \[0, inf\]$"):
         RolloutSettings(batch_size=-1)
+
+
+# --------------------------------------------------------------------------- the evaluation's settings and its flags
+
+# EvalSettings fields copied from RolloutSettings, and those whose default the evaluation sets itself (Search-R1's
+# evaluation: 4 turns; top-k and context decided by the engine and the model; the model's recorded doc format)
+EVAL_FROM_ROLLOUT = ("max_turns", "topk", "max_turn_tokens", "max_obs_tokens", "max_context_tokens", "kv_cache",
+                     "doc_format", "kv_reuse")
+EVAL_OWN_DEFAULTS = {"max_turns": 4, "topk": None, "max_context_tokens": None, "doc_format": None}
+
+
+def _eval_parser():
+    import argparse
+
+    from zerosearch.commands.eval_cmds import add_eval_parser
+
+    parser = argparse.ArgumentParser(prog="zerosearch")
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_the_evaluation_takes_its_turn_settings_from_rollout_settings():
+    from zerosearch.eval_settings import EvalSettings
+
+    for name in EVAL_FROM_ROLLOUT:
+        home, copy = _field(RolloutSettings, name), _field(EvalSettings, name)
+        assert {c: copy.metadata.get(c) for c in CHECKS} == {c: home.metadata.get(c) for c in CHECKS}, name
+        assert copy.default == EVAL_OWN_DEFAULTS.get(name, home.default), name
+    for bad, message in [({"topk": 0}, r"^topk=0 must lie in \[1, inf\]$"),
+                         ({"max_turns": -1}, r"^max_turns=-1 must lie in \[0, inf\]$"),
+                         ({"kv_cache": "paged"}, r"^kv_cache='paged' is not one of dynamic, static$"),
+                         ({"batch_size": 0}, r"^batch_size=0 must lie in \[1, inf\]$"),
+                         ({"method": "magic"}, r"^method='magic' is not one of agent, direct, cot, rag$")]:
+        with pytest.raises(ConfigError, match=message):
+            EvalSettings(**bad)
+
+
+def test_the_eval_commands_flags_are_made_from_the_settings_fields(capsys):
+    """Defaults and checks of `zerosearch eval`'s flags are the fields'; what the flags give is what evaluate()
+    gets (the spec the command builds)."""
+    from zerosearch.commands.eval_cmds import _eval_spec
+    from zerosearch.eval_settings import EvalSettings
+
+    parser = _eval_parser()
+    args = parser.parse_args(["eval", "--model", "m", "--data", "a.jsonl"])
+    spec = _eval_spec(args, ["a.jsonl"])
+    assert spec.settings == EvalSettings()
+    assert spec.settings.max_turn_tokens == RolloutSettings().max_turn_tokens
+    assert (spec.device, spec.dtype, spec.engine, spec.data.files) == ("auto", "auto", None, ("a.jsonl",))
+    args = parser.parse_args(["eval", "--model", "m", "--data", "a.jsonl", "--max-turns", "0", "--topk", "2",
+                              "--no-kv-reuse", "--kv-cache", "static", "--batch-size", "3", "--seed", "5",
+                              "--samples", "4", "--method", "rag", "--doc-format", "search_r1"])
+    spec = _eval_spec(args, ["a.jsonl"])
+    assert spec.settings == EvalSettings(method="rag", max_turns=0, topk=2, kv_reuse=False, kv_cache="static",
+                                         batch_size=3, doc_format="search_r1")
+    assert (spec.sampling.samples, spec.sampling.seed, spec.data.seed) == (4, 5, 5)
+    for flag, value, message in [("--topk", "0", "must be an integer >= 1, got 0"),
+                                 ("--max-turns", "-1", "must be an integer >= 0, got -1"),
+                                 ("--max-obs-tokens", "0", "must be an integer >= 1, got 0"),
+                                 ("--kv-cache", "paged", "invalid choice: 'paged'")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["eval", "--model", "m", "--data", "a.jsonl", flag, value])
+        assert f"argument {flag}: {message}" in capsys.readouterr().err

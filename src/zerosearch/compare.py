@@ -23,15 +23,17 @@ import json
 import math
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from zerosearch.config import TrainConfig
+from zerosearch.eval_settings import NEEDS_ENGINE, DataSelection, EvalSettings, EvalSpec
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paired import COMPARISON_JSON, COMPARISON_MD, compare_evaluations, format_diff, format_p, spans_zero
 from zerosearch.paths import cache_dir, cache_key, file_digest, text_digest
 
-__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "PAIRS", "STAGES", "comparison_table", "eval_kwargs",
+__all__ = ["COMPARISON_JSON", "COMPARISON_MD", "PAIRS", "STAGES", "comparison_table", "eval_spec",
            "evaluate_cached", "final_evaluation", "paired_comparisons", "paired_table", "stage_dir"]
 
 # (key, column label): the order of the before/after table
@@ -51,70 +53,65 @@ _ROWS = (
 )
 
 
-def eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The evaluation settings of a run: its rollout budgets, greedy, on the final-eval questions."""
+def eval_spec(cfg: TrainConfig) -> EvalSpec:
+    """A run's final evaluation: its rollout budgets, greedy (:meth:`EvalSettings.of_run`), on the final-eval
+    questions against ``final_eval.engine``."""
     from zerosearch.datasets import default_dev_files
 
     fe = cfg.final_eval
-    return dict(
-        data_files=list(fe.files) or default_dev_files(), engine_spec=fe.engine, method=fe.method,
-        limit=fe.limit or None, batch_size=fe.batch_size, max_turns=cfg.max_turns, topk=cfg.topk,
-        max_turn_tokens=cfg.max_turn_tokens, max_obs_tokens=cfg.max_obs_tokens,
-        max_context_tokens=cfg.max_context_tokens,
-        # the policy's template is the agent's prompt; the baselines keep their own templates
-        prompt_template=cfg.prompt_template if fe.method == "agent" else None,
-        prompt_style=cfg.prompt_style, autocast=cfg.autocast, kv_cache=cfg.kv_cache, kv_reuse=cfg.kv_reuse,
-        doc_format=cfg.doc_format, device=cfg.device,
-        dtype=cfg.dtype,
-    )
+    return EvalSpec(data=DataSelection(list(fe.files) or default_dev_files(), limit=fe.limit or None),
+                    settings=EvalSettings.of_run(cfg, method=fe.method, batch_size=fe.batch_size),
+                    engine=fe.engine, device=cfg.device, dtype=cfg.dtype)
 
 
-def _cache_key(model: str, kwargs: dict[str, Any]) -> str:
+def _cache_key(model: str, spec: EvalSpec) -> str:
     """The evaluation cache's key: every input that shapes the results, files by content.
 
     The model's files (:func:`~zerosearch.llm.models.model_fingerprint`), the question files, the engine
     (:func:`~zerosearch.search.factory.engine_fingerprint`: a ``bm25:FILE`` corpus by its bytes; a server
     or Google by its address only, which this key cannot see behind), the prompt template's text (a
-    ``prompt_template=FILE`` edited in place gives another key), the other settings, the scoring code
-    (``rewards.py``) and the package version. Not in it: the rest of zerosearch's code, which changes
-    results only with a new version, and ``batch_size`` (it only regroups the same questions).
+    ``prompt_template=FILE`` edited in place gives another key), the other settings (resolved, so that ``topk``
+    left to the engine's default and the same number given keep one entry), the selection, the sampled answers,
+    the device and dtype, the scoring code (``rewards.py``) and the package version. Not in it: the rest of
+    zerosearch's code, which changes results only with a new version, and ``batch_size`` (it only regroups the
+    same questions).
     """
     from zerosearch import __version__, rewards
-    from zerosearch.evaluate import NEEDS_ENGINE, EvalSettings
     from zerosearch.prompts import load_template
     from zerosearch.search.factory import engine_fingerprint
 
-    method = kwargs["method"]
-    template = EvalSettings(method=method, prompt_template=kwargs.get("prompt_template")).template_name
-    spec = kwargs.get("engine_spec")
+    settings = spec.settings.resolved(model, spec.engine)
     payload = {
         "version": __version__,
         "model": model_fingerprint(resolve_model_path(model)),
-        "data": [file_digest(f) for f in kwargs["data_files"]],
-        "engine": engine_fingerprint(spec) if spec and method in NEEDS_ENGINE else None,
-        "template": text_digest(load_template(template)),
-        "settings": {k: v for k, v in kwargs.items() if k not in ("data_files", "batch_size", "engine_spec",
-                                                                 "prompt_template")},
+        "data": [file_digest(f) for f in spec.data.files],
+        "engine": engine_fingerprint(spec.engine) if spec.engine and settings.method in NEEDS_ENGINE else None,
+        "template": text_digest(load_template(settings.template_name)),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prompt_template")},
+        "selection": {k: v for k, v in asdict(spec.data).items() if k != "files"},
+        "sampling": asdict(spec.sampling) if spec.sampling.enabled else None,
+        "device": spec.device,
+        "dtype": spec.dtype,
         # cached results hold scores: a change to how answers are normalised and scored invalidates them
         "scoring": file_digest(rewards.__file__),
     }
     return cache_key(payload)
 
 
-def evaluate_cached(model: str, kwargs: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+def evaluate_cached(model: str, spec: EvalSpec, out: Path, progress: bool) -> dict[str, Any]:
     """Evaluate ``model`` into the evaluation cache (resumed if partly there) and copy it to ``out``."""
     from zerosearch.evaluate import evaluate  # inside: the report imports this module without torch
 
-    cached = cache_dir() / "evals" / _cache_key(model, kwargs)
-    _relabel(cached, model, kwargs)
-    results = evaluate(model, output_dir=cached, progress=progress, **kwargs)
+    cached = cache_dir() / "evals" / _cache_key(model, spec)
+    _relabel(cached, model, spec)
+    results = evaluate(model, spec, cached, progress=progress)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(cached, out)
     return {**results, "output_dir": str(out)}
 
 
-def _relabel(cached: Path, model: str, kwargs: dict[str, Any]) -> None:
+def _relabel(cached: Path, model: str, spec: EvalSpec) -> None:
     """Write this call's spelling of the model, the engine and the prompt template into a cached evaluation's
     config. The key holds them by content, so an entry found under the same key was made from the same inputs,
     spelled perhaps otherwise (another path to the same model or corpus, a relative path), which the
@@ -127,9 +124,9 @@ def _relabel(cached: Path, model: str, kwargs: dict[str, Any]) -> None:
     recorded = json.loads(path.read_text(encoding="utf-8"))
     recorded["model"] = model
     if recorded.get("engine") is not None:  # the label of a method that searches is its engine spec
-        recorded["engine"] = kwargs.get("engine_spec")
+        recorded["engine"] = spec.engine
     if isinstance(recorded.get("settings"), dict):
-        recorded["settings"]["prompt_template"] = kwargs.get("prompt_template")
+        recorded["settings"]["prompt_template"] = spec.settings.prompt_template
     path.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
 
 
@@ -142,15 +139,15 @@ def final_evaluation(cfg: TrainConfig, run_dir: Path, policy_dir: Path, init_mod
     """
     from zerosearch.evaluate import evaluate, json_safe
 
-    kwargs = eval_kwargs(cfg)
+    spec = eval_spec(cfg)
     eval_dir = run_dir / "eval"
     results: dict[str, dict[str, Any]] = {}
     if cfg.final_eval.baselines:
-        results["untrained"] = evaluate_cached(cfg.model, kwargs, eval_dir / "untrained", progress)
+        results["untrained"] = evaluate_cached(cfg.model, spec, eval_dir / "untrained", progress)
         if init_model != cfg.model:
-            results["warmup"] = evaluate_cached(init_model, kwargs, eval_dir / "warmup", progress)
+            results["warmup"] = evaluate_cached(init_model, spec, eval_dir / "warmup", progress)
     _drop_stale(eval_dir, str(policy_dir))
-    results["trained"] = evaluate(str(policy_dir), output_dir=eval_dir, progress=progress, **kwargs)
+    results["trained"] = evaluate(str(policy_dir), spec, eval_dir, progress=progress)
     if len(results) > 1:
         try:
             paired = paired_comparisons(eval_dir, results)

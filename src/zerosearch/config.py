@@ -75,6 +75,9 @@ class LoraConfig:
 
 
 KV_CACHES = ("dynamic", "static")
+PROMPT_STYLES = ("auto", "chat", "raw")  # auto: the chat template where the tokenizer has one
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+AUTOCAST_CHOICES = ("auto", "bf16", "off")  # bf16 mixed precision over fp32 weights (zerosearch.runtime)
 
 
 @dataclass
@@ -330,7 +333,8 @@ class TrainConfig:
 
     # model and prompt
     model: str = "zerosearch:smollm2-135m-instruct"
-    prompt_style: str = "auto"  # auto: chat template if the tokenizer has one, else the raw prompt
+    prompt_style: str = setting("auto", choices=PROMPT_STYLES, help="auto: the chat template if the tokenizer has "
+                                "one, else the raw prompt")
     prompt_template: str = "policy"
     train_files: list[str] = field(default_factory=list)
 
@@ -379,11 +383,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
-    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    device: str = "auto"
-    # bf16 mixed precision (fp32 weights) for rollouts, log-probs and the update: auto = on CPUs with bf16
-    # instructions (avx512_bf16, AMX), off elsewhere; bf16 | off to force
-    autocast: str = "off"
+    dtype: str = setting("auto", choices=DTYPES, help="the model's dtype; auto: bf16 on GPU, fp32 on CPU")
+    device: str = setting("auto", help="torch device; auto: cuda if available, else cpu")
+    autocast: str = setting("off", choices=AUTOCAST_CHOICES, help="bf16 mixed precision (fp32 weights) for "
+                            "rollouts, log-probs and the update: auto = on CPUs with bf16 instructions (avx512_bf16, "
+                            "AMX), off elsewhere; bf16 | off to force")
     num_threads: int = 0  # torch threads; 0 = $ZEROSEARCH_NUM_THREADS, else the CPUs this process may use
 
     # rollout: the turn settings, whose defaults, ranges and meaning are RolloutSettings' (``rollout`` gathers them)
@@ -420,14 +424,11 @@ class TrainConfig:
         _check_choice("reward", self.reward, ("f1", "em", "cover_em"))
         _check_choice("baseline", self.baseline, ("none", "mean"))
         _check_choice("grpo_singleton", self.grpo_singleton, ("verl", "zero"))
-        _check_choice("prompt_style", self.prompt_style, ("auto", "chat", "raw"))
         _check_choice("kl_estimator", self.kl_estimator, ("kl", "abs", "mse", "low_var_kl"))
         _check_choice("critic", self.critic, ("model", "value_head"))
-        _check_choice("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
-        _check_choice("autocast", self.autocast, ("auto", "bf16", "off"))
         _check_range("format_reward", self.format_reward, 0.0, 1.0)
         _check_range("num_threads", self.num_threads, 0)
-        check_settings(self)  # the settings declared with their range: the rollout's
+        check_settings(self)  # the settings declared with their check: the rollout's, prompt_style, dtype, autocast
         for name in ("total_steps", "prompts_per_step", "rollouts_per_prompt", "ppo_epochs", "micro_batch_tokens",
                      "save_every", "keep_checkpoints", "max_sampling_rounds"):
             _check_range(name, getattr(self, name), 1)

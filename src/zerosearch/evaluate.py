@@ -68,24 +68,27 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from zerosearch.config import EVAL_METHODS, flat_keys
-from zerosearch.data import QARow, load_qa_file
+from zerosearch.config import flat_keys
+from zerosearch.data import QARow
 from zerosearch.eval_files import CONFIG_FILE, EXAMPLES_DIR, RESULTS_JSON, RESULTS_MD, read_examples
+from zerosearch.eval_settings import (
+    MAX_DEFAULT_CONTEXT, METHODS, NEEDS_ENGINE, DataSelection, EvalSettings, EvalSpec, SamplingSettings, default_topk,
+    paper_source_name, select_rows, split_datasets,
+)
 from zerosearch.jsonio import json_safe
-from zerosearch.llm.seeded_sampling import derive_seed
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
-from zerosearch.config import RolloutSettings, carries_kv_cache
 from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, Trajectory, Turn
 from zerosearch.search.base import Document, SearchEngine, SearchRequest
-from zerosearch.policy_info import resolve_doc_format
-from zerosearch.search.documents import DEFAULT_DOC_FORMAT, check_doc_format, render_documents
+from zerosearch.search.documents import render_documents
 from zerosearch.stats import pass_at_k
 
 __all__ = [
     "METHODS",
     "Answerer",
+    "DataSelection",
     "EvalSettings",
+    "EvalSpec",
     "SampleCount",
     "SamplingSettings",
     "average_over_datasets",
@@ -102,10 +105,6 @@ __all__ = [
     "summarize",
 ]
 
-METHODS = EVAL_METHODS
-NEEDS_ENGINE = ("agent", "rag")
-MAX_DEFAULT_CONTEXT = 8192
-
 # (key in a summary, row label, scale for display, decimals, summed over datasets instead of averaged)
 _TABLE_ROWS: tuple[tuple[str, str, float, int, bool], ...] = (
     ("em", "EM (exact match, %)", 100.0, 2, False),
@@ -120,109 +119,6 @@ _TABLE_ROWS: tuple[tuple[str, str, float, int, bool], ...] = (
     ("search_failures", "search failures", 1.0, 0, True),
     ("n", "questions", 1.0, 0, True),
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Everything that changes what the model generates (a resumed evaluation must keep it)."""
-
-    method: str = "agent"
-    max_turns: int = 4
-    topk: int = 3
-    max_turn_tokens: int = 500
-    max_obs_tokens: int = 2048
-    max_context_tokens: int | None = None  # None: the model's context length, at most 8192
-    batch_size: int = 16
-    prompt_template: str | None = None  # None: "policy" for the agent, "eval_<method>" for baselines
-    prompt_style: str = "auto"  # auto | chat | raw
-    autocast: str = "off"  # auto | bf16 | off: bf16 mixed precision (see zerosearch.runtime)
-    kv_cache: str = "dynamic"  # dynamic | static (a preallocated cache: faster decoding on CPU)
-    doc_format: str = DEFAULT_DOC_FORMAT  # zerosearch | search_r1: how documents are shown (agent and rag)
-    # with kv_cache=dynamic, a later turn continues from the turn before's KV cache (zerosearch.turn_cache)
-    kv_reuse: bool = True
-
-    def __post_init__(self) -> None:
-        check_doc_format(self.doc_format)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        for name in ("topk", "max_turn_tokens", "max_obs_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_turns < 0:
-            raise ValueError(f"max_turns must be >= 0, got {self.max_turns}")
-        if self.max_context_tokens is not None and self.max_context_tokens < 2:
-            raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
-        if self.prompt_style not in ("auto", "chat", "raw"):
-            raise ValueError(f"prompt_style must be auto, chat or raw, got {self.prompt_style!r}")
-        if self.autocast not in ("auto", "bf16", "off"):
-            raise ValueError(f"autocast must be auto, bf16 or off, got {self.autocast!r}")
-        if self.kv_cache not in ("dynamic", "static"):
-            raise ValueError(f"kv_cache must be dynamic or static, got {self.kv_cache!r}")
-
-    @property
-    def template_name(self) -> str:
-        if self.prompt_template is not None:
-            return self.prompt_template
-        return "policy" if self.method == "agent" else f"eval_{self.method}"
-
-    def generation_key(self) -> dict[str, Any]:
-        """The settings that decide the outputs (batch size only regroups the same questions)."""
-        key = asdict(self)
-        del key["batch_size"], key["method"]  # the method is recorded on its own
-        # Recorded only where the turn cache is carried: the same tokens in fp32, but not bit for bit in bf16.
-        # Evaluations written before kv_reuse existed re-encoded every turn and recorded no key, so they
-        # resume under kv_cache=static or kv_reuse=False, and refuse to mix with carried turns.
-        if not self.carries_kv_cache:
-            del key["kv_reuse"]
-        return key
-
-    @property
-    def carries_kv_cache(self) -> bool:
-        """Whether a later turn continues from the turn before's KV cache (``kv_reuse`` with a dynamic cache)."""
-        return carries_kv_cache(self.kv_cache, self.kv_reuse)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """K answers sampled per question besides the greedy one (a resumed evaluation must keep them).
-
-    ``samples``: K, 0 = greedy only (nothing about sampling is recorded). ``temperature``: > 0, the
-    distribution ``softmax(logits / T)`` with no top-k/top-p (1.0 = the training rollouts'). ``seed``: the
-    root of every row's seed (:meth:`row_seed`).
-    """
-
-    samples: int = 0
-    temperature: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.samples < 0:
-            raise ValueError(f"samples must be >= 0 (0: greedy only), got {self.samples}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"the sampling temperature must be a number > 0, got {self.temperature}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.samples > 0
-
-    @property
-    def pass_ks(self) -> list[int]:
-        """The k of the pass@k reported: the powers of two below K, then K (K=8: 1, 2, 4, 8)."""
-        ks = [1 << i for i in range(self.samples.bit_length()) if 1 << i < self.samples]
-        return ks + [self.samples] if self.samples else []
-
-    def row_seed(self, dataset: str, key: str, index: int) -> int:
-        """The seed of sample ``index`` of question ``key`` in ``dataset`` (independent of batching)."""
-        return derive_seed(self.seed, dataset, key, index)
-
-
-def default_topk(engine_spec: str | None) -> int:
-    """Documents per search: 5 for Google (the ZeroSearch paper), else 3 (Search-R1's wiki setting)."""
-    return 5 if (engine_spec or "").strip() == "google" else 3
 
 
 def default_output_dir(model: str, method: str) -> Path:
@@ -254,7 +150,8 @@ class Answerer:
     Args:
         model: a model path, hub id or built-in name (``zerosearch:tiny``, ...).
         engine: the search engine (agent and rag); ``None`` for direct and cot.
-        settings: the method and generation settings.
+        settings: the method and generation settings; those the model decides (:meth:`EvalSettings.resolved`)
+            are filled in here (a ``topk`` left None is then 3: give the engine's, as :func:`evaluate` does).
         device, dtype: ``auto`` or a torch device / dtype name.
     """
 
@@ -268,7 +165,7 @@ class Answerer:
         if engine is not None and getattr(engine, "name", "") == "simulated":
             raise ValueError("a simulated engine writes its documents from the gold answer, which an evaluation "
                              "must not reveal; evaluate with a real engine (example, bm25:FILE, http://..., google)")
-        self.settings = settings
+        self.settings = settings = settings.resolved(model)
         self.engine = engine
         self.template = load_template(settings.template_name)
         self.device = pick_device(device)
@@ -278,16 +175,8 @@ class Answerer:
         self.model.eval()
         context = settings.max_context_tokens or min(
             MAX_DEFAULT_CONTEXT, getattr(self.model.config, "max_position_embeddings", MAX_DEFAULT_CONTEXT))
-        agent = settings.method == "agent"
-        self.runner = RolloutRunner(
-            self.model, self.tokenizer, engine,
-            RolloutSettings(max_turns=settings.max_turns if agent else 0, topk=settings.topk,
-                            max_turn_tokens=settings.max_turn_tokens, max_obs_tokens=settings.max_obs_tokens,
-                            max_context_tokens=context, temperature=0.0, batch_size=settings.batch_size,
-                            kv_cache=settings.kv_cache, doc_format=settings.doc_format,
-                            kv_reuse=settings.kv_reuse),
-            self.device, autocast=resolve_autocast(settings.autocast, self.device),
-        )
+        self.runner = RolloutRunner(self.model, self.tokenizer, engine, settings.rollout(context), self.device,
+                                    autocast=resolve_autocast(settings.autocast, self.device))
         self._samplers: dict[float, RolloutRunner] = {}
 
     def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:
@@ -419,23 +308,6 @@ def _sample_record(traj: Trajectory, retrieval: Turn | None, golden_answers: tup
 
 # ---------------------------------------------------------------------------------------------
 # Data selection
-
-
-def select_rows(rows: Sequence[QARow], limit: int | None = None, sample: int | None = None,
-                seed: int = 0) -> list[QARow]:
-    """``sample`` rows drawn with ``seed`` (all if fewer; file order kept), then the first ``limit``."""
-    chosen = list(rows)
-    if sample is not None:
-        if sample < 1:
-            raise ValueError(f"sample must be >= 1, got {sample}")
-        if sample < len(chosen):
-            picked = np.random.default_rng(seed).choice(len(chosen), size=sample, replace=False)
-            chosen = [chosen[i] for i in sorted(picked.tolist())]
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        chosen = chosen[:limit]
-    return chosen
 
 
 def _example_keys(rows: Sequence[QARow]) -> list[str]:
@@ -636,146 +508,37 @@ def _check_config(output_dir: Path, config: dict[str, Any]) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-# The names the papers' tables use (Search-R1, ZeroSearch), keyed by spellings found in the wild
-# (lowercase, without "_", "-", " "); any other source keeps its own name.
-PAPER_SOURCE_NAMES = {
-    "nq": "nq", "naturalquestions": "nq", "naturalquestion": "nq",
-    "triviaqa": "triviaqa", "tqa": "triviaqa",
-    "popqa": "popqa",
-    "hotpotqa": "hotpotqa", "hotpot": "hotpotqa",
-    "2wikimultihopqa": "2wikimultihopqa", "2wiki": "2wikimultihopqa", "2wikimqa": "2wikimultihopqa",
-    "wikimultihopqa": "2wikimultihopqa",
-    "musique": "musique",
-    "bamboogle": "bamboogle",
-}
-
-
-def paper_source_name(source: str) -> str:
-    """The papers' name for a dataset source (``natural_questions`` -> ``nq``), else the source as given."""
-    key = re.sub(r"[\s_\-]+", "", source.strip().lower())
-    return PAPER_SOURCE_NAMES.get(key, source.strip())
-
-
-def _group_value(row: QARow, group_by: str) -> str:
-    if group_by == "data_source":
-        return row.data_source
-    value = row.get(group_by)
-    if value is None or isinstance(value, (dict, list)) or (isinstance(value, str) and not value.strip()):
-        raise row.error(group_by, "a value to group the rows by (--group-by)", value)
-    return str(value).strip()
-
-
-def split_datasets(data_files: Sequence[str], names: Sequence[str] | None = None,
-                   group_by: str | None = "data_source") -> list[tuple[str, str, list[QARow]]]:
-    """``(name, file, rows)`` per dataset: each file split by ``group_by``, as the papers' tables list them.
-
-    The published test files (Search-R1 / ZeroSearch parquet) hold several datasets in one file with a
-    ``data_source`` column, so by default (``group_by="data_source"``) a file whose rows name their source
-    is split into one dataset per source, named as the papers name them (:func:`paper_source_name`); a
-    file without that column (its rows' source is the file stem) is one dataset. ``group_by=FIELD``
-    splits by any (dotted) field of the rows; None keeps every file whole. ``names``, one per file, name
-    files that are not split. Raises ValueError for repeated dataset names and DataError (file, row,
-    field) for a row without the field.
-    """
-    if not data_files:
-        raise ValueError("no data files given: pass at least one QA file (--data FILE[,FILE...])")
-    if names is not None and len(names) != len(data_files):
-        raise ValueError(f"{len(names)} name(s) for {len(data_files)} data file(s); give one name per file")
-    out: list[tuple[str, str, list[QARow]]] = []
-    for i, path in enumerate(data_files):
-        label = names[i] if names is not None else Path(path).stem
-        rows = load_qa_file(path)
-        groups: dict[str, list[QARow]] = {}
-        for row in rows if group_by is not None else ():
-            groups.setdefault(_group_value(row, group_by), []).append(row)
-        # rows without a data_source of their own carry the file stem: such a file is one dataset, as is
-        # a file of a single group that --names names
-        unsplit = group_by == "data_source" and set(groups) == {Path(path).stem}
-        if not groups or unsplit or (len(groups) == 1 and names is not None):
-            out.append((label, str(path), rows))
-        else:
-            out.extend((paper_source_name(value), str(path), group) for value, group in groups.items())
-    labels = [name for name, _, _ in out]
-    repeated = sorted({n for n in labels if labels.count(n) > 1})
-    if repeated:
-        raise ValueError(f"dataset name(s) {repeated} repeat; name the files apart with --names "
-                         f"(or split them differently with --group-by)")
-    return out
-
-
-def evaluate(
-    model: str,
-    data_files: Sequence[str],
-    engine_spec: str | None = None,
-    method: str = "agent",
-    output_dir: str | Path | None = None,
-    *,
-    limit: int | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    samples: int = 0,
-    temperature: float = 1.0,
-    batch_size: int = 16,
-    max_turns: int = 4,
-    topk: int | None = None,
-    max_turn_tokens: int = 500,
-    max_obs_tokens: int = 2048,
-    max_context_tokens: int | None = None,
-    prompt_template: str | None = None,
-    prompt_style: str = "auto",
-    autocast: str = "off",
-    kv_cache: str = "dynamic",
-    kv_reuse: bool = True,
-    doc_format: str | None = None,
-    names: Sequence[str] | None = None,
-    group_by: str | None = "data_source",
-    engine: SearchEngine | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate ``model`` by ``method`` on each QA file; write the output directory; return the results.
+def evaluate(model: str, spec: EvalSpec, output_dir: str | Path | None = None, *,
+             engine: SearchEngine | None = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` as ``spec`` says on each of its datasets; write the output directory; return the results.
 
     Args:
         model: a model path, hub id or built-in name.
-        data_files: QA files (jsonl / json / parquet); each is one dataset named after its file stem, or
-            several, one per source (see :func:`split_datasets` and ``group_by``).
-        engine_spec: the engine (``example``, ``bm25:FILE``, ``http://...``, ``google``...), needed by
-            ``agent`` and ``rag``; ``engine`` (an engine object) takes precedence when given.
-        method: ``agent`` | ``direct`` | ``cot`` | ``rag``.
+        spec: the questions (:class:`DataSelection`: files split into datasets, sampled, limited), the
+            settings (:class:`EvalSettings`; ``topk`` and ``doc_format`` left None are resolved for the engine
+            and the model, :meth:`EvalSettings.resolved`), the engine spec (``example``, ``bm25:FILE``,
+            ``http://...``, ``google``...; needed by ``agent`` and ``rag``), the sampled answers
+            (:class:`SamplingSettings`, see *Sampling* in the module docstring) and the device and dtype.
         output_dir: where to write; default :func:`default_output_dir`. An existing one is resumed.
-        limit, sample, seed: per dataset (per source), a seeded sample of ``sample`` rows, then the first
-            ``limit``. ``seed`` also seeds the sampled answers.
-        samples, temperature: K answers sampled per question at ``temperature`` besides the greedy one
-            (0: greedy only); see *Sampling* in the module docstring and :class:`SamplingSettings`.
-        topk: documents per search; default :func:`default_topk` of the spec.
-        autocast, kv_cache, kv_reuse: see :class:`EvalSettings` (each changes the numerics slightly, so they
-            are part of the settings a resumed evaluation must match).
-        doc_format: how documents are shown to the model, ``zerosearch`` or ``search_r1`` (see
-            :mod:`zerosearch.search.documents`); None: the format ``model`` was trained with when it
-            records one (:mod:`zerosearch.policy_info`), else ``zerosearch``.
-        names: one dataset name per file instead of the file stems (for files that are not split).
-        group_by: split each file by this row field: ``data_source`` (default; files without it stay
-            whole), any dotted field, or None (never split). The average is over datasets.
+        engine: an engine object to search with instead of building ``spec.engine``.
         progress: show a tqdm progress bar.
 
     Returns:
         The dict written to ``results.json`` (see the module docstring).
+
+    Raises:
+        ValueError: a method that searches without an engine, a simulated engine, a directory holding another
+            evaluation (see :func:`_check_config`); DataError for a bad QA row.
     """
     started = time.perf_counter()
-    settings = EvalSettings(method=method, max_turns=max_turns, topk=topk or default_topk(engine_spec),
-                            max_turn_tokens=max_turn_tokens, max_obs_tokens=max_obs_tokens,
-                            max_context_tokens=max_context_tokens, batch_size=batch_size,
-                            prompt_template=prompt_template, prompt_style=prompt_style, autocast=autocast,
-                            kv_cache=kv_cache, kv_reuse=kv_reuse, doc_format=resolve_doc_format(doc_format, model))
-    sampling = SamplingSettings(samples=samples, temperature=temperature, seed=seed)
-    if method in NEEDS_ENGINE and engine is None and not engine_spec:
+    settings, sampling = spec.settings.resolved(model, spec.engine), spec.sampling
+    method = settings.method
+    if method in NEEDS_ENGINE and engine is None and not spec.engine:
         raise ValueError(f"method {method!r} needs a search engine: pass --engine SPEC (e.g. example, bm25:FILE)")
-    engine_label = engine_spec or (engine.name if engine is not None else None)
+    engine_label = spec.engine or (engine.name if engine is not None else None)
     if method not in NEEDS_ENGINE:
         engine, engine_label = None, None
-    datasets = [(name, path, select_rows(rows, limit, sample, seed))
-                for name, path, rows in split_datasets(data_files, names, group_by)]
+    datasets = spec.data.datasets()
     out = Path(output_dir) if output_dir is not None else default_output_dir(model, method)
     config = {"model": model, "method": method, "engine": engine_label, "settings": settings.generation_key()}
     if sampling.enabled:  # recorded only when sampled: a greedy evaluation's config is as before
@@ -795,8 +558,8 @@ def evaluate(
             if engine is None and method in NEEDS_ENGINE:
                 from zerosearch.search.factory import build_engine
 
-                engine = build_engine(engine_spec)
-            answerer = Answerer(model, engine, settings, device=device, dtype=dtype)
+                engine = build_engine(spec.engine)
+            answerer = Answerer(model, engine, settings, device=spec.device, dtype=spec.dtype)
         existing.update(_run_pending(answerer, name, pending, file, len(rows), progress, sampling))
         _write_examples(file, _ordered(existing, keys))
         per_dataset[name] = {"file": path, **summarize([existing[k] for k in keys], sampling.samples)}
@@ -806,7 +569,7 @@ def evaluate(
         "method": method,
         "engine": engine_label,
         "settings": asdict(settings),
-        "selection": {"limit": limit, "sample": sample, "seed": seed, "group_by": group_by},
+        "selection": spec.data.record(),
         **({"sampling": asdict(sampling)} if sampling.enabled else {}),
         "datasets": per_dataset,
         "average": average_over_datasets(per_dataset),

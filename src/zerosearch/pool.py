@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Sequence
 
 from zerosearch.config import ConfigError, PoolConfig, TrainConfig
 from zerosearch.data import QARow, load_qa_file, load_qa_files
+from zerosearch.eval_settings import DataSelection, EvalSettings, EvalSpec, SamplingSettings
 from zerosearch.rewards import normalize_answer
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POOL_INFO", "POOL_ROWS", "SCORING_DIR", "Bounds", "EmptyPoolError", "Pool", "build_pool", "dataset_names",
-    "empty_pool_message", "filter_counts", "make_pool", "pass_rates", "pool_eval_kwargs", "pool_row", "pool_statistics", "pool_summary", "pool_table", "question_key",
+    "empty_pool_message", "filter_counts", "make_pool", "pass_rates", "pool_eval_spec", "pool_row", "pool_statistics", "pool_summary", "pool_table", "question_key",
     "read_questions", "score_candidates", "stored_pool", "training_pool", "write_pool",
 ]
 
@@ -260,21 +261,20 @@ def read_questions(source: str | os.PathLike[str]) -> set[str]:
 # scoring with a run's settings
 
 
-def pool_eval_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def pool_eval_spec(cfg: TrainConfig) -> EvalSpec:
     """The sampled evaluation that scores a run's candidates: the run's rollout budgets, prompt, document format
-    and temperature (:func:`zerosearch.compare.eval_kwargs`), the agent loop, ``pool.engine``, K = ``pool.samples``
-    seeded by the run's seed, each candidate file one dataset (named by its stem, numbered where stems repeat),
-    the first ``pool.limit`` rows of each."""
-    from zerosearch.compare import eval_kwargs
+    and precision (:meth:`EvalSettings.of_run`), the agent loop, ``pool.engine``, K = ``pool.samples`` at the
+    run's temperature, seeded by the run's seed, each candidate file one dataset (named by its stem, numbered
+    where stems repeat), the first ``pool.limit`` rows of each."""
     from zerosearch.datasets import default_train_files
 
     pool = cfg.pool
     files = list(pool.files) or list(cfg.train_files) or default_train_files()
-    kwargs = eval_kwargs(cfg)
-    kwargs.update(data_files=files, engine_spec=pool.engine, method="agent", limit=pool.limit or None,
-                  batch_size=pool.batch_size, prompt_template=cfg.prompt_template, samples=pool.samples,
-                  temperature=cfg.temperature, seed=cfg.seed, group_by=None, names=dataset_names(files))
-    return kwargs
+    return EvalSpec(
+        data=DataSelection(files, limit=pool.limit or None, seed=cfg.seed, names=dataset_names(files), group_by=None),
+        settings=EvalSettings.of_run(cfg, batch_size=pool.batch_size), engine=pool.engine,
+        sampling=SamplingSettings(samples=pool.samples, temperature=cfg.temperature, seed=cfg.seed),
+        device=cfg.device, dtype=cfg.dtype)
 
 
 def dataset_names(files: Sequence[str]) -> list[str] | None:
@@ -286,14 +286,14 @@ def dataset_names(files: Sequence[str]) -> list[str] | None:
     return [stem if stems[:i].count(stem) == 0 else f"{stem}-{stems[:i].count(stem) + 1}" for i, stem in enumerate(stems)]
 
 
-def score_candidates(model: str, kwargs: dict[str, Any], scoring_dir: Path,
+def score_candidates(model: str, spec: EvalSpec, scoring_dir: Path,
                      progress: bool) -> tuple[list[SampleCount], dict[str, Any]]:
     """Score the candidates: a sampled evaluation, from the evaluation cache or run now (resumed if partly
     there), copied to ``scoring_dir``. Returns the counts per question and the evaluation's results."""
     from zerosearch.compare import evaluate_cached
     from zerosearch.evaluate import read_sample_counts
 
-    results = evaluate_cached(model, kwargs, scoring_dir, progress)
+    results = evaluate_cached(model, spec, scoring_dir, progress)
     return read_sample_counts(scoring_dir), results
 
 
@@ -308,7 +308,7 @@ CONFIG_NAMES = {"candidates": "pool.files=..., pool.limit=0", "bounds": "pool.mi
 
 def make_pool(cfg: TrainConfig, model: str, rows_path: Path, info_path: Path, scoring_dir: Path, *,
               progress: bool = True, excluded: Iterable[str] = (), names: dict[str, str] = CONFIG_NAMES) -> Pool:
-    """Score ``cfg``'s candidates with ``model`` (:func:`pool_eval_kwargs`), filter them by ``cfg.pool`` and write
+    """Score ``cfg``'s candidates with ``model`` (:func:`pool_eval_spec`), filter them by ``cfg.pool`` and write
     the pool. The warm-up's questions are those of ``model``'s warm-up directory, if it is one.
 
     Raises:
@@ -316,11 +316,11 @@ def make_pool(cfg: TrainConfig, model: str, rows_path: Path, info_path: Path, sc
     """
     from zerosearch.warmup import demonstrated_questions
 
-    kwargs = pool_eval_kwargs(cfg)
-    files = kwargs["data_files"]
+    spec = pool_eval_spec(cfg)
+    files = list(spec.data.files)
     _say(f"training pool: scoring the candidates of {', '.join(files)} with {model}, {cfg.pool.samples} sampled "
          f"answers each at temperature {cfg.temperature:g} (engine {cfg.pool.engine}; cached)", progress)
-    counts, results = score_candidates(model, kwargs, scoring_dir, progress)
+    counts, results = score_candidates(model, spec, scoring_dir, progress)
     if results.get("search_failures"):
         _say(f"warning: {results['search_failures']} search call(s) failed while scoring; those questions are not "
              "candidates (scoring again, e.g. by the same command, retries them)", True)

@@ -22,10 +22,11 @@ from typing import Iterator
 
 import torch
 
+from zerosearch.config import AUTOCAST_CHOICES
+
 __all__ = ["AUTOCAST_CHOICES", "autocast_context", "available_cpus", "configure_threads",
            "cpu_has_bf16", "resolve_autocast"]
 
-AUTOCAST_CHOICES = ("auto", "bf16", "off")
 THREADS_ENV = "ZEROSEARCH_NUM_THREADS"
 
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence, TextIO
 
 from zerosearch.commands.argtypes import file_name, non_negative_int, nonempty, positive_float, positive_int
 from zerosearch.commands.errors import UsageError
+from zerosearch.commands.flags import add_setting_flags, settings_from_flags
 
 __all__ = [
     "add_ask_parser",
@@ -96,61 +97,29 @@ def _split(value: str) -> list[str]:
 
 def add_generation_options(parser: argparse.ArgumentParser, batch: bool, model_required: bool = True,
                            method: bool = True) -> None:
-    """Options shared by eval, ask, chat and pool (pool: the model is not required, the method is the agent)."""
-    from zerosearch.config import EVAL_METHODS as METHODS
+    """Options shared by eval, ask, chat and pool (pool: the model is not required, the method is the agent): the
+    fields of :class:`~zerosearch.eval_settings.EvalSettings` and the device and dtype of
+    :class:`~zerosearch.eval_settings.EvalSpec`, each with its default, check and help from its field."""
+    from zerosearch.eval_settings import EvalSettings, EvalSpec
 
     parser.add_argument("--model", type=nonempty, required=model_required, metavar="M",
                         help="model directory, hub id or built-in (zerosearch:smollm2-135m-instruct, zerosearch:tiny)")
     if method:
-        parser.add_argument("--method", choices=METHODS, default="agent", help="how to answer (default: agent)")
-    parser.add_argument("--max-turns", type=non_negative_int, default=4, metavar="N",
-                        help="agent: searches before the forced answer turn (default: 4; training used 2)")
-    parser.add_argument("--topk", type=positive_int, metavar="K",
-                        help="documents per search (default: 5 for google as in the paper, else 3 as Search-R1)")
-    parser.add_argument("--max-turn-tokens", type=positive_int, default=500, metavar="N",
-                        help="tokens generated per turn at most (default: 500)")
-    parser.add_argument("--max-obs-tokens", type=positive_int, default=2048, metavar="N",
-                        help="tokens of the documents shown after a search at most (default: 2048; a training "
-                             "run's final evaluation uses the run's max_obs_tokens)")
-    parser.add_argument("--max-context-tokens", type=positive_int, metavar="N",
-                        help="prompt + response length limit (default: the model's, at most 8192)")
-    parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
-                        help="prompt template (default: policy for the agent, eval_<method> for baselines)")
-    parser.add_argument("--prompt-style", choices=["auto", "chat", "raw"], default="auto",
-                        help="auto: the chat template when the tokenizer has one (default)")
-    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
-    parser.add_argument("--autocast", default="off", choices=["auto", "bf16", "off"],
-                        help="bf16 mixed precision over fp32 weights; auto: on CPUs with bf16 instructions "
-                             "(avx512_bf16, AMX), ~1.5x faster generation there (default: off)")
-    parser.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
-                        help="static: a preallocated KV cache per generate call; it decodes faster on CPU but "
-                             "re-encodes the whole context every turn, so on multi-turn evaluation the default "
-                             "(dynamic, continuing from the turn before's cache) is faster (default: dynamic)")
-    parser.add_argument("--no-kv-reuse", dest="kv_reuse", action="store_false",
-                        help="with --kv-cache dynamic, re-encode the whole context at every turn instead of "
-                             "continuing from the turn before's KV cache (the same answers in fp32; resumes an "
-                             "evaluation written before kv_reuse existed)")
-    parser.add_argument("--doc-format", choices=["zerosearch", "search_r1"],
-                        help="how documents are shown: zerosearch 'Doc 1: text' (web results: title then "
-                             "snippet), or search_r1 'Doc 1(Title: \"t\") text' (default: the format the "
-                             "model was trained with, recorded in its zerosearch.json; else zerosearch)")
+        add_setting_flags(parser, EvalSettings, "method")
+    add_setting_flags(parser, EvalSettings, "max_turns", "topk", "max_turn_tokens", "max_obs_tokens",
+                      "max_context_tokens", "prompt_template", "prompt_style")
+    add_setting_flags(parser, EvalSpec, "device", "dtype")
+    add_setting_flags(parser, EvalSettings, "autocast", "kv_cache", "kv_reuse", "doc_format")
     if batch:
-        parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
-                            help="questions per generation batch (default: 16)")
+        add_setting_flags(parser, EvalSettings, "batch_size")
 
 
-def _settings(args: argparse.Namespace, engine: str | None) -> Any:
-    from zerosearch.evaluate import EvalSettings, default_topk
-    from zerosearch.policy_info import resolve_doc_format
+def _settings(args: argparse.Namespace) -> Any:
+    """The evaluation settings the flags give (ask and chat: one question at a time)."""
+    from zerosearch.eval_settings import EvalSettings
 
-    return EvalSettings(method=args.method, max_turns=args.max_turns, topk=args.topk or default_topk(engine),
-                        max_turn_tokens=args.max_turn_tokens, max_obs_tokens=args.max_obs_tokens,
-                        max_context_tokens=args.max_context_tokens, batch_size=getattr(args, "batch_size", 1),
-                        prompt_template=args.prompt_template,
-                        prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
-                        kv_reuse=args.kv_reuse, doc_format=resolve_doc_format(args.doc_format, args.model))
+    return settings_from_flags(EvalSettings, args, batch_size=getattr(args, "batch_size", 1)).resolved(
+        args.model, args.engine)
 
 
 # --- zerosearch eval ---------------------------------------------------------------------------------
@@ -198,6 +167,18 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _eval_spec(args: argparse.Namespace, data_files: list[str]) -> Any:
+    """The evaluation ``zerosearch eval``'s flags describe."""
+    from zerosearch.eval_settings import DataSelection, EvalSettings, EvalSpec, SamplingSettings
+
+    data = DataSelection(data_files, limit=args.limit or None, sample=args.sample, seed=args.seed, names=args.names,
+                         group_by=None if args.group_by.lower() == "none" else args.group_by)
+    sampling = SamplingSettings(samples=args.samples, seed=args.seed,
+                                temperature=1.0 if args.temperature is None else args.temperature)
+    return EvalSpec(data=data, settings=settings_from_flags(EvalSettings, args), engine=args.engine,
+                    sampling=sampling, device=args.device, dtype=args.dtype)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``zerosearch eval``: run (or resume) the evaluation and print the table."""
     from zerosearch.evaluate import RESULTS_MD, default_output_dir, evaluate
@@ -208,19 +189,7 @@ def run_eval(args: argparse.Namespace) -> int:
     # named here, not inside evaluate(), so that Ctrl-C can say which directory resumes
     output_dir = args.output_dir or str(default_output_dir(args.model, args.method))
     try:
-        results = evaluate(
-            args.model, data_files, args.engine, args.method, output_dir,
-            limit=args.limit or None, sample=args.sample, seed=args.seed, samples=args.samples,
-            temperature=1.0 if args.temperature is None else args.temperature, batch_size=args.batch_size,
-            max_turns=args.max_turns, topk=args.topk, max_turn_tokens=args.max_turn_tokens,
-            max_obs_tokens=args.max_obs_tokens, max_context_tokens=args.max_context_tokens,
-            prompt_template=args.prompt_template,
-            prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache,
-            kv_reuse=args.kv_reuse, doc_format=args.doc_format, names=args.names,
-            group_by=None if args.group_by.lower() == "none" else args.group_by,
-            device=args.device, dtype=args.dtype,
-            progress=not args.no_progress,
-        )
+        results = evaluate(args.model, _eval_spec(args, data_files), output_dir, progress=not args.no_progress)
     except KeyboardInterrupt:
         if os.path.isdir(output_dir):
             print(f"[zerosearch] interrupted: the answers written so far are kept in {output_dir}; the same "
@@ -290,7 +259,7 @@ def _load_answerer(args: argparse.Namespace) -> Any:
     from zerosearch.search.factory import build_engine
 
     engine = build_engine(args.engine) if args.method in NEEDS_ENGINE else None
-    return Answerer(args.model, engine, _settings(args, args.engine), device=args.device, dtype=args.dtype)
+    return Answerer(args.model, engine, _settings(args), device=args.device, dtype=args.dtype)
 
 
 def _answer_and_print(answerer: Any, question: str, out: TextIO) -> bool:

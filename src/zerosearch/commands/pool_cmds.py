@@ -18,6 +18,7 @@ from typing import Any
 from zerosearch.commands.argtypes import non_negative_int, nonempty, positive_float, positive_int
 from zerosearch.commands.errors import UsageError
 from zerosearch.commands.eval_cmds import add_generation_options
+from zerosearch.commands.flags import settings_from_flags
 
 __all__ = ["add_pool_parser", "run_pool"]
 
@@ -221,6 +222,7 @@ def _paths(out: Path) -> tuple[Path, Path]:
 
 def _from_flags(args: argparse.Namespace, excluded: set[str]):
     from zerosearch.data import load_qa_files
+    from zerosearch.eval_settings import DataSelection, EvalSettings, EvalSpec, SamplingSettings
     from zerosearch.pool import build_pool, dataset_names, score_candidates, write_pool
     from zerosearch.warmup import demonstrated_questions
 
@@ -228,16 +230,12 @@ def _from_flags(args: argparse.Namespace, excluded: set[str]):
     files = _split(args.data)
     rows = load_qa_files(files)  # a missing or bad file is said before a model loads
     info_path, scoring = _paths(args.out)
-    kwargs = dict(
-        data_files=files, engine_spec=args.engine, method="agent", limit=args.limit or None,
-        batch_size=args.batch_size, samples=args.samples, temperature=args.temperature, seed=args.seed,
-        group_by=None, names=dataset_names(files), max_turns=args.max_turns, topk=args.topk,
-        max_turn_tokens=args.max_turn_tokens, max_obs_tokens=args.max_obs_tokens,
-        max_context_tokens=args.max_context_tokens, prompt_template=args.prompt_template,
-        prompt_style=args.prompt_style, autocast=args.autocast, kv_cache=args.kv_cache, kv_reuse=args.kv_reuse,
-        doc_format=args.doc_format, device=args.device, dtype=args.dtype,
-    )
-    counts, results = score_candidates(args.model, kwargs, scoring, progress=not args.no_progress)
+    spec = EvalSpec(
+        data=DataSelection(files, limit=args.limit or None, seed=args.seed, names=dataset_names(files), group_by=None),
+        settings=settings_from_flags(EvalSettings, args), engine=args.engine,  # the agent: pool has no --method
+        sampling=SamplingSettings(samples=args.samples, temperature=args.temperature, seed=args.seed),
+        device=args.device, dtype=args.dtype)
+    counts, results = score_candidates(args.model, spec, scoring, progress=not args.no_progress)
     pool = build_pool(counts, rows, bounds, seen=demonstrated_questions(args.model),
                       exclude_seen=args.warmup_questions == "exclude", excluded=excluded)
     info = {"model": args.model, "engine": args.engine, "files": files, "limit": args.limit,
