@@ -58,7 +58,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from zerosearch.config import GREEDY_ROLLOUT
     from zerosearch.simulator_tuning import build, collect, evaluate, results_table, train
 
     work: Path = args.work_dir
@@ -164,7 +165,8 @@ def main() -> int:
     started = time.perf_counter()
     with stage("collect", timings):
         summary = collect(None, engine, TRAIN_QA, work / "collected.jsonl", query_source="question",
-                          extra_query_field=args.extra_queries or None, topk=args.topk, batch_size=64)
+                          extra_query_field=args.extra_queries or None, batch_size=64,
+                          rollout=replace(GREEDY_ROLLOUT, topk=args.topk))
     with stage("build", timings):
         stats = build(work / "collected.jsonl", work / "data", seed=0, val_fraction=0.1,
                       max_doc_words=args.max_doc_words, balance_by=args.balance)

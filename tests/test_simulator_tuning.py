@@ -17,6 +17,7 @@ import pytest
 
 from conftest import COLOR_TASK
 from support import SHORT_TEMPLATE, FixedDocumentsEngine
+from zerosearch.config import RolloutSettings
 from zerosearch.data import DataError
 from zerosearch.search.base import Document, SearchRequest
 from zerosearch.simulator_tuning import (
@@ -379,7 +380,7 @@ def test_collect_searches_the_extra_queries_a_row_holds(tmp_path):
     engine = FixedDocumentsEngine(["the x doc"], fail_queries=["bad"])
     out = tmp_path / "collected.jsonl"
     summary = collect(None, engine, qa, out, query_source="question", extra_query_field="metadata.supporting_titles",
-                      topk=1, progress=False)
+                      rollout=RolloutSettings(topk=1), progress=False)
     assert (summary.written, summary.search_calls, summary.failed) == (3, 5, 1)  # d: one search failed, not written
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [[s["query"] for s in r["searches"]] for r in records] == [["Q1?", "T1", "T2"], ["Q2?"], ["Q3?"]]

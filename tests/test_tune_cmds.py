@@ -15,6 +15,7 @@ import pytest
 
 from support import FixedDocumentsEngine
 from zerosearch.cli import main
+from zerosearch.config import RolloutSettings
 from zerosearch.simulator_tuning import build, collect, eval_items, train
 
 TRAIN_MODULE = "zerosearch.simulator_tuning.train"
@@ -136,15 +137,16 @@ def test_train_refuses_zero_steps_or_epochs_before_loading_anything(tmp_path):
 def test_collect_refuses_an_out_file_made_with_other_settings(tmp_path, engine):
     qa = _qa(tmp_path / "qa.jsonl", 3)
     out = tmp_path / "c.jsonl"
-    collect(None, engine, qa, out, query_source="question", topk=1, limit=2, progress=False)
+    one, two = RolloutSettings(topk=1), RolloutSettings(topk=2)
+    collect(None, engine, qa, out, query_source="question", rollout=one, limit=2, progress=False)
     before = out.read_text()
     with pytest.raises(ValueError, match=r"other settings \(--topk: 1 there, 2 now\).*another --out"):
-        collect(None, engine, qa, out, query_source="question", topk=2, progress=False)
+        collect(None, engine, qa, out, query_source="question", rollout=two, progress=False)
     with pytest.raises(ValueError, match="--extra-queries: none there, metadata.titles now"):
-        collect(None, engine, qa, out, query_source="question", topk=1, extra_query_field="metadata.titles",
+        collect(None, engine, qa, out, query_source="question", rollout=one, extra_query_field="metadata.titles",
                 progress=False)
     assert out.read_text() == before  # nothing appended
-    summary = collect(None, engine, qa, out, query_source="question", topk=1, batch_size=5, progress=False)
+    summary = collect(None, engine, qa, out, query_source="question", rollout=one, batch_size=5, progress=False)
     assert (summary.skipped, summary.written) == (2, 1)  # the same settings (another batch size) resume
 
     # a policy-mode file (rows from before settings were recorded carry only their query source)

@@ -80,7 +80,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 AUTOCAST_CHOICES = ("auto", "bf16", "off")  # bf16 mixed precision over fp32 weights (zerosearch.runtime)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RolloutSettings:
     """The rollout's turn settings (:mod:`zerosearch.rollout`): the home of each one's default, range and meaning.
 
@@ -122,6 +122,10 @@ class RolloutSettings:
         """Whether the settings let a later turn continue from the turn before's KV cache (``kv_reuse`` with a
         dynamic cache; the runner also needs one generate call per turn and a model whose cache allows it)."""
         return carries_kv_cache(self.kv_cache, self.kv_reuse)
+
+
+# the paper's budgets, greedy: what a rerun must reproduce (simulator tuning's collection, by default)
+GREEDY_ROLLOUT = RolloutSettings(temperature=0.0)
 
 
 def carries_kv_cache(kv_cache: str, kv_reuse: bool) -> bool:

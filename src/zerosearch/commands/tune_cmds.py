@@ -19,6 +19,7 @@ from zerosearch.commands.argtypes import (
     fraction, non_negative_float, non_negative_int, nonempty, positive_float, positive_int,
 )
 from zerosearch.commands.errors import UsageError
+from zerosearch.commands.flags import settings_from_flags
 
 __all__ = ["add_tune_simulator_parser"]
 
@@ -181,6 +182,7 @@ def _check_collect_options(args: argparse.Namespace) -> None:
 def _run_collect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from dataclasses import asdict
 
+    from zerosearch.config import RolloutSettings
     from zerosearch.prompts import load_template
     from zerosearch.simulator_tuning import collect
 
@@ -189,10 +191,9 @@ def _run_collect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         summary = collect(
             args.policy, args.engine, args.data, args.out, query_source=args.query_source,
             extra_query_field=args.extra_queries, limit=args.limit or None,  # --limit 0: all
-            batch_size=args.batch_size, max_turns=args.max_turns, topk=args.topk, temperature=args.temperature,
-            max_turn_tokens=args.max_turn_tokens,
+            batch_size=args.batch_size, rollout=settings_from_flags(RolloutSettings, args, batch_size=0),
             policy_template=load_template(args.prompt_template) if args.prompt_template else None,
-            seed=args.seed, device=args.device, doc_format=args.doc_format, progress=not args.no_progress,
+            seed=args.seed, device=args.device, progress=not args.no_progress,
         )
     except KeyboardInterrupt:
         _say_collect_interrupted(Path(args.out), _command_line(parser, args))
@@ -208,6 +209,8 @@ def _say_collect_interrupted(out: Path, command: str) -> None:
 
 
 def _add_collect(stages: Any) -> None:
+    from zerosearch.config import GREEDY_ROLLOUT
+
     parser = stages.add_parser(
         "collect", help="record a policy's searches of a real engine (with outcomes)",
         description="Run a policy against a real search engine over QA rows and append one JSON line per "
@@ -230,13 +233,15 @@ def _add_collect(stages: Any) -> None:
                         help="use only the first N questions (default, or 0: all)")
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="questions per rollout batch (default: 8)")
-    parser.add_argument("--max-turns", type=positive_int, default=2, metavar="N",
-                        help="search turns before the forced answer (default: 2)")
-    parser.add_argument("--topk", type=positive_int, default=5, metavar="K", help="documents per search (default: 5)")
-    parser.add_argument("--temperature", type=non_negative_float, default=0.0,
-                        help="policy sampling temperature (default: 0, greedy)")
-    parser.add_argument("--max-turn-tokens", type=positive_int, default=500, metavar="N",
-                        help="tokens per policy turn (default: 500)")
+    rollout = GREEDY_ROLLOUT  # collect's defaults: the paper's budgets (RolloutSettings'), greedy
+    parser.add_argument("--max-turns", type=positive_int, default=rollout.max_turns, metavar="N",
+                        help=f"search turns before the forced answer (default: {rollout.max_turns})")
+    parser.add_argument("--topk", type=positive_int, default=rollout.topk, metavar="K",
+                        help=f"documents per search (default: {rollout.topk})")
+    parser.add_argument("--temperature", type=non_negative_float, default=rollout.temperature,
+                        help=f"policy sampling temperature (default: {rollout.temperature:g}, greedy)")
+    parser.add_argument("--max-turn-tokens", type=positive_int, default=rollout.max_turn_tokens, metavar="N",
+                        help=f"tokens per policy turn (default: {rollout.max_turn_tokens})")
     parser.add_argument("--prompt-template", metavar="NAME_OR_FILE",
                         help="the policy prompt template (default: the built-in Search-R1 prompt)")
     parser.add_argument("--seed", type=non_negative_int, default=0,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zerosearch.config import GREEDY_ROLLOUT, RolloutSettings
 from zerosearch.data import QARow, load_qa_files, policy_prompt
 from zerosearch.rewards import answer_metrics, extract_answer
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
@@ -108,25 +109,25 @@ SETTING_OPTIONS = {
 _POLICY_ONLY = ("policy", "max_turns", "temperature", "max_turn_tokens", "policy_template", "doc_format", "seed")
 
 
-def collect_settings(query_source: str, engine: str | SearchEngine, topk: int, *,
-                     extra_query_field: str | None = None, policy_model: str | None = None, max_turns: int = 2,
-                     temperature: float = 0.0, max_turn_tokens: int = 500, policy_template: str | None = None,
-                     doc_format: str = "zerosearch", seed: int = 0) -> dict[str, Any]:
+def collect_settings(query_source: str, engine: str | SearchEngine, rollout: RolloutSettings = GREEDY_ROLLOUT, *,
+                     extra_query_field: str | None = None, policy_model: str | None = None,
+                     policy_template: str | None = None, seed: int = 0) -> dict[str, Any]:
     """What a collected row depends on, stored in each row so that a resume with other settings is refused.
 
     Question mode runs no policy, so the policy's settings are None there (changing them changes nothing).
     """
     settings: dict[str, Any] = {
         "query_source": query_source, "extra_query_field": extra_query_field or None,
-        "engine": engine if isinstance(engine, str) else engine.name, "topk": topk,
+        "engine": engine if isinstance(engine, str) else engine.name, "topk": rollout.topk,
     }
     policy = query_source == "policy"
     template = (hashlib.sha256(policy_template.encode("utf-8")).hexdigest()[:12]
                 if policy and policy_template is not None else None)  # the text is long: its digest
     settings.update(
-        policy=policy_model if policy else None, max_turns=max_turns if policy else None,
-        temperature=temperature if policy else None, max_turn_tokens=max_turn_tokens if policy else None,
-        policy_template=template, doc_format=doc_format if policy else None, seed=seed if policy else None,
+        policy=policy_model if policy else None, max_turns=rollout.max_turns if policy else None,
+        temperature=rollout.temperature if policy else None,
+        max_turn_tokens=rollout.max_turn_tokens if policy else None, policy_template=template,
+        doc_format=rollout.doc_format if policy else None, seed=seed if policy else None,
     )
     return settings
 
@@ -242,24 +243,21 @@ class _PolicyRunner:
         return record
 
 
-def _policy_runner(policy_model: str, engine: SearchEngine, *, topk: int, max_turns: int, max_turn_tokens: int,
-                   temperature: float, batch_size: int, template: str | None, device: str,
-                   doc_format: str, recorded: dict[str, Any]) -> _PolicyRunner:
+def _policy_runner(policy_model: str, engine: SearchEngine, rollout: RolloutSettings, *, template: str | None,
+                   device: str, recorded: dict[str, Any]) -> _PolicyRunner:
     from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
-    from zerosearch.rollout import RolloutRunner, RolloutSettings
+    from zerosearch.rollout import RolloutRunner
 
     torch_device = pick_device(device)
     tokenizer = load_tokenizer(policy_model)
     model = load_causal_lm(policy_model, torch_device, pick_dtype("auto", torch_device))
     recording = _RecordingEngine(engine)
-    settings = RolloutSettings(max_turns=max_turns, topk=topk, max_turn_tokens=max_turn_tokens,
-                               temperature=temperature, batch_size=batch_size, doc_format=doc_format)
-    runner = RolloutRunner(model, tokenizer, recording, settings, torch_device)
+    runner = RolloutRunner(model, tokenizer, recording, rollout, torch_device)
     return _PolicyRunner(runner, recording, tokenizer, use_chat_template(tokenizer, "auto"), template, recorded)
 
 
 def _check_arguments(policy_model: str | None, query_source: str, extra_query_field: str | None,
-                     limit: int | None, batch_size: int, topk: int, max_turns: int) -> None:
+                     limit: int | None, batch_size: int, rollout: RolloutSettings) -> None:
     """Arguments collect cannot run with (the CLI names its options before it calls; these are the API's)."""
     if query_source not in QUERY_SOURCES:
         raise ValueError(f"query_source must be one of {QUERY_SOURCES}, got {query_source!r}")
@@ -267,8 +265,11 @@ def _check_arguments(policy_model: str | None, query_source: str, extra_query_fi
         raise ValueError("query_source='policy' needs a policy model; or use query_source='question'")
     if limit is not None and limit < 1:  # a slice would read -1 as "all but the last" and 0 as "none"
         raise ValueError(f"limit must be >= 1 or None (all rows), got {limit}")
-    if batch_size < 1 or topk < 1 or max_turns < 1:
-        raise ValueError("batch_size, topk and max_turns must all be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if query_source == "policy" and rollout.max_turns < 1:  # the range itself is RolloutSettings' own check
+        raise ValueError("collecting records a policy's searches, but rollout.max_turns=0 allows none; give "
+                         "max_turns >= 1")
     if extra_query_field and query_source != "question":
         raise ValueError("extra_query_field works with query_source='question' only (a policy writes its own)")
 
@@ -283,14 +284,10 @@ def collect(
     extra_query_field: str | None = None,
     limit: int | None = None,
     batch_size: int = 8,
-    max_turns: int = 2,
-    topk: int = 5,
-    temperature: float = 0.0,
-    max_turn_tokens: int = 500,
+    rollout: RolloutSettings = GREEDY_ROLLOUT,
     policy_template: str | None = None,
     seed: int = 0,
     device: str = "auto",
-    doc_format: str = "zerosearch",
     progress: bool = True,
 ) -> CollectSummary:
     """Search a real engine for QA rows and append one JSON line per row to ``out_path``.
@@ -314,18 +311,16 @@ def collect(
             searched too, standing in for the sub-queries a capable policy would issue for a multi-hop question.
         limit: use only the first ``limit`` rows of the files (>= 1; None: all).
         batch_size: rows per rollout batch (and per engine call).
-        max_turns, topk, max_turn_tokens: rollout settings (paper: 2 turns, 5 documents, 500 tokens).
-        temperature: policy sampling temperature; 0 is greedy.
+        rollout: the policy's turn settings (:class:`~zerosearch.config.RolloutSettings`; by default
+            :data:`~zerosearch.config.GREEDY_ROLLOUT`, the paper's 2 turns, 5 documents and 500 tokens per turn,
+            greedy); its ``topk`` applies to question mode too.
         policy_template: the policy prompt template *text* (``{question}``); default the built-in one.
-        doc_format: how the policy is shown the documents (``zerosearch`` | ``search_r1``).
         seed: torch seed for a sampling policy.
     """
-    _check_arguments(policy_model, query_source, extra_query_field, limit, batch_size, topk, max_turns)
+    _check_arguments(policy_model, query_source, extra_query_field, limit, batch_size, rollout)
     started = time.perf_counter()
-    settings = collect_settings(query_source, engine, topk, extra_query_field=extra_query_field,
-                                policy_model=policy_model, max_turns=max_turns, temperature=temperature,
-                                max_turn_tokens=max_turn_tokens, policy_template=policy_template,
-                                doc_format=doc_format, seed=seed)
+    settings = collect_settings(query_source, engine, rollout, extra_query_field=extra_query_field,
+                                policy_model=policy_model, policy_template=policy_template, seed=seed)
     rows = load_qa_files(qa_files)[:limit]
     _unique_ids(rows)
     out_path = Path(out_path)
@@ -345,15 +340,13 @@ def collect(
         import torch
 
         torch.manual_seed(seed)
-        policy = _policy_runner(policy_model, engine, topk=topk, max_turns=max_turns,  # type: ignore[arg-type]
-                                max_turn_tokens=max_turn_tokens, temperature=temperature,
-                                batch_size=batch_size, template=policy_template, device=device,
-                                doc_format=doc_format, recorded=settings)
+        policy = _policy_runner(policy_model, engine, rollout, template=policy_template,  # type: ignore[arg-type]
+                                device=device, recorded=settings)
     with out_path.open("a", encoding="utf-8") as handle, _progress(len(todo), "collect", progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             records = (policy.records(batch, summary) if policy is not None
-                       else _question_records(engine, batch, topk, summary, settings, extra_query_field))
+                       else _question_records(engine, batch, rollout.topk, summary, settings, extra_query_field))
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 summary.written += 1
