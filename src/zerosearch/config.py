@@ -46,7 +46,7 @@ class LoraConfig:
 
     r: the adapter rank (>= 1). alpha: the scale numerator (> 0; the adapter's output is scaled by
     ``alpha / r``). dropout: peft's ``lora_dropout``, which must be 0: every model is trained with dropout
-    off (:func:`zerosearch.policy.disable_dropout`), so that the log ratio and the KL compare the sampling
+    off (:func:`zerosearch.llm.models.disable_dropout`), so that the log ratio and the KL compare the sampling
     policy with itself; the key stays so that saved configs load. target_modules: peft's ``target_modules``,
     ``all-linear`` or a list of module names (not empty; names the model lacks are a ConfigError when it
     loads). Every value is checked, ``enabled`` or not.

@@ -157,8 +157,7 @@ class Answerer:
 
     def __init__(self, model: str, engine: SearchEngine | None, settings: EvalSettings,
                  device: str = "auto", dtype: str = "auto") -> None:
-        from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
-        from zerosearch.runtime import resolve_autocast
+        from zerosearch.policy import load_policy
 
         if settings.method in NEEDS_ENGINE and engine is None:
             raise ValueError(f"method {settings.method!r} needs a search engine (--engine SPEC)")
@@ -168,15 +167,14 @@ class Answerer:
         self.settings = settings = settings.resolved(model)
         self.engine = engine
         self.template = load_template(settings.template_name)
-        self.device = pick_device(device)
-        self.tokenizer = load_tokenizer(model)
-        self.chat = use_chat_template(self.tokenizer, settings.prompt_style)
-        self.model = load_causal_lm(model, self.device, pick_dtype(dtype, self.device))
+        policy = load_policy(model, device=device, dtype=dtype, autocast=settings.autocast,
+                             prompt_style=settings.prompt_style)
+        self.device, self.tokenizer, self.chat, self.model = policy.device, policy.tokenizer, policy.chat, policy.model
         self.model.eval()
         context = settings.max_context_tokens or min(
             MAX_DEFAULT_CONTEXT, getattr(self.model.config, "max_position_embeddings", MAX_DEFAULT_CONTEXT))
         self.runner = RolloutRunner(self.model, self.tokenizer, engine, settings.rollout(context), self.device,
-                                    autocast=resolve_autocast(settings.autocast, self.device))
+                                    autocast=policy.autocast)
         self._samplers: dict[float, RolloutRunner] = {}
 
     def answer(self, questions: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Loading the policy (and critic) and computing per-token log-probs, entropies and values.
+"""Loading the policy (:func:`load_policy`) and computing per-token log-probs, entropies and values.
 
 Sequences are *left*-padded ``[pad… | prompt | response]`` so that every row's response ends at the last
 column. The model then only needs logits for the last ``R+1`` positions (``logits_to_keep``), where R is
@@ -10,120 +10,69 @@ for left-padded batches, so the log-probs we train on are those of the distribut
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from zerosearch.config import ConfigError, LoraConfig
-from zerosearch.llm.models import resolve_model_path
+from zerosearch.llm.models import disable_dropout, load_causal_lm, load_tokenizer, resolve_model_path
 from zerosearch.padding import left_pad
+from zerosearch.runtime import pick_device, pick_dtype, resolve_autocast
 from zerosearch.rl.losses import entropy_from_logits, token_logprobs
 from zerosearch.shared_prefix import SharedPrefixWindow, shared_prefix_hidden
 
 
-def pick_device(spec: str = "auto") -> torch.device:
-    """``auto``: the GPU if torch sees one, else the CPU; else the torch device ``spec`` names. Raises
-    ConfigError for a name torch does not know and for a CUDA device that is not there (torch would fail
-    later with 'Torch not compiled with CUDA enabled')."""
-    from zerosearch.config import ConfigError
+@dataclass
+class LoadedPolicy:
+    """A policy as :func:`load_policy` loads it: the model on its device, the tokenizer, whether prompts go through
+    the chat template, and the precision it runs in (``autocast``: the dtype of mixed precision, or None)."""
 
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise ConfigError(f"device={spec!r} is not a torch device (cpu, cuda, cuda:1, auto): {exc}") from None
-    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # meta holds no data; the rest are not set up here
-        raise ConfigError(f"device={spec!r}: zerosearch runs on cpu, cuda (cuda:N), mps or xpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={spec!r} but torch sees no CUDA device here; use device=cpu or device=auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={spec!r} but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    model: nn.Module | None  # None when loaded without weights (the tokenizer and the prompt encoding only)
+    tokenizer: Any
+    chat: bool
+    device: torch.device
+    dtype: torch.dtype
+    autocast: torch.dtype | None
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the policy reads them (:func:`encode_prompt`)."""
+        return encode_prompt(self.tokenizer, prompt, self.chat)
 
 
-def pick_dtype(spec: str, device: torch.device) -> torch.dtype:
-    if spec == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
+def load_policy(model_spec: str, *, device: str | torch.device = "auto", dtype: str = "auto", autocast: str = "off",
+                prompt_style: str = "auto", lora: LoraConfig | None = None, gradient_checkpointing: bool = False,
+                tokenizer: Any = None, weights: bool = True) -> LoadedPolicy:
+    """Load the policy ``model_spec`` names (a path, a hub id, ``zerosearch:*``): the one setup of every model
+    zerosearch samples from, scores or trains (the trainer's policy and critic trunk, evaluation, simulator
+    tuning's collection, the supervised fine-tuning of the warm-up and of the simulator). torchtune's
+    ``_setup_model``, for this project.
 
+    ``device`` / ``dtype`` / ``autocast``: the config's spellings (``auto`` or a name; :func:`~zerosearch.runtime.
+    pick_device`, :func:`~zerosearch.runtime.pick_dtype`, :func:`~zerosearch.runtime.resolve_autocast`).
+    ``prompt_style``: ``auto`` | ``chat`` | ``raw`` (:func:`use_chat_template`). The model is loaded with every
+    dropout off (:func:`~zerosearch.llm.models.disable_dropout`); then gradient checkpointing, then peft LoRA
+    adapters when ``lora`` is given and enabled (in that order: checkpointing must be on before LoRA wraps the
+    model). ``tokenizer``: one already loaded for this model (the critic's trunk shares the policy's);
+    ``weights=False``: the tokenizer and the prompt encoding only (``model`` None).
 
-def load_tokenizer(model_spec: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_spec))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_causal_lm(model_spec: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The causal LM ``model_spec`` names, on ``device`` in ``dtype``, with every dropout off
-    (:func:`disable_dropout`): the one loader of every model zerosearch samples, scores or trains (the
-    policy, the critic's trunk and, copied from the policy, the reference; the SFT of the warm-up and of
-    simulator tuning; evaluation and collection)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_spec), dtype=dtype)
-    disable_dropout(model)
-    return model.to(device)
-
-
-# Numeric attributes (of modules and of configs) that hold a train-mode-only random perturbation: HF
-# attention classes keep ``attention_dropout`` as a float and apply it ``if self.training`` (no nn.Dropout
-# module to find), GPT-2-style configs say ``resid_pdrop``, MoE routers add ``router_jitter_noise``.
-_RANDOM_IN_TRAINING = re.compile(r"dropout|pdrop|jitter", re.IGNORECASE)
-
-
-def disable_dropout(model: nn.Module) -> nn.Module:
-    """Turn off every dropout in ``model``, in place (and return it), so that a train-mode forward pass
-    equals an eval-mode one bit for bit.
-
-    RL compares log-probs of the same tokens across passes: sampling and the old and reference log-probs
-    run in eval mode, the update in train mode (which gradient checkpointing needs: transformers skips it in
-    eval mode). With any dropout on, the first mini-batch's ratio is not 1 before any step and the KL is
-    noise. TRL does this for its RL trainers (``trl.trainer.utils.disable_dropout_in_model``), which only
-    sets ``nn.Dropout.p = 0``; here also:
-
-    * every ``nn.Dropout`` kind (``_DropoutNd``: Dropout, Dropout1d/2d/3d, AlphaDropout), LoRA's
-      ``lora_dropout`` included (peft builds it as nn.Dropout);
-    * numeric module attributes named like dropout (``attention_dropout``, ``dropout``, ``resid_pdrop``,
-      ``router_jitter_noise``...): HF attention passes ``dropout=self.attention_dropout if self.training``
-      straight to the attention kernel;
-    * the same fields of the model's config (sub-configs included) and of its peft configs, so that
-      modules built later from them and the saved config.json / adapter_config.json say what was trained.
-
-    Booleans are left alone (``use_dropout``-style switches are not probabilities).
+    Raises ConfigError for a device torch lacks, ``prompt_style=chat`` without a chat template and LoRA targets the
+    model lacks; ModelNotFoundError for a model that is not there.
     """
-    from transformers import PretrainedConfig
-
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-        _zero_random_fields(module)
-    configs = [getattr(module, "config", None) for module in model.modules()]
-    peft_configs = getattr(model, "peft_config", None)  # {adapter name: peft LoraConfig} on a PeftModel
-    configs += list(peft_configs.values()) if isinstance(peft_configs, dict) else []
-    seen: set[int] = set()
-    while configs:
-        config = configs.pop()
-        if config is None or isinstance(config, nn.Module) or id(config) in seen or not hasattr(config, "__dict__"):
-            continue
-        seen.add(id(config))
-        _zero_random_fields(config)
-        configs += [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]  # text_config...
-    return model
-
-
-def _zero_random_fields(obj: object) -> None:
-    """Set to 0.0 every non-zero number attribute of ``obj`` named like :data:`_RANDOM_IN_TRAINING`."""
-    for name, value in list(vars(obj).items()):
-        if (_RANDOM_IN_TRAINING.search(name) and isinstance(value, (int, float)) and not isinstance(value, bool)
-                and value != 0):
-            setattr(obj, name, 0.0)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_spec)
+    chat = use_chat_template(tokenizer, prompt_style)
+    model = None
+    if weights:
+        model = load_causal_lm(model_spec, torch_device, torch_dtype)
+        adapters = lora is not None and lora.enabled
+        if gradient_checkpointing:
+            enable_checkpointing(model, lora=adapters)
+        if adapters:
+            model = apply_lora(model, lora)
+    return LoadedPolicy(model, tokenizer, chat, torch_device, torch_dtype, resolve_autocast(autocast, torch_device))
 
 
 def enable_checkpointing(model: nn.Module, lora: bool = False) -> None:

@@ -1,4 +1,8 @@
-"""How this process uses the machine: torch's thread count and bf16 mixed precision on CPUs.
+"""How this process uses the machine: the device and dtype, torch's thread count, bf16 mixed precision on CPUs.
+
+Device and dtype: :func:`pick_device` and :func:`pick_dtype` turn the config's ``device`` / ``dtype`` (``auto``
+or a name) into torch's, for every model zerosearch loads (:func:`zerosearch.policy.load_policy`, the in-process
+chat backend).
 
 Threads: torch sizes its intra-op pool from the machine's core count, which counts cores this process
 may not run on (a ``taskset``, a container's cpuset, a job scheduler's allocation). Two processes that
@@ -22,10 +26,10 @@ from typing import Iterator
 
 import torch
 
-from zerosearch.config import AUTOCAST_CHOICES
+from zerosearch.config import AUTOCAST_CHOICES, ConfigError
 
 __all__ = ["AUTOCAST_CHOICES", "autocast_context", "available_cpus", "configure_threads",
-           "cpu_has_bf16", "resolve_autocast"]
+           "cpu_has_bf16", "pick_device", "pick_dtype", "resolve_autocast"]
 
 THREADS_ENV = "ZEROSEARCH_NUM_THREADS"
 
@@ -108,3 +112,30 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Iterato
         return
     with torch.autocast(device.type, dtype=dtype):
         yield
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    """``auto``: the GPU if torch sees one, else the CPU; else the torch device ``spec`` names. Raises
+    ConfigError for a name torch does not know and for a CUDA device that is not there (torch would fail
+    later with 'Torch not compiled with CUDA enabled')."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={spec!r} is not a torch device (cpu, cuda, cuda:1, auto): {exc}") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):  # meta holds no data; the rest are not set up here
+        raise ConfigError(f"device={spec!r}: zerosearch runs on cpu, cuda (cuda:N), mps or xpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec!r} but torch sees no CUDA device here; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec!r} but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def pick_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU, fp32 elsewhere; else the dtype ``spec`` names (``float32``, ``bfloat16``,
+    ``float16``: the config's checked choices)."""
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]

@@ -19,9 +19,8 @@ same 32-step warm-up took 576 s with TRL and 338 s here (1.7x); ``benchmarks/spe
 the head-on-selected-positions lever side by side.
 
 Loss: the mean negative log-likelihood over the mask-1 tokens of an optimizer step (TRL's and verl's
-token mean). Dropout is off, as in the RL update (the model comes from
-:func:`~zerosearch.policy.load_causal_lm`, LoRA from :func:`~zerosearch.policy.apply_lora`, both through
-:func:`~zerosearch.policy.disable_dropout`): the warm-up trains the policy the RL update then trains, and the
+token mean). Dropout is off, as in the RL update (the model and its LoRA adapters come from
+:func:`~zerosearch.policy.load_policy`, through :func:`~zerosearch.llm.models.disable_dropout`): the warm-up trains the policy the RL update then trains, and the
 train-mode loss and the eval-mode validation loss are one network's. Hugging Face's Trainer keeps whatever
 dropout a config carries; the models this project trains (SmolLM2, Qwen2.5, Llama 3) ship with 0, so for them
 nothing changes. Optimiser and schedule as Hugging Face's Trainer defaults: AdamW (no weight decay), the
@@ -47,11 +46,8 @@ from tqdm.auto import tqdm
 
 from zerosearch import checkpoint as ckpt
 from zerosearch.config import LoraConfig, check_lora_rank_alpha
-from zerosearch.policy import (
-    Window, apply_lora, build_window, enable_checkpointing, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
-    right_align, selected_logprobs,
-)
-from zerosearch.runtime import autocast_context
+from zerosearch.policy import Window, build_window, load_policy, right_align, selected_logprobs
+from zerosearch.runtime import autocast_context, pick_device
 
 __all__ = ["SFTExample", "SFTRun", "SFTSettings", "chat_example", "end_of_turn_ids", "fitting", "load_for_sft",
            "save_merged", "train_sft"]
@@ -331,15 +327,12 @@ def save_merged(model: torch.nn.Module, tokenizer: Any, out_dir: Path, lora: boo
     tokenizer.save_pretrained(out_dir)
 
 
-def load_for_sft(base_model: str, settings: SFTSettings, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """The model to train (fp32 weights on CPU, the device's default dtype elsewhere) and its tokenizer."""
-    tokenizer = load_tokenizer(base_model)
-    model = load_causal_lm(base_model, device, pick_dtype("auto", device))
-    if settings.gradient_checkpointing:
-        enable_checkpointing(model, lora=settings.lora)
-    if settings.lora:
-        model = apply_lora(model, LoraConfig(enabled=True, r=settings.lora_r, alpha=settings.lora_alpha))
-    return model, tokenizer
+def load_for_sft(base_model: str, settings: SFTSettings, device: str | torch.device) -> tuple[torch.nn.Module, Any]:
+    """The model to train (fp32 weights on CPU, the device's default dtype elsewhere; gradient checkpointing and
+    LoRA as ``settings`` say) and its tokenizer, by :func:`~zerosearch.policy.load_policy`."""
+    lora = LoraConfig(enabled=settings.lora, r=settings.lora_r, alpha=settings.lora_alpha)
+    policy = load_policy(base_model, device=device, lora=lora, gradient_checkpointing=settings.gradient_checkpointing)
+    return policy.model, policy.tokenizer
 
 
 def train_sft(base_model: str, train_examples: Sequence[SFTExample], val_examples: Sequence[SFTExample],

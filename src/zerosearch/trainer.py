@@ -17,7 +17,7 @@ Departures from the paper's verl setup: PPO's KL is a loss term here too (verl p
 PPO); a trajectory whose search call failed is left out of the update and counted in
 ``search_failures``; with LoRA the reference policy is the base model with the adapter disabled (no
 second copy in memory). Every dropout of the policy, the reference and the critic is off
-(:func:`~zerosearch.policy.disable_dropout`, as TRL's RL trainers do), whatever a config or a checkpoint
+(:func:`~zerosearch.llm.models.disable_dropout`, as TRL's RL trainers do), whatever a config or a checkpoint
 carries: sampling and the old/reference scoring run in eval mode and the update in train mode (which gradient
 checkpointing needs), and all of them must be one deterministic network.
 """
@@ -37,9 +37,8 @@ from zerosearch import checkpoint as ckpt
 from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
 from zerosearch.policy import (
-    ValueModel, Window, apply_lora, build_window, check_lora_targets, enable_checkpointing, encode_prompt,
-    frozen_copy, load_causal_lm, load_tokenizer, micro_batches, pick_device, pick_dtype, plain_head, right_align,
-    selected_logprobs, unalign, use_chat_template,
+    ValueModel, Window, build_window, check_lora_targets, encode_prompt, frozen_copy, load_policy, micro_batches,
+    plain_head, right_align, selected_logprobs, unalign,
 )
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
@@ -50,7 +49,7 @@ from zerosearch.rl.advantages import (
 )
 from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
 from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutStats, Trajectory
-from zerosearch.runtime import autocast_context, configure_threads, resolve_autocast
+from zerosearch.runtime import autocast_context, configure_threads, pick_device, resolve_autocast
 from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches, shares_cache
 from zerosearch.search.base import SearchEngine
 
@@ -160,9 +159,7 @@ class Trainer:
         self.step = 0
         self.resume_changes: dict[str, tuple[Any, Any]] = {}  # {key: (old, new)} that a resume's overrides set
         configure_threads(cfg.num_threads)
-        self.device = pick_device(cfg.device)
-        self.dtype = pick_dtype(cfg.dtype, self.device)
-        self.autocast = resolve_autocast(cfg.autocast, self.device)
+        self.device = pick_device(cfg.device)  # a bad device is said now, not after the warm-up and the pool
         self.warmup_seconds, self.warmup_cached = 0.0, False
         if init_model is None and cfg.warmup.enabled:
             init_model = self._warm_up()
@@ -181,10 +178,12 @@ class Trainer:
         self.noise_rng = np.random.default_rng([cfg.seed, 1])
         self.shuffle_rng = np.random.default_rng([cfg.seed, 2])
 
-        self.tokenizer = load_tokenizer(self.init_model)
-        self.chat = use_chat_template(self.tokenizer, cfg.prompt_style)
         self.template = load_template(cfg.prompt_template)
-        self.policy = self._build_policy()
+        loaded = load_policy(self.init_model, device=self.device, dtype=cfg.dtype, autocast=cfg.autocast,
+                             prompt_style=cfg.prompt_style, lora=cfg.lora,
+                             gradient_checkpointing=cfg.gradient_checkpointing)
+        self.policy, self.tokenizer, self.chat = loaded.model, loaded.tokenizer, loaded.chat
+        self.dtype, self.autocast = loaded.dtype, loaded.autocast
         self.reference = self._build_reference()
         self.critic = self._build_critic()
         self.optimizer = torch.optim.AdamW(
@@ -225,14 +224,6 @@ class Trainer:
                                                         "cached": result.cached, **result.info})
         return str(result.model_dir)
 
-    def _build_policy(self):
-        model = load_causal_lm(self.init_model, self.device, self.dtype)
-        if self.cfg.gradient_checkpointing:
-            enable_checkpointing(model, lora=self.cfg.lora.enabled)
-        if self.cfg.lora.enabled:
-            model = apply_lora(model, self.cfg.lora)
-        return model
-
     def _build_reference(self):
         if self.cfg.kl_coef == 0 or self.cfg.lora.enabled:
             return None  # no KL, or LoRA: the reference is the policy with its adapter disabled
@@ -245,7 +236,7 @@ class Trainer:
         if self.cfg.critic == "value_head":
             # the head alone is trained by the critic optimizer; the trunk belongs to the policy optimizer
             return ValueModel(self.policy, hidden, detach_trunk=True).to(self.device)
-        trunk = load_causal_lm(self.init_model, self.device, self.dtype)
+        trunk = load_policy(self.init_model, device=self.device, dtype=self.cfg.dtype, tokenizer=self.tokenizer).model
         return ValueModel(trunk, hidden).to(self.device)
 
     def _critic_parameters(self):

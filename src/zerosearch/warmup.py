@@ -59,12 +59,12 @@ from zerosearch.datasets import default_dev_files, default_train_files
 from zerosearch.jsonio import read_jsonl
 from zerosearch.llm.models import model_fingerprint, resolve_model_path
 from zerosearch.paths import cache_dir, cache_key, file_digest
-from zerosearch.policy import encode_prompt, load_tokenizer, pick_device, use_chat_template
+from zerosearch.policy import load_policy
 from zerosearch.policy_info import write_policy_info
 from zerosearch.prompts import load_template
 from zerosearch.rewards import normalize_answer
 from zerosearch.rollout import Trajectory, Turn, fit_observation, logged_documents
-from zerosearch.runtime import resolve_autocast
+from zerosearch.runtime import pick_device, resolve_autocast
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.search.factory import build_configured_engine, engine_fingerprint, naming_key
 from zerosearch.search.snippets import contains_answer, snippet
@@ -349,9 +349,9 @@ def run_warmup(cfg: TrainConfig, *, force: bool = False, progress: bool = True,
     started = time.perf_counter()
     _say(f"format warm-up of {cfg.model} (first run only; cached as {final})", progress)
     rows, overlap = _select_rows(load_qa_files(train_files), _eval_questions(eval_files), w.max_examples, cfg.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    chat = use_chat_template(tokenizer, cfg.prompt_style)
-    prompt_ids = [encode_prompt(tokenizer, policy_prompt(r.question, template), chat) for r in rows]
+    policy = load_policy(cfg.model, prompt_style=cfg.prompt_style, weights=False)  # the SFT loads the weights
+    tokenizer = policy.tokenizer
+    prompt_ids = [policy.encode(policy_prompt(r.question, template)) for r in rows]
     if engine is None:
         engine = build_configured_engine(w.engine, "warmup.engine")
     settings = DemoSettings(topk=cfg.topk, max_searches=cfg.max_turns, max_obs_tokens=cfg.max_obs_tokens,

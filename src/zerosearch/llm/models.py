@@ -1,4 +1,4 @@
-"""Resolve a model name to a local Hugging Face directory, offline.
+"""Resolve a model name to a local Hugging Face directory, offline, and load what it names.
 
 Built-in names (no hub needed):
 
@@ -12,13 +12,19 @@ Anything else (a path or a hub id) is passed through unchanged, except a spec th
 (absolute, starting with ``.`` or ``~``, or with more ``/`` than a hub id's ``namespace/name``) and names
 nothing: that raises :class:`ModelNotFoundError` here rather than the hub client's "Repo id must be in the
 form ..." later.
+
+Loading (:func:`load_tokenizer`, :func:`load_causal_lm`, with every dropout off: :func:`disable_dropout`) is here,
+below the policy and the chat backends that both use it. torch and transformers are imported inside the
+functions: the evaluation cache and the report read model fingerprints from this module without them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from zerosearch.paths import cache_dir, cache_key, file_digest, folder_digests, private_tmp, publish_dir
 
@@ -155,3 +161,86 @@ def smollm2_dir() -> Path:
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     return publish_dir(tmp, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_tokenizer(model_spec: str) -> Any:
+    """The tokenizer of the model ``model_spec`` names (:func:`resolve_model_path`), with a pad token: its EOS
+    where it has none (left padding needs one; the padded positions are masked)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_spec))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_spec: str, device: Any, dtype: Any = None) -> Any:
+    """The causal LM ``model_spec`` names, on ``device`` (a ``torch.device``) in ``dtype`` (None: the
+    checkpoint's), with every dropout off (:func:`disable_dropout`): the one loader of every model zerosearch
+    samples, scores or trains (through :func:`zerosearch.policy.load_policy`: the policy, the critic's trunk,
+    the SFT of the warm-up and of simulator tuning, evaluation and collection) and of the in-process simulator."""
+    from transformers import AutoModelForCausalLM
+
+    options = {} if dtype is None else {"dtype": dtype}
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model_spec), **options)
+    disable_dropout(model)
+    return model.to(device)
+
+
+# Numeric attributes (of modules and of configs) that hold a train-mode-only random perturbation: HF
+# attention classes keep ``attention_dropout`` as a float and apply it ``if self.training`` (no nn.Dropout
+# module to find), GPT-2-style configs say ``resid_pdrop``, MoE routers add ``router_jitter_noise``.
+_RANDOM_IN_TRAINING = re.compile(r"dropout|pdrop|jitter", re.IGNORECASE)
+
+
+def disable_dropout(model: Any) -> Any:
+    """Turn off every dropout in ``model``, in place (and return it), so that a train-mode forward pass
+    equals an eval-mode one bit for bit.
+
+    RL compares log-probs of the same tokens across passes: sampling and the old and reference log-probs
+    run in eval mode, the update in train mode (which gradient checkpointing needs: transformers skips it in
+    eval mode). With any dropout on, the first mini-batch's ratio is not 1 before any step and the KL is
+    noise. TRL does this for its RL trainers (``trl.trainer.utils.disable_dropout_in_model``), which only
+    sets ``nn.Dropout.p = 0``; here also:
+
+    * every ``nn.Dropout`` kind (``_DropoutNd``: Dropout, Dropout1d/2d/3d, AlphaDropout), LoRA's
+      ``lora_dropout`` included (peft builds it as nn.Dropout);
+    * numeric module attributes named like dropout (``attention_dropout``, ``dropout``, ``resid_pdrop``,
+      ``router_jitter_noise``...): HF attention passes ``dropout=self.attention_dropout if self.training``
+      straight to the attention kernel;
+    * the same fields of the model's config (sub-configs included) and of its peft configs, so that
+      modules built later from them and the saved config.json / adapter_config.json say what was trained.
+
+    Booleans are left alone (``use_dropout``-style switches are not probabilities).
+    """
+    from torch import nn
+    from transformers import PretrainedConfig
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        _zero_random_fields(module)
+    configs = [getattr(module, "config", None) for module in model.modules()]
+    peft_configs = getattr(model, "peft_config", None)  # {adapter name: peft LoraConfig} on a PeftModel
+    configs += list(peft_configs.values()) if isinstance(peft_configs, dict) else []
+    seen: set[int] = set()
+    while configs:
+        config = configs.pop()
+        if config is None or isinstance(config, nn.Module) or id(config) in seen or not hasattr(config, "__dict__"):
+            continue
+        seen.add(id(config))
+        _zero_random_fields(config)
+        configs += [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]  # text_config...
+    return model
+
+
+def _zero_random_fields(obj: object) -> None:
+    """Set to 0.0 every non-zero number attribute of ``obj`` named like :data:`_RANDOM_IN_TRAINING`."""
+    for name, value in list(vars(obj).items()):
+        if (_RANDOM_IN_TRAINING.search(name) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and value != 0):
+            setattr(obj, name, 0.0)

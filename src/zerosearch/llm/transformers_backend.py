@@ -79,21 +79,19 @@ class TransformersChatModel:
                 "TransformersChatModel needs model_name_or_path, or both model= and tokenizer="
             )
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from zerosearch.llm.models import load_causal_lm, load_tokenizer
         from zerosearch.llm.prefix_cache import PrefixCache
+        from zerosearch.runtime import pick_device
 
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            tokenizer = load_tokenizer(model_name_or_path)
         if model is None:
             if isinstance(dtype, str):
                 dtype = getattr(torch, dtype)
-            kwargs = {"dtype": dtype} if dtype is not None else {}
-            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-            from zerosearch.policy import disable_dropout, pick_device
-
-            disable_dropout(model)  # it only generates (in eval mode), but every loader gives the same network
-            model.to(pick_device(str(device)))  # a device torch lacks is a ConfigError, not an assertion
+            # dropout off, as every model zerosearch loads (it only generates, in eval mode, but one network);
+            # a device torch lacks is a ConfigError, not an assertion
+            model = load_causal_lm(model_name_or_path, pick_device(str(device)), dtype)
         model.eval()
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(

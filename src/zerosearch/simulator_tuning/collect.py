@@ -245,15 +245,13 @@ class _PolicyRunner:
 
 def _policy_runner(policy_model: str, engine: SearchEngine, rollout: RolloutSettings, *, template: str | None,
                    device: str, recorded: dict[str, Any]) -> _PolicyRunner:
-    from zerosearch.policy import load_causal_lm, load_tokenizer, pick_device, pick_dtype, use_chat_template
+    from zerosearch.policy import load_policy
     from zerosearch.rollout import RolloutRunner
 
-    torch_device = pick_device(device)
-    tokenizer = load_tokenizer(policy_model)
-    model = load_causal_lm(policy_model, torch_device, pick_dtype("auto", torch_device))
+    policy = load_policy(policy_model, device=device)
     recording = _RecordingEngine(engine)
-    runner = RolloutRunner(model, tokenizer, recording, rollout, torch_device)
-    return _PolicyRunner(runner, recording, tokenizer, use_chat_template(tokenizer, "auto"), template, recorded)
+    runner = RolloutRunner(policy.model, policy.tokenizer, recording, rollout, policy.device)
+    return _PolicyRunner(runner, recording, policy.tokenizer, policy.chat, template, recorded)
 
 
 def _check_arguments(policy_model: str | None, query_source: str, extra_query_field: str | None,

@@ -97,7 +97,7 @@ def train(
     if (out / TUNING_INFO).exists():
         raise FileExistsError(f"{out} already holds a trained simulator; pass another --out-dir or delete it")
     from zerosearch.llm.models import resolve_model_path
-    from zerosearch.policy import load_tokenizer
+    from zerosearch.llm.models import load_tokenizer
     from zerosearch.sft import NoExampleFitsError, train_sft
 
     run_key = {"base_model": base_model, "dataset": str(Path(dataset_dir).resolve()), "lora": lora,
