@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zerosearch.config import ConfigError, LoraConfig
+from zerosearch.config import ConfigError, LoraConfig, SimulatorConfig
 from zerosearch.policy import load_policy
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "zerosearch"
@@ -57,3 +57,29 @@ def test_the_llm_backends_import_nothing_above_them():
     upward = {"zerosearch.policy", "zerosearch.trainer", "zerosearch.rollout", "zerosearch.evaluate"}
     for path in sorted((SRC / "llm").glob("*.py")):
         assert not _imports(path) & upward, path.name
+
+
+def test_the_simulated_engine_of_a_train_config_is_built_by_the_factory(monkeypatch):
+    """engine.simulator.* goes to search.factory.build_simulator: the in-process model, its options and the
+    engine's, or a ConfigError naming the key for a model without a chat template."""
+    from zerosearch.search.factory import build_simulator
+
+    sim = SimulatorConfig(model="policy", mode="finetuned", max_tokens=7, temperature=0.3, max_batch_size=3,
+                          prefix_cache=False)
+    engine = build_simulator(sim, policy_model="zerosearch:tiny", kv_cache="static")
+    assert (engine.mode, engine.max_tokens, engine.temperature) == ("finetuned", 7, 0.3)
+    chat = engine.chat_model
+    assert (chat.max_batch_size, chat.kv_cache, chat.prefix_cache) == (3, "static", False)
+    with pytest.raises(ConfigError, match=r"engine.simulator.model=policy: .* the policy's model zerosearch:tiny-base "
+                                          r"has no chat template"):
+        build_simulator(sim, policy_model="zerosearch:tiny-base")
+
+
+def test_engine_kind_decides_what_is_a_server():
+    from zerosearch.search.base import is_url
+    from zerosearch.search.factory import engine_kind
+
+    assert is_url("http://h:1") and is_url("https://h") and not is_url("bm25:http.jsonl")
+    assert engine_kind("simulated:http://h:8001/v1") == "simulated_url"
+    assert engine_kind("simulated: zerosearch:tiny") == "simulated_model"
+    assert engine_kind("https://h/retrieve") == "retrieval"

@@ -72,50 +72,16 @@ class NoSearch:
 
 
 def build_engine(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> SearchEngine:
-    """The training-time search engine: the LLM-simulated one, or with ``engine.kind=real`` the engine
-    ``engine.spec`` names (:func:`zerosearch.search.factory.build_engine`); :class:`NoSearch` when
-    ``max_turns=0``."""
+    """The training-time search engine: the LLM-simulated one (:func:`zerosearch.search.factory.build_simulator`),
+    or with ``engine.kind=real`` the engine ``engine.spec`` names; :class:`NoSearch` when ``max_turns=0``."""
+    from zerosearch.search.factory import build_configured_engine, build_simulator
+
     if cfg.max_turns == 0:
         return NoSearch()
     if cfg.engine.kind == "real":
-        from zerosearch.search.factory import build_configured_engine
-
         return build_configured_engine(cfg.engine.spec, "engine.spec")
-
-    from zerosearch.search.simulated import SimulatedSearchEngine
-
-    sim = cfg.engine.simulator
-    if sim.backend == "openai":
-        import os
-
-        from zerosearch.llm.openai_backend import OpenAIChatModel
-
-        chat = OpenAIChatModel(
-            model=cfg.model if sim.model == "policy" else sim.model, base_url=sim.base_url,
-            api_key=os.environ.get(sim.api_key_env), max_concurrency=sim.max_concurrency,
-            timeout=sim.timeout, max_retries=sim.max_retries,
-        )
-    else:
-        from zerosearch.llm.models import resolve_model_path
-        from zerosearch.llm.transformers_backend import TransformersChatModel
-
-        # ``policy``: a frozen copy of the initial policy writes the documents (a prompt-mode simulator).
-        path = resolve_model_path(cfg.model if sim.model == "policy" else sim.model)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)  # as the chat backend loads it
-        if not getattr(tokenizer, "chat_template", None):  # named here, not as the chat backend's tokenizer fault
-            from zerosearch.config import ConfigError
-
-            which = f"the policy's model {cfg.model}" if sim.model == "policy" else sim.model
-            raise ConfigError(f"engine.simulator.model={sim.model}: the simulator writes documents as a chat model, "
-                              f"but {which} has no chat template; set engine.simulator.model to an instruct model "
-                              "(e.g. zerosearch:smollm2-135m-instruct, or zerosearch:tiny with a tiny policy)")
-        chat = TransformersChatModel(path, tokenizer=tokenizer, device=str(device), dtype=dtype,
-                                     max_batch_size=sim.max_batch_size,
-                                     autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache,
-                                     prefix_cache=sim.prefix_cache)
-    return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
+    return build_simulator(cfg.engine.simulator, policy_model=cfg.model, device=device, dtype=dtype,
+                           autocast=resolve_autocast(cfg.autocast, device), kv_cache=cfg.kv_cache)
 
 
 @dataclass

@@ -43,7 +43,7 @@ from zerosearch.search.base import Document, SearchResult  # noqa: E402
 from zerosearch.search.documents import information_block  # noqa: E402
 from zerosearch.verl import (  # noqa: E402
     AGENT_NAME, ANSWER_TURN_KEY, NOISE_PROBABILITY_KEY, NOISY_SEARCHES_KEY, SEARCH_FAILED_KEY,
-    SEARCH_FAILURES_KEY, STATUS_KEY, STEP_KEY,
+    SEARCH_FAILURES_KEY, SEARCHES_KEY, STATUS_KEY, STEP_KEY,
 )
 import zerosearch.verl.agent_loop  # noqa: E402,F401  (importing it registers the loop, as verl's own loops do)
 from zerosearch.verl.export import export_verl  # noqa: E402
@@ -355,3 +355,20 @@ def test_missing_settings_are_errors_that_say_where_to_set_them(tmp_path):
     with pytest.raises(InstantiationException, match="needs total_steps"):
         run(make_worker(tmp_path, Path(tiny_model_dir()), server, "zs_no_steps", engine_entry(), total_steps=None),
             batch_of([{"question": "q", "answer": "a"}], "zs_no_steps"))
+
+
+def test_an_engine_spec_decides_whether_the_curriculum_draws(tmp_path):
+    """Without engine_kind, a ``simulated:`` spec draws useful/noisy from the curriculum (the factory's
+    engine_kind reads the spec) and any other spec draws nothing."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    server = ScriptedServer(tok, lambda q, k: "<search> x </search>" if k == 0 else "<answer> a </answer>")
+    rows = [{"question": "q", "answer": "a"}] * 2
+    # the tiny model as the simulator: whatever it writes (parsed or not), the draw came first
+    simulated = make_worker(tmp_path, Path(tiny_model_dir()), server, "zs_sim_spec", "simulated:zerosearch:tiny",
+                            engine_options={"mode": "prompt", "max_tokens": 8})
+    out = run(simulated, batch_of(rows, "zs_sim_spec"))
+    assert set(out.non_tensor_batch[NOISE_PROBABILITY_KEY]) == {Curriculum().probability(1, 10)}
+    real = make_worker(tmp_path, Path(tiny_model_dir()), server, "zs_real_spec", "example")
+    out = run(real, batch_of(rows, "zs_real_spec"))
+    assert set(out.non_tensor_batch[NOISE_PROBABILITY_KEY]) == {None}
+    assert list(out.non_tensor_batch[SEARCHES_KEY]) == [1, 1]

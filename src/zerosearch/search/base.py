@@ -73,3 +73,15 @@ class SearchEngine(Protocol):
     name: str
 
     def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]: ...
+
+
+def check_topk(topk: int) -> None:
+    """The one argument check of :meth:`SearchEngine.search`: ``topk`` documents per request, at least one.
+    Raises ValueError (an engine's caller passes ``RolloutSettings.topk``, checked where it is configured)."""
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+
+
+def is_url(text: str) -> bool:
+    """Whether an engine spec (or the part after ``simulated:``) names a server: an http(s) URL."""
+    return text.startswith(("http://", "https://"))

@@ -1,4 +1,5 @@
-"""Build a search engine from a user-facing spec string (what ``--engine`` takes).
+"""Build every search engine: from a user-facing spec string (what ``--engine`` takes), or the training-time
+simulator from its config section (:func:`build_simulator`, ``engine.simulator.*``).
 
 Accepted specs (see :data:`ENGINE_SPECS`)::
 
@@ -18,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from zerosearch.search.base import SearchEngine
+from zerosearch.search.base import SearchEngine, is_url
+
+if TYPE_CHECKING:
+    from zerosearch.config import SimulatorConfig
 
 __all__ = [
-    "ENGINE_SPECS", "build_configured_engine", "build_engine", "check_engine_spec", "engine_fingerprint", "engine_kind",
-    "naming_key",
+    "ENGINE_SPECS", "build_configured_engine", "build_engine", "build_simulator", "check_engine_spec",
+    "engine_fingerprint", "engine_kind", "naming_key",
 ]
 
 ENGINE_SPECS = """\
@@ -62,10 +66,6 @@ def _check_options(spec: str, options: dict[str, Any], allowed: set[str]) -> Non
         )
 
 
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
-
-
 def _retrieval_url(url: str) -> str:
     """``http://host:port`` or ``.../`` becomes ``http://host:port/retrieve``."""
     from urllib.parse import urlsplit
@@ -86,7 +86,7 @@ def _require_corpus(kind: str, corpus: str) -> None:
 
 
 def _require_url(url: str) -> None:
-    if not _is_url(url):
+    if not is_url(url):
         raise ValueError(f"retrieval: needs an http(s) URL, e.g. retrieval:http://127.0.0.1:8000/retrieve; got {url!r}")
 
 
@@ -153,7 +153,7 @@ def _simulated(target: str, spec: str, options: dict[str, Any]) -> SearchEngine:
     _require_target(target)
     engine_options = _split(options, _SIMULATED_OPTIONS)
     backend_options = {key: value for key, value in options.items() if key not in _SIMULATED_OPTIONS}
-    if _is_url(target):
+    if is_url(target):
         _check_options(spec, options, _SIMULATED_OPTIONS | _OPENAI_OPTIONS)
         from zerosearch.llm.openai_backend import OpenAIChatModel
 
@@ -169,6 +169,45 @@ def _simulated(target: str, spec: str, options: dict[str, Any]) -> SearchEngine:
 
         chat_model = TransformersChatModel(resolve_model_path(target), **backend_options)
     return SimulatedSearchEngine(chat_model, **engine_options)
+
+
+def build_simulator(sim: SimulatorConfig, *, policy_model: str, device: Any = "cpu", dtype: Any = None,
+                    autocast: Any = None, kv_cache: str = "dynamic") -> SearchEngine:
+    """The simulated engine a training config's ``engine.simulator`` section describes.
+
+    ``backend=openai``: any OpenAI-compatible server at ``base_url``, its API key from ``$api_key_env``.
+    ``backend=transformers``: the model in-process on ``device`` (``dtype``, ``autocast`` and ``kv_cache`` as the
+    run's), its requests batched ``max_batch_size`` at a time, the prompts' shared start cached
+    (``prefix_cache``). ``model=policy`` is ``policy_model``, a frozen copy of the run's starting model. Raises
+    ConfigError naming ``engine.simulator.model`` for an in-process model without a chat template.
+    """
+    from zerosearch.search.simulated import SimulatedSearchEngine
+
+    target = policy_model if sim.model == "policy" else sim.model
+    if sim.backend == "openai":
+        import os
+
+        from zerosearch.llm.openai_backend import OpenAIChatModel
+
+        chat: Any = OpenAIChatModel(model=target, base_url=sim.base_url, api_key=os.environ.get(sim.api_key_env),
+                                    max_concurrency=sim.max_concurrency, timeout=sim.timeout,
+                                    max_retries=sim.max_retries)
+    else:
+        from zerosearch.config import ConfigError
+        from zerosearch.llm.models import load_tokenizer, resolve_model_path
+        from zerosearch.llm.transformers_backend import TransformersChatModel
+
+        path = resolve_model_path(target)
+        tokenizer = load_tokenizer(path)
+        if not getattr(tokenizer, "chat_template", None):  # named here, not as the chat backend's tokenizer fault
+            which = f"the policy's model {policy_model}" if sim.model == "policy" else sim.model
+            raise ConfigError(f"engine.simulator.model={sim.model}: the simulator writes documents as a chat model, "
+                              f"but {which} has no chat template; set engine.simulator.model to an instruct model "
+                              "(e.g. zerosearch:smollm2-135m-instruct, or zerosearch:tiny with a tiny policy)")
+        chat = TransformersChatModel(path, tokenizer=tokenizer, device=str(device), dtype=dtype,
+                                     max_batch_size=sim.max_batch_size, autocast=autocast, kv_cache=kv_cache,
+                                     prefix_cache=sim.prefix_cache)
+    return SimulatedSearchEngine(chat, mode=sim.mode, max_tokens=sim.max_tokens, temperature=sim.temperature)
 
 
 _PREFIXED: dict[str, Callable[[str, str, dict[str, Any]], SearchEngine]] = {
@@ -193,7 +232,7 @@ def build_engine(spec: str, **options: Any) -> SearchEngine:
         return _example(spec, options)
     if spec == "google":
         return _google(spec, options)
-    if _is_url(spec):
+    if is_url(spec):
         return _retrieval(spec, spec, options)
     kind, sep, rest = spec.partition(":")
     if sep and kind in _PREFIXED:
@@ -227,13 +266,13 @@ def engine_kind(spec: str) -> str | None:
     spec = spec.strip()
     if spec in ("example", "google"):
         return spec
-    if _is_url(spec):
+    if is_url(spec):
         return "retrieval"
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in _PREFIXED:
         return None
     if kind == "simulated":
-        return "simulated_url" if _is_url(rest.strip()) else "simulated_model"
+        return "simulated_url" if is_url(rest.strip()) else "simulated_model"
     return kind
 
 
@@ -285,7 +324,7 @@ def check_engine_spec(spec: str) -> None:
         _require_corpus(kind, rest)
         if not Path(rest).is_file():
             raise ValueError(f"{kind}: corpus file {rest} does not exist")
-    elif kind == "retrieval" and not _is_url(spec.strip()):
+    elif kind == "retrieval" and not is_url(spec.strip()):
         _require_url(rest)
     elif kind == "google":
         import os

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import httpx
 
 from zerosearch.retry import CountedRetries, is_retryable_status
-from zerosearch.search.base import Document, SearchRequest, SearchResult
+from zerosearch.search.base import Document, SearchRequest, SearchResult, check_topk, is_url
 from zerosearch.search.corpus import split_contents
 
 __all__ = ["RetrievalHTTPEngine", "describe_http_error", "parse_response", "retryable_http_error"]
@@ -103,7 +103,7 @@ class RetrievalHTTPEngine(CountedRetries):
         self._init_retries(timeout=timeout, max_retries=max_retries, backoff=backoff, backoff_max=backoff_max)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not url.startswith(("http://", "https://")):
+        if not is_url(url):
             raise ValueError(f"the retrieval URL must start with http:// or https://, got {url!r}")
         self.url = url
         self.timeout = timeout
@@ -117,8 +117,7 @@ class RetrievalHTTPEngine(CountedRetries):
 
     def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
         """One result per request, in order; a chunk that fails gives an error for each request."""
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
+        check_topk(topk)
         size = self.chunk_size()
         results: list[SearchResult] = []
         for start in range(0, len(requests), size):

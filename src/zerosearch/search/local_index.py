@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from zerosearch.paths import cache_dir, cache_key, file_digest
-from zerosearch.search.base import Document, SearchRequest, SearchResult
+from zerosearch.search.base import Document, SearchRequest, SearchResult, check_topk
 from zerosearch.search.corpus import document_contents, load_corpus, save_corpus
 
 __all__ = [
@@ -81,11 +81,6 @@ def _with_ids(docs: Sequence[Document]) -> list[Document]:
 
 def _scored(doc: Document, score: float) -> Document:
     return replace(doc, score=float(score))
-
-
-def _check_topk(topk: int) -> None:
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
 
 
 def _read_config(directory: Path, kind: str | None = None) -> dict[str, Any]:
@@ -191,7 +186,7 @@ class BM25Index:
         Documents that share no term with the query (score 0) are left out, so a query with no known
         word gets no documents rather than arbitrary ones.
         """
-        _check_topk(topk)
+        check_topk(topk)
         if not queries:
             return []
         k = min(topk, len(self.docs))
@@ -370,7 +365,7 @@ class DenseIndex:
 
     def retrieve(self, queries: Sequence[str], topk: int) -> list[list[Document]]:
         """The best ``topk`` documents per query, best first, ``score`` set to the cosine similarity."""
-        _check_topk(topk)
+        check_topk(topk)
         if not queries:
             return []
         vectors = _encode(self.model, [self.query_prefix + q for q in queries], self.batch_size)
@@ -409,7 +404,7 @@ class LocalIndexEngine:
 
     def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
         """``topk`` documents per request (fewer when BM25 finds fewer matches), in request order."""
-        _check_topk(topk)
+        check_topk(topk)
         if not requests:
             return []
         try:

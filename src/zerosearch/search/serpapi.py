@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import httpx
 
 from zerosearch.retry import CountedRetries
-from zerosearch.search.base import Document, SearchRequest, SearchResult
+from zerosearch.search.base import Document, SearchRequest, SearchResult, check_topk
 from zerosearch.search.http_engine import describe_http_error, retryable_http_error
 
 __all__ = ["KEY_ENV_VARS", "SERPAPI_URL", "MissingAPIKeyError", "SerpAPIEngine", "organic_documents"]
@@ -172,8 +172,7 @@ class SerpAPIEngine(CountedRetries):
 
     def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
         """One result per request, in order. Each distinct query is sent at most once per call."""
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
+        check_topk(topk)
         queries = list(dict.fromkeys(request.query for request in requests))
         answers: dict[str, SearchResult] = {}
         missing = []

@@ -43,11 +43,11 @@ from typing import Sequence
 
 from zerosearch.llm.base import ChatModel, Completion, Message
 from zerosearch.prompts import constant_head, load_template, placeholders, render
-from zerosearch.search.base import SearchRequest, SearchResult
+from zerosearch.search.base import SearchRequest, SearchResult, check_topk
 from zerosearch.search.documents import parse_simulated_documents
 from zerosearch.search.echo import PromptEcho
 
-__all__ = ["SimulatedSearchEngine", "MODES", "stop_strings"]
+__all__ = ["MODES", "SimulatedSearchEngine", "SimulatorPrompts", "stop_strings"]
 
 # mode -> (template for useful documents, template for noisy documents)
 MODES: dict[str, tuple[str, str]] = {
@@ -63,41 +63,23 @@ def stop_strings(topk: int) -> list[str]:
     return [f"Doc {topk + 1}"]
 
 
-class SimulatedSearchEngine:
-    """A :class:`~zerosearch.search.base.SearchEngine` whose documents are written by a chat model.
+class SimulatorPrompts:
+    """The conversations a simulation LLM is sent: a mode's templates (or overrides), checked, rendered per request.
+
+    The simulated engine sends them; simulator tuning trains on them (the finetuned mode's prompt, then the real
+    documents), so both render the same text without building an engine.
 
     Args:
-        chat_model: any :class:`~zerosearch.llm.base.ChatModel` (in-process or HTTP).
         mode: ``"finetuned"`` (a tuned simulation LLM) or ``"prompt"`` (an instruct model, few-shot).
-        max_tokens: generation budget per request (the original: 600).
-        temperature: sampling temperature (the original: 0.8 in training).
-        useful_template / noisy_template: override a mode's templates with a built-in name or a
-            file path; placeholders may be any of ``{query}`` (required), ``{question}``,
-            ``{answer}``, ``{kind}``, ``{Kind}``.
+        useful_template / noisy_template: override a mode's templates with a built-in name or a file path;
+            placeholders may be any of ``{query}`` (required), ``{question}``, ``{answer}``, ``{kind}``, ``{Kind}``.
     """
 
-    name = "simulated"
-
-    def __init__(
-        self,
-        chat_model: ChatModel,
-        mode: str = "finetuned",
-        max_tokens: int = 600,
-        temperature: float = 0.8,
-        *,
-        useful_template: str | None = None,
-        noisy_template: str | None = None,
-    ) -> None:
+    def __init__(self, mode: str = "finetuned", *, useful_template: str | None = None,
+                 noisy_template: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown simulator mode {mode!r}; choose one of {sorted(MODES)}")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        self.chat_model = chat_model
         self.mode = mode
-        self.max_tokens = max_tokens
-        self.temperature = temperature
         default_useful, default_noisy = MODES[mode]
         self.templates = {
             False: load_template(useful_template or default_useful),
@@ -114,11 +96,6 @@ class SimulatedSearchEngine:
                     f"the {label} simulator template has unknown placeholder(s) {sorted(unknown)}; "
                     f"allowed: {sorted(_KNOWN_FIELDS)}"
                 )
-        # what a reply must not restate, per template (useful / noisy)
-        self._echo = {noisy: PromptEcho.from_template(t, "noisy" if noisy else "useful")
-                      for noisy, t in self.templates.items()}
-        self.replies = 0  # model replies judged (the calls that came back)
-        self.echoes = 0  # of which restated the prompt (errors, never served)
 
     def prompt_for(self, request: SearchRequest) -> str:
         """The user message for ``request`` (raises ValueError if it needs a missing answer)."""
@@ -154,10 +131,61 @@ class SimulatedSearchEngine:
             {"role": "user", "content": self.prompt_for(request)},
         ]
 
+
+class SimulatedSearchEngine:
+    """A :class:`~zerosearch.search.base.SearchEngine` whose documents are written by a chat model.
+
+    Args:
+        chat_model: any :class:`~zerosearch.llm.base.ChatModel` (in-process or HTTP).
+        mode: ``"finetuned"`` (a tuned simulation LLM) or ``"prompt"`` (an instruct model, few-shot).
+        max_tokens: generation budget per request (the original: 600).
+        temperature: sampling temperature (the original: 0.8 in training).
+        useful_template / noisy_template: override a mode's templates (see :class:`SimulatorPrompts`).
+    """
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        chat_model: ChatModel,
+        mode: str = "finetuned",
+        max_tokens: int = 600,
+        temperature: float = 0.8,
+        *,
+        useful_template: str | None = None,
+        noisy_template: str | None = None,
+    ) -> None:
+        self.prompts = SimulatorPrompts(mode, useful_template=useful_template, noisy_template=noisy_template)
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.chat_model = chat_model
+        self.mode = mode
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.templates = self.prompts.templates
+        # what a reply must not restate, per template (useful / noisy)
+        self._echo = {noisy: PromptEcho.from_template(t, "noisy" if noisy else "useful")
+                      for noisy, t in self.templates.items()}
+        self.replies = 0  # model replies judged (the calls that came back)
+        self.echoes = 0  # of which restated the prompt (errors, never served)
+
+    def prompt_for(self, request: SearchRequest) -> str:
+        """The user message for ``request`` (:meth:`SimulatorPrompts.prompt_for`)."""
+        return self.prompts.prompt_for(request)
+
+    def shared_start(self, noisy: bool) -> str:
+        """The constant start of this kind's user messages (:meth:`SimulatorPrompts.shared_start`)."""
+        return self.prompts.shared_start(noisy)
+
+    def conversation_for(self, request: SearchRequest) -> list[Message]:
+        """The chat sent for ``request`` (:meth:`SimulatorPrompts.conversation_for`)."""
+        return self.prompts.conversation_for(request)
+
     def search(self, requests: Sequence[SearchRequest], topk: int) -> list[SearchResult]:
         """Simulate ``topk`` documents per request; one result per request, in order."""
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
+        check_topk(topk)
         results: list[SearchResult | None] = [None] * len(requests)
         conversations: list[list[Message]] = []
         asked: list[int] = []  # indices of the requests that go to the model

@@ -21,6 +21,7 @@ from typing import Any
 from zerosearch.rewards import normalize_answer
 from zerosearch.search.base import Document, SearchRequest
 from zerosearch.search.documents import render_documents
+from zerosearch.search.simulated import SimulatorPrompts
 from zerosearch.simulator_tuning.records import (
     CORRECT_METRICS,
     NOISY,
@@ -200,11 +201,9 @@ def _draw(items: Sequence[Any], size: int, rng: random.Random) -> list[Any]:
 
 
 @lru_cache(maxsize=1)
-def _finetuned_prompter() -> Any:
-    """A finetuned-mode simulated engine used only to render prompts (it never calls a chat model)."""
-    from zerosearch.search.simulated import SimulatedSearchEngine
-
-    return SimulatedSearchEngine(chat_model=None, mode="finetuned")  # type: ignore[arg-type]
+def _finetuned_prompts() -> SimulatorPrompts:
+    """The finetuned mode's prompts (the ones the engine sends a tuned simulator), read once."""
+    return SimulatorPrompts("finetuned")
 
 
 def simulator_messages(call: SearchCall, label: str) -> list[dict[str, str]]:
@@ -216,7 +215,7 @@ def simulator_messages(call: SearchCall, label: str) -> list[dict[str, str]]:
     request = SearchRequest(query=call.query, question=call.question, golden_answers=call.golden_answers,
                             noisy=label == NOISY)
     target = render_documents(call.documents, "zerosearch")
-    return [*_finetuned_prompter().conversation_for(request), {"role": "assistant", "content": target}]
+    return [*_finetuned_prompts().conversation_for(request), {"role": "assistant", "content": target}]
 
 
 def _call_record(call: SearchCall, label: str) -> dict[str, Any]:

@@ -231,11 +231,13 @@ def _search_all(engine: SearchEngine, items: Sequence[EvalItem], noisy: bool, to
 
 def _default_reader(simulators: Sequence[SimulatorSpec]) -> str:
     """The base model of the first in-process simulator (a tuned one records its base)."""
+    from zerosearch.llm.models import resolve_model_path
+    from zerosearch.search.factory import engine_kind
+
     for sim in simulators:
-        target = sim.spec.partition(":")[2]
-        if target.startswith(("http://", "https://")):
+        if engine_kind(sim.spec) != "simulated_model":  # served over HTTP: no model files here
             continue
-        from zerosearch.llm.models import resolve_model_path
+        target = sim.spec.partition(":")[2].strip()
 
         info = Path(resolve_model_path(target)) / TUNING_INFO
         return json.loads(info.read_text(encoding="utf-8"))["base_model"] if info.is_file() else target
@@ -245,10 +247,10 @@ def _default_reader(simulators: Sequence[SimulatorSpec]) -> str:
 
 def _simulator_engine(sim: SimulatorSpec, *, max_tokens: int, temperature: float, batch_size: int,
                       seed: int, device: str) -> SearchEngine:
-    from zerosearch.search.factory import build_engine
+    from zerosearch.search.factory import build_engine, engine_kind
 
     options: dict[str, Any] = {"mode": sim.mode, "max_tokens": max_tokens, "temperature": temperature}
-    if not sim.spec.partition(":")[2].startswith(("http://", "https://")):
+    if engine_kind(sim.spec) == "simulated_model":  # the in-process model's own options
         options.update(max_batch_size=batch_size, seed=seed, device=device)
     return build_engine(sim.spec, **options)
 

@@ -64,6 +64,7 @@ from zerosearch.protocol import STOP_STRINGS, well_formed
 from zerosearch.rollout import SEARCH_FAILED, RolloutSettings, SearchEnvironment, Trajectory, eos_token_ids
 from zerosearch.search.base import SearchEngine
 from zerosearch.search.factory import build_engine
+from zerosearch.search.factory import engine_kind as spec_kind  # engine_kind is a setting of this loop
 from zerosearch.verl import (
     AGENT_NAME,
     ANSWER_TURN_KEY,
@@ -180,7 +181,8 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         options = _plain(engine_options or {})
         self.engine = _engine(engine, options) if isinstance(engine, str) else engine
         if engine_kind is None:
-            simulated = engine.startswith("simulated:") if isinstance(engine, str) else self.engine.name == "simulated"
+            simulated = ((spec_kind(engine) or "").startswith("simulated") if isinstance(engine, str)
+                         else self.engine.name == "simulated")
             engine_kind = "simulated" if simulated else "real"
         if engine_kind not in ("simulated", "real"):
             raise ValueError(f"engine_kind must be simulated or real, got {engine_kind!r}")
