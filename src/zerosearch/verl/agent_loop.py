@@ -58,10 +58,11 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from verl.utils.profiler import simple_timer
 from verl.utils.rollout_trace import rollout_trace_op
 
+from zerosearch.config import RolloutSettings
 from zerosearch.curriculum import Curriculum, draw_noisy
 from zerosearch.policy import encode_prompt, use_chat_template
 from zerosearch.protocol import STOP_STRINGS, well_formed
-from zerosearch.rollout import SEARCH_FAILED, RolloutSettings, SearchEnvironment, Trajectory, eos_token_ids
+from zerosearch.rollout import SEARCH_FAILED, SearchEnvironment, Trajectory, eos_token_ids
 from zerosearch.search.base import SearchEngine
 from zerosearch.search.factory import build_engine
 from zerosearch.search.factory import engine_kind as spec_kind  # engine_kind is a setting of this loop
@@ -163,7 +164,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         prompt_style: ``auto`` | ``chat`` | ``raw``, as zerosearch's ``prompt_style``: how the row's policy
             prompt becomes token ids (``auto``: the chat template where the tokenizer has one).
         max_turns, topk, max_turn_tokens, max_obs_tokens, max_context_tokens, doc_format: as in
-            zerosearch's config (:class:`zerosearch.rollout.RolloutSettings`; same defaults).
+            zerosearch's config (:class:`zerosearch.config.RolloutSettings`: same defaults and ranges).
     """
 
     def __init__(self, *args: Any, engine: str | SearchEngine | None = None,
