@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from zerosearch import compare, paths
 from zerosearch.config import load_train_config
 from zerosearch.datasets import default_dev_files
+from zerosearch.eval_settings import DataSelection, EvalSettings, EvalSpec
 from zerosearch.llm.models import model_fingerprint, smollm2_cache_dir
 from zerosearch.models.tiny import tiny_model_dir
 
@@ -53,17 +55,17 @@ def test_the_evaluation_cache_misses_when_the_corpus_or_the_template_is_edited_i
     corpus = _corpus(tmp_path / "corpus.jsonl", "Jaws is a 1975 film.")
     template = tmp_path / "policy.txt"
     template.write_text("Answer {question}\n")
-    kwargs = {"data_files": default_dev_files(), "engine_spec": f"bm25:{corpus}", "method": "agent",
-              "limit": 5, "batch_size": 4, "max_turns": 2, "prompt_template": str(template)}
-    key = compare._cache_key("zerosearch:tiny", kwargs)
-    assert compare._cache_key("zerosearch:tiny", dict(kwargs)) == key
+    spec = EvalSpec(data=DataSelection(default_dev_files(), limit=5), engine=f"bm25:{corpus}",
+                    settings=EvalSettings(method="agent", batch_size=4, max_turns=2, prompt_template=str(template)))
+    key = compare._cache_key("zerosearch:tiny", spec)
+    assert compare._cache_key("zerosearch:tiny", replace(spec)) == key
     _corpus(corpus, "Jaws is a 1976 film.")
-    assert compare._cache_key("zerosearch:tiny", kwargs) != key
-    key = compare._cache_key("zerosearch:tiny", kwargs)
+    assert compare._cache_key("zerosearch:tiny", spec) != key
+    key = compare._cache_key("zerosearch:tiny", spec)
     template.write_text("Answer: {question}\n")
-    assert compare._cache_key("zerosearch:tiny", kwargs) != key
+    assert compare._cache_key("zerosearch:tiny", spec) != key
     # a baseline that searches nothing is not keyed by the engine
-    direct = {**kwargs, "method": "direct", "prompt_template": None}
+    direct = replace(spec, settings=replace(spec.settings, method="direct", prompt_template=None))
     key = compare._cache_key("zerosearch:tiny", direct)
     _corpus(corpus, "Jaws is a 1977 film.")
     assert compare._cache_key("zerosearch:tiny", direct) == key
