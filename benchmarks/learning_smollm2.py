@@ -28,9 +28,15 @@ of the run with its moving average, the paired tables, wall times per stage), th
 (metrics, rollouts, ``pool.json``, the report with the reward's moving average) and the evaluations
 ``<out>/eval/{warmup,trained}_{pool,dev}`` with ``<out>/eval/compare_{pool,dev}``.
 
-Results: see the closing note of this benchmark's last run in its ``results.md``; the docstring of an earlier
-version (REINFORCE without a baseline on 200 unfiltered questions, 30 steps x 8 rollouts against the SmolLM2
-simulator) found no change: dev EM 13.0 -> 11.0, with no baseline, groups of 2 and most groups uniform.
+Results (2026-12-07, 2 cores, from the cached warm-up; ``--candidates 128 --samples 4 --dev 150 --no-dev-room
+--steps 24 --prompts 4 --rollouts 8 --lr 3e-5 --mini-batch 16 --set pool.batch_size=16``, 73 min): the room is
+small (greedy EM 13.3, pass@4 18.0, mean@4 7.0 on 128 training questions; 105 never answered), the pool is 13
+questions after leaving out the warm-up's 10 (7 of them binary choices, where a sample is a coin flip). RL
+did not learn: at steps 13-14 the policy stopped searching (1.0 -> 0 searches, ~400 -> ~25-60 response
+tokens) and answers from the question. Paired greedy EM against the warm-up: pool 53.8 -> 23.1
+(-30.8 [-69.2, +7.7], McNemar p 0.29), dev 6.0 -> 6.0 (+0.0 [-4.7, +4.7]): no detectable change, and a
+collapse the curves show. The earlier version (REINFORCE without a baseline, 200 unfiltered questions, 30 steps
+x 8 rollouts against the SmolLM2 simulator) also found no change (dev EM 13.0 -> 11.0).
 """
 
 from __future__ import annotations
