@@ -83,8 +83,9 @@ def test_chat_ends_at_end_of_input(setup, capsys, monkeypatch):
     assert capsys.readouterr().out.count("Question: ") == 1
 
 
-def test_usage_errors_exit_2_with_a_message(setup, capsys, tmp_path):
+def test_usage_errors_exit_2_with_a_message(setup, capsys, tmp_path, monkeypatch):
     model, _, _ = setup
+    monkeypatch.chdir(tmp_path)  # the default --output-dir is runs/eval-... under the working directory
     assert cli(["ask", "q", "--model", model, "--engine", "nonsense:x"]) == 2
     assert "unknown search engine" in capsys.readouterr().err
     assert cli(["eval", "--model", model, "--data", str(tmp_path / "missing.jsonl"), "--method", "direct"]) == 2
@@ -98,6 +99,7 @@ def test_usage_errors_exit_2_with_a_message(setup, capsys, tmp_path):
         assert cli(["eval", "--model", missing, "--data", str(qa), "--method", "direct"]) == 2
         err = capsys.readouterr().err
         assert f"no model directory at '{missing}'" in err and "Repo id" not in err
+    assert not (tmp_path / "runs").exists()  # a wrong --model leaves no output directory behind
 
 
 def test_eval_command_prints_the_table_and_writes_results(setup, capsys, tmp_path):

@@ -119,6 +119,7 @@ def test_a_run_that_cannot_start_says_what_to_fix_in_one_line(tmp_path, monkeypa
     assert main(["train", str(TINY), *overrides, "total_steps=1", f"output_dir={out}", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not out.exists()  # nothing written for a run that never started
     assert main(["train", str(TINY), "total_steps=1", f"output_dir={out}", "--no-progress"]) == 0
 
 

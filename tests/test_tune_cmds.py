@@ -200,6 +200,15 @@ def test_collect_errors_name_the_options_as_typed(tmp_path, capsys):
     assert "argument --simulator: bad simulator 'nonsense'" in capsys.readouterr().err
 
 
+def test_collect_with_a_missing_policy_writes_nothing(tmp_path, capsys):
+    qa = _qa(tmp_path / "qa.jsonl", 1)
+    missing = str(tmp_path / "nomodel")
+    assert _cli("tune-simulator", "collect", "--engine", "fixed", "--data", qa, "--policy", missing,
+                "--out", tmp_path / "sim" / "c.jsonl") == 2
+    assert f"no model directory at '{missing}'" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()  # --out's folder is made only once the policy is known to exist
+
+
 def test_library_errors_the_commands_print_name_options_not_parameters(tmp_path):
     from zerosearch.simulator_tuning.evaluate import _default_reader, parse_simulator_spec
 

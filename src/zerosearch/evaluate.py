@@ -76,6 +76,7 @@ from zerosearch.eval_settings import (
     paper_source_name, select_rows, split_datasets,
 )
 from zerosearch.jsonio import json_safe
+from zerosearch.llm.models import check_model_spec
 from zerosearch.prompts import load_template, render
 from zerosearch.rewards import answer_metrics, extract_answer
 from zerosearch.rollout import ANSWERED, SEARCH_FAILED, RolloutRunner, Trajectory, Turn
@@ -525,10 +526,12 @@ def evaluate(model: str, spec: EvalSpec, output_dir: str | Path | None = None, *
         The dict written to ``results.json`` (see the module docstring).
 
     Raises:
+        ModelNotFoundError: ``model`` names no model (checked before anything is written).
         ValueError: a method that searches without an engine, a simulated engine, a directory holding another
             evaluation (see :func:`_check_config`); DataError for a bad QA row.
     """
     started = time.perf_counter()
+    check_model_spec(model)  # before the output directory is made: a wrong model leaves nothing behind
     settings, sampling = spec.settings.resolved(model, spec.engine), spec.sampling
     method = settings.method
     if method in NEEDS_ENGINE and engine is None and not spec.engine:

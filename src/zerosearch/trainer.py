@@ -36,6 +36,7 @@ import torch
 from zerosearch import checkpoint as ckpt
 from zerosearch.config import TrainConfig, from_dict, save_config, to_dict
 from zerosearch.data import PromptSampler, QARow, load_qa_files, policy_prompt
+from zerosearch.llm.models import check_model_spec
 from zerosearch.policy import (
     ValueModel, Window, build_window, check_lora_targets, encode_prompt, frozen_copy, load_policy, micro_batches,
     plain_head, right_align, selected_logprobs, unalign,
@@ -667,19 +668,30 @@ def check_engine_specs(cfg: TrainConfig) -> None:
 
 
 def start_run(cfg: TrainConfig, engine: SearchEngine | None = None, progress: bool = True) -> Trainer:
-    """Create the run directory (refusing to overwrite a run that has checkpoints) and a Trainer."""
+    """Create the run directory (refusing to overwrite a run that has checkpoints) and a Trainer. A run that
+    fails before its Trainer exists (a wrong model, engine, device...) leaves no empty directory it created."""
     run_dir = default_run_dir(cfg)
     if ckpt.latest_checkpoint(run_dir) is not None:
         raise FileExistsError(
             f"{run_dir} already holds a run with checkpoints; continue it with "
             f"`zerosearch train --resume {run_dir}` or choose another output_dir=/run_name="
         )
+    check_model_spec(cfg.model)  # a wrong model= ends here, before the run directory exists
     check_engine_specs(cfg)
     if cfg.lora.enabled:  # the module names need the model's architecture: said before the run directory exists
         check_lora_targets(cfg.model, cfg.lora)
     absolute_files(cfg)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
+    try:
+        trainer = Trainer(cfg, run_dir, engine=engine, progress=progress)
+    except BaseException:
+        # a run that never started leaves no empty directory behind (checks that need the model or its
+        # tokenizer, e.g. a simulator without a chat template, run inside Trainer); what it measured before
+        # failing (an empty pool's pool.json) stays, and so does a directory the user made beforehand
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     save_config(cfg, run_dir / "config.yaml")
     return trainer
 

@@ -38,13 +38,24 @@ class ModelNotFoundError(RuntimeError):
 
 
 def resolve_model_path(spec: str) -> str:
-    """Return a directory or hub id that ``from_pretrained`` can load."""
+    """Return a directory or hub id that ``from_pretrained`` can load (a built-in is converted or built here,
+    once). Raises ModelNotFoundError as :func:`check_model_spec` does."""
     if spec == SMOLLM2:
         return str(smollm2_dir())
     if spec in ("zerosearch:tiny", "zerosearch:tiny-base"):
         from zerosearch.models.tiny import tiny_model_dir
 
         return str(tiny_model_dir(chat_template=spec == "zerosearch:tiny"))
+    return check_model_spec(spec)
+
+
+def check_model_spec(spec: str) -> str:
+    """``spec`` unchanged when it can name a model, without loading, converting or building anything: a built-in
+    name, a local model directory (``config.json`` or ``adapter_config.json``) or a hub id. Raises
+    ModelNotFoundError naming the spec and what to pass instead. A command calls it before it writes anything,
+    so a wrong ``--model`` leaves no output directory behind."""
+    if spec in BUILTIN_MODELS:
+        return spec
     if spec.startswith("zerosearch:"):
         raise ModelNotFoundError(f"unknown built-in model {spec!r}; built-ins: {', '.join(BUILTIN_MODELS)}")
     what = (f"pass an existing directory (e.g. runs/NAME/checkpoints/step_N/policy), a hub id (namespace/name) "

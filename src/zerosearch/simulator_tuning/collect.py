@@ -21,6 +21,7 @@ from typing import Any
 
 from zerosearch.config import GREEDY_ROLLOUT, RolloutSettings
 from zerosearch.data import QARow, load_qa_files, policy_prompt
+from zerosearch.llm.models import check_model_spec
 from zerosearch.rewards import answer_metrics, extract_answer
 from zerosearch.search.base import Document, SearchEngine, SearchRequest, SearchResult
 from zerosearch.simulator_tuning.records import QUERY_SOURCES, PathLike, _doc_dict, _progress, _read_jsonl
@@ -261,6 +262,8 @@ def _check_arguments(policy_model: str | None, query_source: str, extra_query_fi
         raise ValueError(f"query_source must be one of {QUERY_SOURCES}, got {query_source!r}")
     if query_source == "policy" and not policy_model:
         raise ValueError("query_source='policy' needs a policy model; or use query_source='question'")
+    if query_source == "policy":
+        check_model_spec(policy_model)  # before --out's folder is made: a wrong model leaves nothing behind
     if limit is not None and limit < 1:  # a slice would read -1 as "all but the last" and 0 as "none"
         raise ValueError(f"limit must be >= 1 or None (all rows), got {limit}")
     if batch_size < 1:
