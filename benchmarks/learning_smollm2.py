@@ -119,20 +119,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def moving_average(values: list[float], window: int) -> list[float]:
-    """The trailing mean over the last ``window`` values at each position (fewer at the start)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
 def curve_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The training curve by tenths of the run: reward, EM of the sampled answers, informative groups."""
-    rewards = [r["reward_mean"] for r in rows]
+    from zerosearch.report import with_moving_average
+
     tenths = np.array_split(np.arange(len(rows)), min(10, len(rows))) if rows else []
 
     def mean(key: str, idx: np.ndarray) -> float | None:
@@ -141,7 +131,8 @@ def curve_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "steps": len(rows),
-        "reward_moving_average_10": moving_average(rewards, 10),
+        # the report's own trailing mean, so the benchmark's curve and the run's reward plot agree
+        "reward_moving_average_10": [r["reward_moving_average"] for r in with_moving_average(rows, window=10)],
         "by_tenth": [{"steps": [int(idx[0]) + 1, int(idx[-1]) + 1], "reward": mean("reward_mean", idx),
                       "em": mean("em_mean", idx), "f1": mean("f1_mean", idx),
                       "groups_uniform": mean("groups_uniform", idx), "entropy": mean("entropy", idx),

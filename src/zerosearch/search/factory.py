@@ -334,7 +334,7 @@ def check_engine_spec(spec: str) -> None:
         if not any(os.environ.get(name) for name in KEY_ENV_VARS):
             raise ValueError(f"google needs a SerpAPI key in ${KEY_ENV_VARS[0]} (or ${KEY_ENV_VARS[1]})")
     elif kind == "simulated_model":
-        from zerosearch.llm.models import resolve_model_path
+        from zerosearch.llm.models import check_model_spec
 
         _require_target(rest)
-        resolve_model_path(rest)
+        check_model_spec(rest)  # a built-in is converted when the engine is built, not by this check
