@@ -188,6 +188,9 @@ CASES = [
     ("ceilings", ["--pairs", "-1"], "argument --pairs: must be an integer >= 0, got -1"),
     ("ceilings", ["--set", "bogus=1"], "--set: unknown config key 'bogus'"),
     ("ceilings", ["--model", "huge"], "argument --model: invalid choice: 'huge'"),
+    ("step_ab", ["--pairs", "0"], "argument --pairs: must be an integer >= 1, got 0"),
+    ("step_ab", ["--set", "bogus=1"], "--set: unknown config key 'bogus'"),
+    ("step_ab", ["--base", "no-such-commit"], "--base no-such-commit: git worktree add failed"),
 ]
 
 
