@@ -19,6 +19,21 @@ ratio base / new of the mean step seconds, and the median, min and max of those 
     python benchmarks/step_ab.py --base HEAD --base-set engine.simulator.prefix_cache=false   # one setting's worth
 
 Run it alone on idle cores: two heavy processes on 2 cores run several times slower each.
+
+Results (2026-12-08, 2 idle cores, 14 min; ``--pairs 2 --steps 2 --skip 1 --set
+model=<the cached warm-up> warmup.enabled=false engine.simulator.model=zerosearch:smollm2-135m-instruct``, so both
+arms start from the same warmed-up policy and the same simulator, as the default run does after its warm-up):
+
+    | arm     | step s | rollout s | generate s | search s | update s | response tokens | searches/rollout |
+    | 86558cb | 44.51  | 37.79     | 14.40      | 23.38    | 6.71     | 144.56          | 1.06             |
+    | 47eda78 | 25.56  | 19.36     | 7.58       | 11.78    | 6.20     | 126.69          | 0.94             |
+    step seconds base / new, per pair: 1.76, 1.72; median 1.74
+
+On the first measured step of each process the work was the same (141.6 vs 138.6 response tokens, 1.0 search a
+rollout in both) and the ratio 1.70 (45.3 vs 26.6 s: search 19.1 -> 11.9 s, generation 19.5 -> 7.9 s, update
+6.7 -> 6.8 s); on the second the sampled trajectories had drifted apart (147.5 vs 114.8 tokens). Between the
+two commits: the simulator's prefix KV cache and its generate under ``no_grad`` (issue 27), dropout off
+everywhere and ``plain_generation`` (a checkpoint's generation_config no longer reshapes sampling).
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,15 +52,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
 from _args import check_overrides, key_value, non_negative_int, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+EMBEDDED = REPO / "src" / "zerosearch" / "configs" / "default.yaml"
 PHASES = ["step_seconds", "rollout_seconds", "generate_seconds", "search_seconds", "update_seconds"]
 WORK = ["response_tokens_mean", "searches_per_rollout"]
-# Only APIs both arms have: load_train_config(None, overrides), start_run, Trainer.train_step's metrics row.
+# Only APIs both arms have: load_train_config(path, overrides), start_run, Trainer.train_step's metrics row. The
+# path is the arm's own default.yaml (the cwd is its tree): without a path the class defaults are the paper's.
 CHILD = r"""
 import json, sys
 from zerosearch.config import load_train_config
 from zerosearch.trainer import start_run
 skip, steps, overrides = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-trainer = start_run(load_train_config(None, overrides), progress=False)
+trainer = start_run(load_train_config("src/zerosearch/configs/default.yaml", overrides), progress=False)
 rows = [trainer.train_step()[0] for _ in range(skip + steps)][skip:]
 print("RESULT " + json.dumps(rows))
 """
@@ -84,9 +102,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.out and args.out.is_dir():
         parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
-    problem = check_overrides([], [*args.set, *args.base_set], "--set")  # this checkout's keys; the base's at its run
+    # this checkout's keys; the base arm's own config checks them again when it runs
+    problem = check_overrides([], [*args.set, *args.base_set], "--set", path=EMBEDDED)
     if problem:
         parser.error(problem)
+    # a kill (SIGTERM) unwinds like Ctrl-C, so the finally below removes the temporary worktree
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory() as tmp:
         base_tree = Path(tmp) / "base"
         made = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_tree), args.base],
