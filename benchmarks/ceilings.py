@@ -41,7 +41,23 @@ the same (counted), and the table gives each arm's median seconds and prefilled 
     python benchmarks/ceilings.py --set prompts_per_step=1 max_turn_tokens=32 engine.simulator.max_tokens=32 \\
         --skip 0 --pairs 1                                                 # the smallest real-model run
 
-Results: none yet at full size (to be taken on idle cores). The smallest real-model run above, with
+Results at full size (2026-12-08, ``python benchmarks/ceilings.py --pairs 1``, the embedded default from its
+cached warm-up, 2 threads on 2 idle cores, 102 s in all):
+
+    ceilings (2 threads)      read 26.0 GB/s, copy 27.5 GB/s
+    matmul, model mix         fp32 117 GFLOP/s @ 8 rows, 401 @ 2048 tokens; bf16 208 @ 8 rows, 2.1 TFLOP/s @ 2048
+    step (4 prompts x 2)      23.1 s: rollout 16.7 (search 10.3), update 6.3
+    update                    1763 GFLOP over 1845 trained tokens, 280 GFLOP/s: 13.4% of bf16 @ 2048
+    policy decode             85 steps x 7.5 rows, 57 ms a step: 21% of the read bandwidth, 18% of bf16 @ 8 rows
+    simulator decode          127 steps x 8 rows, 69 ms a step: 20% of the read bandwidth
+    prefill                   policy 316, simulator 355 GFLOP/s (15-17% of bf16 @ 2048)
+    A/B (8 requests, 1 pair)  prefix cache on 4.58 s (704 tokens prefilled), off 10.07 s (3,082); same replies
+
+The A/B's arms decoded 57 and 127 steps for the same parsed replies, so most of its 2.2x is the decode, not the
+prefill (0.51 vs 1.10 s); why (a stop string seen earlier, or text past the last document that the parser drops)
+is not yet explained. The update is the phase furthest from its ceiling.
+
+The smallest real-model run above, with
 ``num_threads=1``, on 2 cores shared with other jobs (2026-12-07; wall time was about 3x the process's CPU time,
 so these are a check that it runs, not a measurement), took 1.9 to 3.7 minutes in all:
 

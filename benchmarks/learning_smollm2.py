@@ -4,10 +4,10 @@ The pipeline, each stage cached or resumed, so a rerun (or a run killed halfway)
 
 1. **warm-up**: the embedded default's format warm-up (64 demonstrations with real BM25 documents, one epoch;
    cached as in ``zerosearch train``).
-2. **room**: the warmed-up policy answers the 300 bundled HotpotQA training questions and ``--dev`` dev
-   questions K = ``--samples`` times at temperature 1 through the agent loop against real BM25, besides its
-   greedy answer (``zerosearch eval --samples``): greedy EM / F1, pass@K, mean@K and the share of questions with
-   mixed outcomes. The training half is exactly the pool's scoring, so the pool below reuses it.
+2. **room**: the warmed-up policy answers the 300 bundled HotpotQA training questions (and, with ``--dev-room``,
+   the ``--dev`` dev questions) K = ``--samples`` times at temperature 1 through the agent loop against real
+   BM25, besides its greedy answer (``zerosearch eval --samples``): greedy EM / F1, pass@K, mean@K and the
+   share of questions with mixed outcomes. The training half is exactly the pool's scoring, so the pool below reuses it.
 3. **pool**: the training questions with mixed outcomes (0 < right < K by EM), without the ones the warm-up
    demonstrated (``pool.warmup_questions=exclude``; ``--set pool.warmup_questions=keep`` keeps them; the pool's
    statistics give both groups' pass rates).
