@@ -102,8 +102,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.out and args.out.is_dir():
         parser.error(f"--out {args.out} is a directory: give a file name for the JSON")
-    # this checkout's keys; the base arm's own config checks them again when it runs
-    problem = check_overrides([], [*args.set, *args.base_set], "--set", path=EMBEDDED)
+    # this checkout's keys, each list's errors under its own option; the base arm's config checks them again
+    problem = (check_overrides([], args.set, "--set", path=EMBEDDED)
+               or check_overrides(list(args.set), args.base_set, "--base-set", path=EMBEDDED))
     if problem:
         parser.error(problem)
     # a kill (SIGTERM) unwinds like Ctrl-C, so the finally below removes the temporary worktree

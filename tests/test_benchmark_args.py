@@ -190,6 +190,7 @@ CASES = [
     ("ceilings", ["--model", "huge"], "argument --model: invalid choice: 'huge'"),
     ("step_ab", ["--pairs", "0"], "argument --pairs: must be an integer >= 1, got 0"),
     ("step_ab", ["--set", "bogus=1"], "--set: unknown config key 'bogus'"),
+    ("step_ab", ["--base-set", "bogus=1"], "--base-set: unknown config key 'bogus'"),
     ("step_ab", ["--base", "no-such-commit"], "--base no-such-commit: git worktree add failed"),
 ]
 
