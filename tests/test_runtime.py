@@ -48,3 +48,33 @@ def test_autocast_choices(monkeypatch):
     assert runtime.resolve_autocast("off", cpu) is None
     with pytest.raises(ValueError, match="autocast='fp8'"):
         runtime.resolve_autocast("fp8", cpu)
+
+
+def test_adamw_is_fused_on_cpu_and_steps_as_the_default_does():
+    """The trainer's AdamW uses torch's fused kernel on CPU; its update is the foreach one's (to fp32 rounding),
+    over several steps with weight decay, and a state saved by one loads into the other (a resumed run)."""
+    torch.manual_seed(0)
+    start = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(3)]
+    runs = {}
+    for name, make in (("fused", lambda ps: runtime.adamw(ps, torch.device("cpu"), lr=1e-2, weight_decay=0.1)),
+                       ("foreach", lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=True))):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = make(params)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            opt.step()
+        runs[name] = (params, opt)
+    assert runs["fused"][1].param_groups[0]["fused"] is True
+    assert not torch.equal(runs["fused"][0][0], start[0])  # the steps moved the parameters
+    for a, b in zip(runs["fused"][0], runs["foreach"][0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    fresh = runtime.adamw([torch.nn.Parameter(p.clone()) for p in start], torch.device("cpu"), lr=1e-2)
+    fresh.load_state_dict(runs["foreach"][1].state_dict())  # a checkpoint of a run before the fused optimizer
+    assert fresh.state_dict()["state"][0]["exp_avg"].equal(runs["foreach"][1].state_dict()["state"][0]["exp_avg"])
+
+
+def test_adamw_falls_back_where_there_is_no_fused_kernel():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert runtime.adamw(params, torch.device("meta"), lr=1e-3).param_groups[0]["fused"] is None

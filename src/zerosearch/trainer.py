@@ -50,7 +50,7 @@ from zerosearch.rl.advantages import (
 )
 from zerosearch.rl.losses import aggregate_token_loss, kl_estimate, ppo_clip_loss, value_loss
 from zerosearch.rollout import SEARCH_FAILED, RolloutRunner, RolloutStats, Trajectory
-from zerosearch.runtime import autocast_context, configure_threads, pick_device, resolve_autocast
+from zerosearch.runtime import adamw, autocast_context, configure_threads, pick_device, resolve_autocast
 from zerosearch.shared_prefix import build_shared_prefix_window, shared_prefix_batches, shares_cache
 from zerosearch.search.base import SearchEngine
 
@@ -153,13 +153,12 @@ class Trainer:
         self.dtype, self.autocast = loaded.dtype, loaded.autocast
         self.reference = self._build_reference()
         self.critic = self._build_critic()
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        self.optimizer = adamw([p for p in self.policy.parameters() if p.requires_grad], self.device, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay)
         warmup = max(1, int(cfg.warmup_ratio * cfg.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.critic_optimizer = (
-            torch.optim.AdamW(self._critic_parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+            adamw(list(self._critic_parameters()), self.device, lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
             if self.critic is not None else None
         )
         self.engine = engine if engine is not None else build_engine(cfg, self.device, self.dtype)
