@@ -95,22 +95,24 @@ def read_jsonl_with_fields(path: str | Path, fields: Iterable[str]) -> list[dict
     return rows
 
 
-def add_rl_options(parser: argparse.ArgumentParser, steps: int, dev_help: str) -> None:
-    """The options :func:`rl_overrides` reads (fidelity_smollm2 and learning_smollm2 share them)."""
+def add_rl_options(parser: argparse.ArgumentParser, steps: int, dev_help: str, prompts: int = 2, rollouts: int = 4,
+                   lr: float = 1e-5, warmup_examples: int = 64, dev: int = 300) -> None:
+    """The options :func:`rl_overrides` reads (fidelity_smollm2's; the defaults are the embedded default's)."""
     parser.add_argument("--steps", type=positive_int, default=steps, help=f"RL steps per arm (default {steps})")
-    parser.add_argument("--prompts", type=positive_int, default=4, help="questions per step (default 4)")
-    parser.add_argument("--rollouts", type=positive_int, default=2, help="rollouts per question (default 2)")
-    parser.add_argument("--lr", type=positive_float, default=2e-5, help="RL learning rate (default 2e-5)")
-    parser.add_argument("--warmup-examples", type=positive_int, default=128,
-                        help="warm-up demonstrations (default 128)")
-    parser.add_argument("--dev", type=positive_int, default=200, help=dev_help)
+    parser.add_argument("--prompts", type=positive_int, default=prompts, help=f"questions per step (default {prompts})")
+    parser.add_argument("--rollouts", type=positive_int, default=rollouts,
+                        help=f"rollouts per question (default {rollouts})")
+    parser.add_argument("--lr", type=positive_float, default=lr, help=f"RL learning rate (default {lr:g})")
+    parser.add_argument("--warmup-examples", type=positive_int, default=warmup_examples,
+                        help=f"warm-up demonstrations (default {warmup_examples}, the embedded default's)")
+    parser.add_argument("--dev", type=positive_int, default=dev, help=dev_help)
     parser.add_argument("--seed", type=int, default=0)
 
 
 def rl_overrides(args: argparse.Namespace) -> list[str]:
-    """The settings every RL arm of fidelity_smollm2 / learning_smollm2 shares, as ``key=value`` overrides of
-    the embedded default (from their common options --steps, --prompts, --rollouts, --lr, --seed,
-    --warmup-examples, --dev)."""
+    """The settings every RL arm of fidelity_smollm2 shares, as ``key=value`` overrides of the embedded default
+    (from the options of :func:`add_rl_options`: --steps, --prompts, --rollouts, --lr, --seed, --warmup-examples,
+    --dev)."""
     return [f"total_steps={args.steps}", f"prompts_per_step={args.prompts}", f"rollouts_per_prompt={args.rollouts}",
             f"lr={args.lr}", f"seed={args.seed}", f"warmup.max_examples={args.warmup_examples}",
             f"final_eval.limit={args.dev}", "save_every=1000000", "report=true"]

@@ -71,7 +71,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_args.py
-from _args import add_rl_options, check_arms, rl_overrides  # noqa: E402
+from _args import add_rl_options, check_arms, check_overrides, key_value, positive_int, rl_overrides  # noqa: E402
 
 # Overrides of each RL arm on top of the common settings (the embedded default's engine is the simulator).
 ARMS = {
@@ -80,16 +80,29 @@ ARMS = {
     "fixed": ["curriculum.start=0.5", "curriculum.end=0.5"],
 }
 RUNS = ("simulated", "real", "fixed", "warmup", "rag", "direct")
+# Paired comparisons (B, A): B - A on the same dev questions. The paper's two claims are the last two.
+PAIRS = (("simulated", "warmup"), ("real", "warmup"), ("fixed", "warmup"), ("simulated", "real"),
+         ("simulated", "fixed"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_rl_options(parser, steps=10, dev_help="HotpotQA dev questions evaluated (default 200)")
+    add_rl_options(parser, steps=10, dev_help="HotpotQA dev questions evaluated (default 300)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated RL arms (default {','.join(ARMS)})")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="questions answered together in the evaluations (default 32; results do not depend on it)")
+    parser.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every arm, on top of the embedded default and the options "
+                             "above (repeatable), e.g. --set algorithm=reinforce --set kl_coef=0.001")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_fidelity")
     args = parser.parse_args(argv)
     check_arms(parser, args, ARMS)
+    from zerosearch.config import EMBEDDED_DEFAULT
+
+    problem = check_overrides(rl_overrides(args), args.overrides, path=EMBEDDED_DEFAULT)
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -135,13 +148,38 @@ def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float
     return "\n".join(lines)
 
 
+def paired_table(paired: dict[str, dict[str, Any]]) -> str:
+    """A row per comparison of :data:`PAIRS` (B − A on the same questions, points): EM and F1 difference with
+    the paired bootstrap 95% CI, McNemar's p on EM, and the reading ("no detectable change": both CIs span 0)."""
+    from zerosearch.paired import format_diff, format_p, spans_zero
+
+    if not paired:
+        return ""
+    lines = ["| B vs A | n | EM A → B | EM diff [95% CI] | p (McNemar) | F1 diff [95% CI] | reading |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for key, comparison in paired.items():
+        b, a = key.split("_vs_")
+        row = comparison["average"]
+        em, f1 = row["em"], row["f1"]
+        reading = ", ".join(f"{name} {'higher' if cell['diff'] > 0 else 'lower'}"
+                            for name, cell in (("EM", em), ("F1", f1)) if not spans_zero(cell["ci95"]))
+        lines.append(f"| {b} vs {a} | {row['n']} | {em['a']:.1f} → {em['b']:.1f} | {format_diff(em)} | "
+                     f"{format_p(em['p_mcnemar'])} | {format_diff(f1)} | {reading or 'no detectable change'} |")
+    boot = next(iter(paired.values()))["bootstrap"]
+    lines += ["", f"95% CI: paired bootstrap over the questions ({boot['resamples']:,} resamples, seed {boot['seed']}). "
+                  "p: McNemar's exact two-sided test on EM. One question is "
+                  f"{100 / max(1, next(iter(paired.values()))['average']['n']):.2f} points."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from zerosearch import checkpoint as ckpt
-    from zerosearch.compare import eval_spec
+    from zerosearch.compare import eval_spec, evaluate_cached
     from zerosearch.config import EMBEDDED_DEFAULT, load_train_config, save_config
     from zerosearch.evaluate import evaluate
     from zerosearch.metrics import read_metrics
+    from zerosearch.paired import compare_evaluations, write_comparison
     from zerosearch.report import write_report
     from zerosearch.runtime import configure_threads
     from zerosearch.trainer import Trainer
@@ -150,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.arms
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    common = rl_overrides(args)
+    common = rl_overrides(args) + args.overrides
     base = load_train_config(EMBEDDED_DEFAULT, common)
     configure_threads(base.num_threads)
 
@@ -164,17 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, dict[str, float]] = {}
     training: dict[str, dict[str, Any]] = {}
 
-    def run_eval(name: str, model: str, out: Path, **settings: Any) -> None:
+    def run_eval(name: str, model: str, out: Path, cached: bool = False, **settings: Any) -> None:
         spec = eval_spec(base)
-        spec = replace(spec, settings=replace(spec.settings, **settings))
+        # named "dev" as in learning_smollm2, whose evaluation of the same warm-up on the same questions the
+        # cache then serves
+        spec = replace(spec, data=replace(spec.data, names=["dev"]),
+                       settings=replace(spec.settings, batch_size=args.batch_size, **settings))
         t = time.perf_counter()
-        results[name] = evaluate(model, spec, out, progress=True)
+        # the warm-up's evaluations come from the evaluation cache when another run made them (same model by
+        # content, questions and settings): learning_smollm2's dev evaluation of the same warm-up, for one
+        results[name] = (evaluate_cached if cached else evaluate)(model, spec, out, progress=True)
         # a resumed evaluation reports its own record of the time it took
         seconds.setdefault(name, {})["eval"] = results[name].get("wall_seconds", time.perf_counter() - t)
 
-    run_eval("warmup", str(warm.model_dir), args.out / "eval_warmup")
+    run_eval("warmup", str(warm.model_dir), args.out / "eval_warmup", cached=True)
     for method in ("rag", "direct"):
-        run_eval(method, str(warm.model_dir), args.out / f"eval_{method}", method=method, prompt_template=None)
+        run_eval(method, str(warm.model_dir), args.out / f"eval_{method}", cached=True, method=method,
+                 prompt_template=None)
 
     for arm in arms:
         cfg = load_train_config(EMBEDDED_DEFAULT, common + ARMS[arm] + [f"output_dir={args.out / arm}"])
@@ -192,16 +236,23 @@ def main(argv: list[str] | None = None) -> int:
         run_eval(arm, str(ckpt.latest_checkpoint(run_dir) / "policy"), run_dir / "eval")
         write_report(run_dir)
 
+    paired: dict[str, dict[str, Any]] = {}
+    for b, a in PAIRS:
+        if a in results and b in results:
+            key = f"{b}_vs_{a}"
+            paired[key] = compare_evaluations(results[a]["output_dir"], results[b]["output_dir"], seed=args.seed)
+            write_comparison(paired[key], args.out / "compare" / key, a, b)
+
     wall = time.perf_counter() - started
     summary = {
-        "settings": vars(args) | {"out": str(args.out)}, "warmup": warm.info, "warmup_seconds": warmup_seconds,
-        "training": training, "dev": {name: r["average"] for name, r in results.items()}, "seconds": seconds,
-        "wall_seconds": wall, "machine": {"platform": platform.platform()},
+        "settings": vars(args) | {"out": str(args.out), "overrides": common}, "warmup": warm.info,
+        "warmup_seconds": warmup_seconds, "training": training, "dev": {name: r["average"] for name, r in results.items()},
+        "paired": paired, "seconds": seconds, "wall_seconds": wall, "machine": {"platform": platform.platform()},
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    lines = [f"# Fidelity benchmark: SmolLM2-135M, {args.steps} RL steps x {args.prompts * args.rollouts} rollouts "
-             f"per arm, lr {args.lr}; {args.dev} HotpotQA dev questions, real BM25, greedy", "",
-             table(results, seconds), ""]
+    lines = [f"# Fidelity benchmark: SmolLM2-135M, {base.algorithm}, {args.steps} RL steps x {args.prompts} questions "
+             f"x {args.rollouts} rollouts per arm, lr {args.lr:g}, KL {base.kl_coef:g}; {args.dev} HotpotQA dev "
+             "questions, real BM25, greedy", "", table(results, seconds), "", paired_table(paired), ""]
     for arm, t in training.items():
         lines.append(f"- `{arm}` training: reward {t['reward_first_third']:.3f} (first third) -> "
                      f"{t['reward_last_third']:.3f} (last third); invalid actions {t['invalid_action_rate']:.3f}; "
