@@ -189,6 +189,7 @@ class Meter:
         self.trunk: list[dict[str, Any]] = []  # decoder calls: tokens and attention context
         self.head: list[dict[str, Any]] = []  # output-head calls: rows
         self.phase_seconds: Counter = Counter()
+        self.part_seconds: Counter = Counter()  # parts of a phase, timed without changing the phase
         self._handles: list[Any] = []
 
     def wrap(self, owner: Any, attribute: str, phase: str) -> None:
@@ -203,6 +204,19 @@ class Meter:
             finally:
                 self.phase_seconds[phase] += time.perf_counter() - start
                 self.phase = before
+
+        setattr(owner, attribute, timed)
+
+    def time_part(self, owner: Any, attribute: str, part: str) -> None:
+        """Time ``owner.attribute`` (a method) as ``part``, leaving the phase as it is."""
+        inner = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.part_seconds[part] += time.perf_counter() - start
 
         setattr(owner, attribute, timed)
 
@@ -260,19 +274,21 @@ class Meter:
 
     def reset(self) -> None:
         self.calls, self.trunk, self.head = [], [], []
-        self.phase_seconds = Counter()
+        self.phase_seconds, self.part_seconds = Counter(), Counter()
 
 
-def update_flops(meter: Meter, sizes: dict[str, dict[str, Any]], phase: str = "update") -> float:
-    """Model FLOPs of the decoder and head calls made in ``phase`` (x3 for those run with gradients)."""
+def update_flops(meter: Meter, sizes: dict[str, dict[str, Any]], phase: str = "update",
+                 trained: bool | None = None) -> float:
+    """Model FLOPs of the decoder and head calls made in ``phase`` (x3 for those run with gradients); with
+    ``trained`` given, of only the calls run with (True) or without (False) gradients."""
     flops = 0.0
     for r in meter.trunk:
-        if r["phase"] == phase:
+        if r["phase"] == phase and trained in (None, r["trained"]):
             s = sizes[r["model"]]
             flops += (3 if r["trained"] else 1) * (2 * s["non_embedding"] * r["tokens"]
                                                    + 4 * s["attention_width"] * s["layers"] * r["context"])
     for r in meter.head:
-        if r["phase"] == phase:
+        if r["phase"] == phase and trained in (None, r["trained"]):
             flops += (3 if r["trained"] else 1) * 2 * sizes[r["model"]]["head"] * r["rows"]
     return flops
 
@@ -303,6 +319,9 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
         meter.wrap(trainer.runner, "_generate", "generate")
         meter.wrap(trainer.engine, "search", "search")
         meter.wrap(trainer, "_update", "update")
+        # the update's parts: the no-grad pass (reference log-probs; old ones too when off-policy) and AdamW
+        meter.time_part(trainer, "_score_tokens", "no-grad pass")
+        meter.time_part(trainer.optimizer, "step", "optimizer step")
         requests: list[Any] = []
         search = trainer.engine.search
 
@@ -368,6 +387,19 @@ def analyse(meter: Meter, sizes: dict[str, dict[str, Any]], ceilings: Ceilings,
             "rate": flops / max(update_seconds, 1e-9), "unit": "FLOP/s", "ceiling": ceilings.at_tokens,
             "ceiling_name": f"{ceilings.dtype} matmul @ {ceilings.tokens} tokens"}]
     out[0]["fraction"] = out[0]["rate"] / out[0]["ceiling"]
+    # its parts: the no-grad pass, the trained forward + backward (the rest of the update), the optimizer step
+    no_grad, opt = meter.part_seconds.get("no-grad pass", 0.0), meter.part_seconds.get("optimizer step", 0.0)
+    for label, seconds, part_flops in (
+            ("update: no-grad pass", no_grad, update_flops(meter, sizes, trained=False)),
+            ("update: forward + backward", update_seconds - no_grad - opt, update_flops(meter, sizes, trained=True)),
+            ("update: optimizer step", opt, None)):
+        row = {"phase": label, "seconds": seconds, "unit": None if part_flops is None else "FLOP/s",
+               "work": "AdamW over the trained parameters" if part_flops is None else f"{part_flops / 1e9:.1f} GFLOP",
+               "rate": None if part_flops is None else part_flops / max(seconds, 1e-9),
+               "ceiling": None if part_flops is None else ceilings.at_tokens,
+               "ceiling_name": "" if part_flops is None else out[0]["ceiling_name"]}
+        row["fraction"] = None if part_flops is None else row["rate"] / row["ceiling"]
+        out.append(row)
     for model, phase in (("policy", "generate"), ("simulator", "search")):
         if model in sizes and meter.phase_seconds.get(phase):
             out += generation_rows(meter.calls, sizes[model], model, phase, meter.phase_seconds.get(phase, 0.0),

@@ -31,6 +31,28 @@ def test_update_flops_by_hand():
     meter.head = [{"model": "policy", "phase": "update", "rows": 5, "trained": True}]
     # trained: 3 x (2*10*4 + 4*2*3*10) = 960; reference: 80 + 240 = 320; head: 3 x 2*6*5 = 180
     assert ceilings.update_flops(meter, sizes) == 960 + 320 + 180
+    assert ceilings.update_flops(meter, sizes, trained=True) == 960 + 180
+    assert ceilings.update_flops(meter, sizes, trained=False) == 320
+
+
+def test_update_parts_split_its_seconds_and_flops():
+    """The update's row and its parts: the no-grad pass and the optimizer step as timed, forward + backward the
+    rest, each pass's FLOPs over its own seconds against the same ceiling."""
+    ceilings = _ceilings()
+    meter = ceilings.Meter()
+    sizes = {"policy": {"non_embedding": 10, "head": 6, "attention_width": 2, "layers": 3},
+             "reference": {"non_embedding": 10, "head": 6, "attention_width": 2, "layers": 3}}
+    meter.trunk = [{"model": "policy", "phase": "update", "tokens": 4, "context": 10, "trained": True},
+                   {"model": "reference", "phase": "update", "tokens": 4, "context": 10, "trained": False}]
+    meter.part_seconds.update({"no-grad pass": 2.0, "optimizer step": 1.0})
+    held = ceilings.Ceilings({"matmul": {"float32@8": {"model_mix": 100.0}, "float32@64": {"model_mix": 400.0}},
+                              "bandwidth": {"read": 1e9}}, 8, 64, None)
+    rows = {r["phase"]: r for r in ceilings.analyse(meter, sizes, held, [{"update_seconds": 10.0}])}
+    assert rows["update"]["rate"] == (960 + 320) / 10.0
+    assert rows["update: no-grad pass"]["seconds"] == 2.0 and rows["update: no-grad pass"]["rate"] == 320 / 2.0
+    assert rows["update: forward + backward"]["seconds"] == 7.0
+    assert rows["update: forward + backward"]["fraction"] == 960 / 7.0 / 400.0
+    assert rows["update: optimizer step"]["seconds"] == 1.0 and rows["update: optimizer step"]["fraction"] is None
 
 
 def test_meter_sees_prefill_and_decode_of_a_left_padded_generate():
