@@ -164,6 +164,35 @@ def bandwidth_ceilings(megabytes: int, repeats: int) -> dict[str, float]:
     return {"read": read, "copy": copy, "megabytes": megabytes}
 
 
+def train_pass_ceiling(model: Any, size: dict[str, Any], tokens: int, rows: int, autocast: Any,
+                       repeats: int) -> dict[str, Any]:
+    """Model FLOP/s of one plain forward + backward of ``model`` (eager PyTorch, the run's autocast) on ``rows``
+    full rows of ``tokens // rows`` random tokens, no padding, the head on every token, a mean log-sum-exp loss:
+    the most an eager training pass reaches at this size, with every elementwise op, attention and cast it
+    brings. Best of ``repeats`` (gradients cleared between; the parameters are not changed)."""
+    import torch
+
+    width = max(1, tokens // rows)
+    ids = torch.randint(0, model.config.vocab_size, (rows, width))
+    context = rows * width * (width + 1) / 2
+    flops = 3 * (2 * size["non_embedding"] * rows * width + 4 * size["attention_width"] * size["layers"] * context
+                 + 2 * size["head"] * rows * width)
+    was_training = model.training
+    model.train()
+
+    def once() -> None:
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            logits = model(input_ids=ids).logits
+        logits.float().logsumexp(-1).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    try:
+        seconds = best_seconds(once, repeats)
+    finally:
+        model.train(was_training)
+    return {"tokens": rows * width, "rows": rows, "flops": flops, "seconds": seconds, "rate": flops / seconds}
+
+
 # ------------------------------------------------------------------------------------------- instruments
 def model_sizes(model: Any) -> dict[str, Any]:
     """What the accounting needs: non-embedding parameters, the head's matmul, the KV cache's shape."""
@@ -347,6 +376,8 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
         tokens = args.tokens or cfg.micro_batch_tokens
         ceilings = {"matmul": matmul_ceilings(shapes, [rows, tokens], args.repeats),
                     "bandwidth": bandwidth_ceilings(args.bandwidth_mb, args.repeats), "threads": threads}
+        ceilings["train_pass"] = train_pass_ceiling(trainer.policy, sizes["policy"], tokens, rows, autocast,
+                                                    args.repeats)
         held = Ceilings(ceilings, rows, tokens, autocast)
         phases = analyse(meter, sizes, held, steps)
         ab = None
@@ -522,6 +553,13 @@ def table(result: dict[str, Any]) -> str:
         shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in row["per_shape"].items())
         lines.append(f"| {row['dtype']} | {row['tokens']} | {_si(row['model_mix'], 'FLOP/s')} | "
                      f"{_si(row['peak'], 'FLOP/s')} | {shapes} (GFLOP/s) |")
+    tp = c.get("train_pass")
+    if tp:
+        mix = next(row for row in c["matmul"].values() if row["tokens"] == result["config"]["tokens"]
+                   and row["dtype"] == (result["config"]["autocast"] or "float32"))
+        lines += ["", f"eager forward + backward of the policy, {tp['rows']} x {tp['tokens'] // tp['rows']} tokens: "
+                      f"{tp['seconds']:.2f} s, {_si(tp['rate'], 'FLOP/s')} = {100 * tp['rate'] / mix['model_mix']:.1f}% "
+                      f"of the {mix['dtype']} matmul model mix at {mix['tokens']} tokens"]
     m = result["metrics"]
     lines += ["", f"step: {sum(s['step_seconds'] for s in m):.2f} s (rollout {sum(s['rollout_seconds'] for s in m):.2f}"
               f" of which search {sum(s['search_seconds'] for s in m):.2f}, update "

@@ -82,3 +82,20 @@ def test_meter_sees_prefill_and_decode_of_a_left_padded_generate():
     assert decode[0]["context"] == (3 + 1) + (5 + 1)  # the new token attends to the real cached ones and itself
     assert [r["tokens"] for r in meter.trunk] == [8, 2, 2, 2] and not any(r["trained"] for r in meter.trunk)
     assert [r["rows"] for r in meter.head] == [2, 2, 2, 2]  # generate runs the head on the last column only
+
+
+def test_train_pass_ceiling_counts_its_flops_and_leaves_the_model_as_it_was():
+    from transformers import AutoModelForCausalLM
+
+    from zerosearch.models.tiny import tiny_model_dir
+
+    ceilings = _ceilings()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    size = {"non_embedding": 10, "head": 6, "attention_width": 2, "layers": 3}
+    out = ceilings.train_pass_ceiling(model, size, tokens=9, rows=2, autocast=None, repeats=1)
+    # 2 rows x 4 tokens: 3 x (2*10*8 + 4*2*3*(2 * 4*5/2) + 2*6*8) = 3 x (160 + 480 + 96)
+    assert out["tokens"] == 8 and out["flops"] == 3 * (160 + 480 + 96)
+    assert out["rate"] == out["flops"] / out["seconds"]
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
