@@ -17,13 +17,18 @@ overrides), after ``--skip`` unmeasured steps (first-call costs). Nothing is mod
 policy, reference and simulator models record every forward call (its phase, rows, new and cached columns, real
 tokens from the attention mask, seconds), and the trainer's own metrics give the phases' seconds.
 
+* eager training pass: one plain forward + backward of the policy at ``--tokens`` tokens (``rows`` full rows, no
+  padding, the head on every token), model FLOPs as below: what eager PyTorch itself reaches at this size, with
+  its elementwise ops, attention and autocast's casts. A ceiling for the update that a matmul alone overstates.
 * update (``Trainer._update``: reference log-probs, forward + backward, optimizer step): model FLOPs =
   6 x N x tokens for the trained passes and 2 x N x tokens for the no-grad ones, N = the non-embedding
   parameters (the decoder's matmuls; norms included, a rounding error) with the output head's
   2 x hidden x vocab counted per row it actually runs on (the trainer runs it only at the policy's tokens),
   plus attention (4 x hidden x context per token and layer, x3 when trained; real tokens only, padding not
   counted). As a fraction of the model-mix matmul ceiling at ``--tokens`` (bf16 when the run autocasts to
-  bf16). Head recomputation in the backward pass is not counted (model FLOPs, not hardware FLOPs).
+  bf16). Head recomputation in the backward pass is not counted (model FLOPs, not hardware FLOPs). Its parts
+  are rows of their own: the no-grad pass (``Trainer._score_tokens``), the trained forward + backward (the rest)
+  and the optimizer step (timed by torch's step hooks).
 * decode (one new column per call), policy and simulator: bytes read per step = the weights (non-embedding
   + head, in the dtype the matmuls read: bf16 under bf16 autocast, whose weight casts are cached for the
   whole ``generate``) + the KV cache (every cached column, padding included); over the measured forward time
@@ -41,8 +46,27 @@ the same (counted), and the table gives each arm's median seconds and prefilled 
     python benchmarks/ceilings.py --set prompts_per_step=1 max_turn_tokens=32 engine.simulator.max_tokens=32 \\
         --skip 0 --pairs 1                                                 # the smallest real-model run
 
-Results at full size (2026-12-08, ``python benchmarks/ceilings.py --pairs 1``, the embedded default from its
-cached warm-up, 2 threads on 2 idle cores, 102 s in all):
+Results at full size (2026-12-08, ``python benchmarks/ceilings.py --pairs 0``, the embedded default of da5a197:
+rloo, 2 questions x 4 rollouts, KL 0.05, fused AdamW; from its cached warm-up, 2 threads on 2 idle cores, 137 s):
+
+    ceilings (2 threads)      read 25.6 GB/s; bf16 matmul model mix 140 GFLOP/s @ 8 rows, 1.6 TFLOP/s @ 2048
+    eager training pass       8 x 256 tokens, 4.82 s: 354 GFLOP/s = 21.6% of bf16 @ 2048
+    step (2 prompts x 4)      25.1 s: rollout 19.2 (search 12.8), update 5.9
+    update                    1255 GFLOP over 1281 trained tokens, 214 GFLOP/s: 13.0% of bf16 @ 2048
+      no-grad pass            1.08 s, 290 GFLOP/s (17.7%)
+      forward + backward      4.68 s, 201 GFLOP/s (12.3%; 57% of the eager training pass)
+      optimizer step          0.11 s (fused AdamW; 0.45 s foreach)
+    policy decode             67 steps x 7.6 rows, 74 ms a step: 16% of the read bandwidth
+    simulator decode          127 steps x 8 rows, 85 ms a step: 16% of the read bandwidth
+
+The bf16 model mix measured 2.1 TFLOP/s in the run below and 1.6 here (same machine, same day): the ceiling
+itself moves by a quarter between runs, so read fractions to a few points. The update is below a sixth of
+the matmul ceiling, but an eager forward + backward of the bare model at 2048 tokens reaches only a fifth of
+it: the rest of a training pass's time is per-op memory traffic (casts between the fp32 residual stream and
+bf16 matmuls, norms, rotary, SiLU, attention), which only a compiler that fuses ops would remove. The update's
+trained pass runs at 57% of that eager pass (smaller micro-batches: 1,281 trained tokens in two).
+
+Earlier (2026-12-08, ``--pairs 1``, the default of a297edb: REINFORCE 4 x 2, KL 0.001, foreach AdamW; 102 s):
 
     ceilings (2 threads)      read 26.0 GB/s, copy 27.5 GB/s
     matmul, model mix         fp32 117 GFLOP/s @ 8 rows, 401 @ 2048 tokens; bf16 208 @ 8 rows, 2.1 TFLOP/s @ 2048
@@ -249,6 +273,17 @@ class Meter:
 
         setattr(owner, attribute, timed)
 
+    def time_optimizer(self, optimizer: Any, part: str) -> None:
+        """Time ``optimizer.step`` as ``part`` through torch's step hooks (replacing the method would make the LR
+        scheduler warn that the step was overridden)."""
+        started: list[float] = []
+        optimizer.register_step_pre_hook(lambda *_: started.append(time.perf_counter()))
+
+        def post(*_: Any) -> None:
+            self.part_seconds[part] += time.perf_counter() - started.pop()
+
+        optimizer.register_step_post_hook(post)
+
     def install(self, model: Any, name: str) -> None:
         import torch
 
@@ -350,7 +385,7 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
         meter.wrap(trainer, "_update", "update")
         # the update's parts: the no-grad pass (reference log-probs; old ones too when off-policy) and AdamW
         meter.time_part(trainer, "_score_tokens", "no-grad pass")
-        meter.time_part(trainer.optimizer, "step", "optimizer step")
+        meter.time_optimizer(trainer.optimizer, "optimizer step")
         requests: list[Any] = []
         search = trainer.engine.search
 
