@@ -6,10 +6,10 @@ this checkout. Each loads its own tree's embedded default config (``src/zerosear
 SmolLM2-135M, the in-process simulator in prompt mode) with the same seed; ``--set`` adds overrides to both.
 The default's RL setting changed at eee5ede (REINFORCE with 4 questions x 2 rollouts and KL 0.001 before,
 RLOO with 2 x 4 and KL 0.05 after): against a base before it, set both arms to one setting, e.g. ``--set
-algorithm=reinforce prompts_per_step=4 rollouts_per_prompt=2 kl_coef=0.001``, or they do different work. A process runs ``--skip`` unmeasured
-steps (first-call costs) and then ``--steps`` measured ones; the format warm-up comes from its cache (each tree
-computes it once, outside the measured steps). The arms alternate, base first in even pairs and new first in
-odd ones, so a drift of the machine's speed falls on both.
+algorithm=reinforce prompts_per_step=4 rollouts_per_prompt=2 kl_coef=0.001``, or they do different work. A
+process runs ``--skip`` unmeasured steps (first-call costs) and then ``--steps`` measured ones; the format
+warm-up comes from its cache (each tree computes it once, outside the measured steps). The arms alternate, base
+first in even pairs and new first in odd ones, so a drift of the machine's speed falls on both.
 
 Reported per arm: the median over processes of the mean step seconds and of each phase (rollout, of which policy
 generation and search; update), and the work done (response tokens and searches per rollout: sampling at
