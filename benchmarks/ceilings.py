@@ -188,6 +188,14 @@ def bandwidth_ceilings(megabytes: int, repeats: int) -> dict[str, float]:
     return {"read": read, "copy": copy, "megabytes": megabytes}
 
 
+def forward_flops(size: dict[str, Any], tokens: float, context: float, head_rows: float) -> float:
+    """Model FLOPs of one forward pass: 2 x non-embedding parameters x tokens, attention's 4 x width x layers x
+    context (the summed real tokens each new token attends to), and the head's 2 x hidden x vocab per row it
+    runs on. A backward pass costs twice this (x3 in all for a trained pass)."""
+    return (2 * size["non_embedding"] * tokens + 4 * size["attention_width"] * size["layers"] * context
+            + 2 * size["head"] * head_rows)
+
+
 def train_pass_ceiling(model: Any, size: dict[str, Any], tokens: int, rows: int, autocast: Any,
                        repeats: int) -> dict[str, Any]:
     """Model FLOP/s of one plain forward + backward of ``model`` (eager PyTorch, the run's autocast) on ``rows``
@@ -199,8 +207,7 @@ def train_pass_ceiling(model: Any, size: dict[str, Any], tokens: int, rows: int,
     width = max(1, tokens // rows)
     ids = torch.randint(0, model.config.vocab_size, (rows, width))
     context = rows * width * (width + 1) / 2
-    flops = 3 * (2 * size["non_embedding"] * rows * width + 4 * size["attention_width"] * size["layers"] * context
-                 + 2 * size["head"] * rows * width)
+    flops = 3 * forward_flops(size, rows * width, context, rows * width)
     was_training = model.training
     model.train()
 
@@ -245,31 +252,25 @@ class Meter:
         self.part_seconds: Counter = Counter()  # parts of a phase, timed without changing the phase
         self._handles: list[Any] = []
 
-    def wrap(self, owner: Any, attribute: str, phase: str) -> None:
-        """Run ``owner.attribute`` (a method) in ``phase``, timed."""
+    def wrap(self, owner: Any, attribute: str, phase: str | None = None, part: str | None = None) -> None:
+        """Run ``owner.attribute`` (a method) timed: in ``phase`` (the forward calls inside are tagged with it,
+        its seconds go to ``phase_seconds``), or, given ``part`` instead, inside whatever phase is running, its
+        seconds to ``part_seconds``."""
         inner = getattr(owner, attribute)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            before, self.phase = self.phase, phase
+            before = self.phase
+            self.phase = phase or before
             start = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.phase_seconds[phase] += time.perf_counter() - start
+                # looked up at each call: reset() replaces the counters
+                if part is not None:
+                    self.part_seconds[part] += time.perf_counter() - start
+                else:
+                    self.phase_seconds[phase] += time.perf_counter() - start
                 self.phase = before
-
-        setattr(owner, attribute, timed)
-
-    def time_part(self, owner: Any, attribute: str, part: str) -> None:
-        """Time ``owner.attribute`` (a method) as ``part``, leaving the phase as it is."""
-        inner = getattr(owner, attribute)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                self.part_seconds[part] += time.perf_counter() - start
 
         setattr(owner, attribute, timed)
 
@@ -349,11 +350,10 @@ def update_flops(meter: Meter, sizes: dict[str, dict[str, Any]], phase: str = "u
     for r in meter.trunk:
         if r["phase"] == phase and trained in (None, r["trained"]):
             s = sizes[r["model"]]
-            flops += (3 if r["trained"] else 1) * (2 * s["non_embedding"] * r["tokens"]
-                                                   + 4 * s["attention_width"] * s["layers"] * r["context"])
+            flops += (3 if r["trained"] else 1) * forward_flops(s, r["tokens"], r["context"], 0)
     for r in meter.head:
         if r["phase"] == phase and trained in (None, r["trained"]):
-            flops += (3 if r["trained"] else 1) * 2 * sizes[r["model"]]["head"] * r["rows"]
+            flops += (3 if r["trained"] else 1) * forward_flops(sizes[r["model"]], 0, 0, r["rows"])
     return flops
 
 
@@ -384,7 +384,7 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
         meter.wrap(trainer.engine, "search", "search")
         meter.wrap(trainer, "_update", "update")
         # the update's parts: the no-grad pass (reference log-probs; old ones too when off-policy) and AdamW
-        meter.time_part(trainer, "_score_tokens", "no-grad pass")
+        meter.wrap(trainer, "_score_tokens", part="no-grad pass")
         meter.time_optimizer(trainer.optimizer, "optimizer step")
         requests: list[Any] = []
         search = trainer.engine.search
@@ -457,15 +457,13 @@ def analyse(meter: Meter, sizes: dict[str, dict[str, Any]], ceilings: Ceilings,
     no_grad, opt = meter.part_seconds.get("no-grad pass", 0.0), meter.part_seconds.get("optimizer step", 0.0)
     for label, seconds, part_flops in (
             ("update: no-grad pass", no_grad, update_flops(meter, sizes, trained=False)),
-            ("update: forward + backward", update_seconds - no_grad - opt, update_flops(meter, sizes, trained=True)),
-            ("update: optimizer step", opt, None)):
-        row = {"phase": label, "seconds": seconds, "unit": None if part_flops is None else "FLOP/s",
-               "work": "AdamW over the trained parameters" if part_flops is None else f"{part_flops / 1e9:.1f} GFLOP",
-               "rate": None if part_flops is None else part_flops / max(seconds, 1e-9),
-               "ceiling": None if part_flops is None else ceilings.at_tokens,
-               "ceiling_name": "" if part_flops is None else out[0]["ceiling_name"]}
-        row["fraction"] = None if part_flops is None else row["rate"] / row["ceiling"]
-        out.append(row)
+            ("update: forward + backward", update_seconds - no_grad - opt, update_flops(meter, sizes, trained=True))):
+        rate = part_flops / max(seconds, 1e-9)
+        out.append({"phase": label, "seconds": seconds, "work": f"{part_flops / 1e9:.1f} GFLOP", "rate": rate,
+                    "unit": "FLOP/s", "ceiling": ceilings.at_tokens, "ceiling_name": out[0]["ceiling_name"],
+                    "fraction": rate / ceilings.at_tokens})
+    out.append({"phase": "update: optimizer step", "seconds": opt, "work": "AdamW over the trained parameters",
+                "rate": None, "unit": None, "ceiling": None, "ceiling_name": "", "fraction": None})
     for model, phase in (("policy", "generate"), ("simulator", "search")):
         if model in sizes and meter.phase_seconds.get(phase):
             out += generation_rows(meter.calls, sizes[model], model, phase, meter.phase_seconds.get(phase, 0.0),
@@ -482,8 +480,7 @@ def generation_rows(calls: list[dict[str, Any]], size: dict[str, Any], model: st
     out = []
     if prefill:  # generate runs the head on each row's last column only (logits_to_keep=1)
         seconds = sum(c["seconds"] for c in prefill)
-        flops = sum(2 * size["non_embedding"] * c["tokens"] + 2 * size["head"] * c["rows"]
-                    + 4 * size["attention_width"] * size["layers"] * c["context"] for c in prefill)
+        flops = sum(forward_flops(size, c["tokens"], c["context"], c["rows"]) for c in prefill)
         out.append({"phase": f"{label} prefill", "seconds": seconds,
                     "work": f"{len(prefill)} calls, {sum(c['tokens'] for c in prefill)} tokens",
                     "rate": flops / max(seconds, 1e-9), "unit": "FLOP/s", "ceiling": ceilings.at_tokens,
@@ -501,8 +498,7 @@ def generation_rows(calls: list[dict[str, Any]], size: dict[str, Any], model: st
                     "rate": moved / max(seconds, 1e-9), "unit": "B/s", "ceiling": ceilings.read,
                     "ceiling_name": "read bandwidth", "weights_only_fraction": weight_bytes * len(decode)
                     / max(seconds, 1e-9) / ceilings.read})
-        flops = sum(2 * (size["non_embedding"] + size["head"]) * c["tokens"]
-                    + 4 * size["attention_width"] * size["layers"] * c["context"] for c in decode)
+        flops = sum(forward_flops(size, c["tokens"], c["context"], c["tokens"]) for c in decode)
         out.append({"phase": f"{label} decode (matmuls)", "seconds": seconds,
                     "work": "the same steps as FLOP/s", "rate": flops / max(seconds, 1e-9), "unit": "FLOP/s",
                     "ceiling": ceilings.at_rows, "ceiling_name": f"{ceilings.dtype} matmul @ {ceilings.rows} rows"})

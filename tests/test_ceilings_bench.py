@@ -99,3 +99,27 @@ def test_train_pass_ceiling_counts_its_flops_and_leaves_the_model_as_it_was():
     assert out["rate"] == out["flops"] / out["seconds"]
     assert not model.training and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_meter_wrap_times_phases_and_parts_across_a_reset():
+    """A wrapped method sets its phase for the calls inside it (a part keeps the phase it runs in), and its
+    seconds land in the counters that are current when it runs: reset() after the unmeasured steps replaces
+    them, and the measured steps must still be counted."""
+    ceilings = _ceilings()
+    meter = ceilings.Meter()
+
+    class Owner:
+        def inner(self):
+            return meter.phase
+
+        def outer(self):
+            return meter.phase, self.inner()
+
+    owner = Owner()
+    meter.wrap(owner, "inner", part="inner part")
+    meter.wrap(owner, "outer", "update")
+    assert owner.outer() == ("update", "update") and meter.phase == "other"
+    meter.reset()
+    assert owner.outer() == ("update", "update")
+    assert set(meter.phase_seconds) == {"update"} and set(meter.part_seconds) == {"inner part"}
+    assert meter.phase_seconds["update"] >= meter.part_seconds["inner part"] > 0
