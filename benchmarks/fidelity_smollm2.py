@@ -169,7 +169,8 @@ def table(results: dict[str, dict[str, Any]], seconds: dict[str, dict[str, float
 def paired_table(paired: dict[str, dict[str, Any]]) -> str:
     """A row per comparison of :data:`PAIRS` (B − A on the same questions, points): EM and F1 difference with
     the paired bootstrap 95% CI, McNemar's p on EM, and the reading ("no detectable change": both CIs span 0)."""
-    from zerosearch.paired import format_diff, format_p, spans_zero
+    from zerosearch.compare import paired_reading
+    from zerosearch.paired import format_diff, format_p
 
     if not paired:
         return ""
@@ -179,14 +180,13 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
         b, a = key.split("_vs_")
         row = comparison["average"]
         em, f1 = row["em"], row["f1"]
-        reading = ", ".join(f"{name} {'higher' if cell['diff'] > 0 else 'lower'}"
-                            for name, cell in (("EM", em), ("F1", f1)) if not spans_zero(cell["ci95"]))
         lines.append(f"| {b} vs {a} | {row['n']} | {em['a']:.1f} → {em['b']:.1f} | {format_diff(em)} | "
-                     f"{format_p(em['p_mcnemar'])} | {format_diff(f1)} | {reading or 'no detectable change'} |")
-    boot = next(iter(paired.values()))["bootstrap"]
+                     f"{format_p(em['p_mcnemar'])} | {format_diff(f1)} | {paired_reading(row)} |")
+    first = next(iter(paired.values()))
+    boot = first["bootstrap"]
     lines += ["", f"95% CI: paired bootstrap over the questions ({boot['resamples']:,} resamples, seed {boot['seed']}). "
-                  "p: McNemar's exact two-sided test on EM. One question is "
-                  f"{100 / max(1, next(iter(paired.values()))['average']['n']):.2f} points."]
+                  f"p: McNemar's exact two-sided test on EM. One question is {100 / max(1, first['average']['n']):.2f} "
+                  "points."]
     return "\n".join(lines)
 
 

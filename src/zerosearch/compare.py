@@ -34,7 +34,7 @@ from zerosearch.paired import COMPARISON_JSON, COMPARISON_MD, compare_evaluation
 from zerosearch.paths import cache_dir, cache_key, file_digest, text_digest
 
 __all__ = ["COMPARISON_JSON", "COMPARISON_MD", "PAIRS", "STAGES", "comparison_table", "eval_spec",
-           "evaluate_cached", "final_evaluation", "paired_comparisons", "paired_table", "stage_dir"]
+           "evaluate_cached", "final_evaluation", "paired_comparisons", "paired_reading", "paired_table", "stage_dir"]
 
 # (key, column label): the order of the before/after table
 STAGES = (("untrained", "untrained"), ("warmup", "after warm-up"), ("trained", "after RL"))
@@ -174,7 +174,9 @@ def paired_comparisons(eval_dir: Path, stages: Any) -> dict[str, dict[str, Any]]
             for after, before in PAIRS if after in stages and before in stages}
 
 
-def _paired_reading(row: dict[str, Any]) -> str:
+def paired_reading(row: dict[str, Any]) -> str:
+    """The reading of a comparison ROW (:func:`zerosearch.paired.compare_evaluations`): the metrics whose 95% CI
+    excludes 0 with their direction ("EM higher, F1 lower"), or "no detectable change" when both span 0."""
     changed = [f"{name} {'higher' if row[key]['diff'] > 0 else 'lower'}"
                for key, name in (("em", "EM"), ("f1", "F1")) if not spans_zero(row[key]["ci95"])]
     return ", ".join(changed) or "no detectable change"
@@ -194,7 +196,7 @@ def paired_table(paired: dict[str, dict[str, Any]]) -> str:
         after, before = key.split("_vs_")
         row = comparison["average"]
         lines.append(f"| {labels[after]} vs {labels[before]} | {row['n']} | {format_diff(row['em'])} | "
-                     f"{format_p(row['em']['p_mcnemar'])} | {format_diff(row['f1'])} | {_paired_reading(row)} |")
+                     f"{format_p(row['em']['p_mcnemar'])} | {format_diff(row['f1'])} | {paired_reading(row)} |")
     lines += ["", f"95% CI: paired bootstrap over the questions ({boot['resamples']:,} resamples, seed {boot['seed']}; "
                   "within each dataset for the average). p: McNemar's exact two-sided test on EM. "
                   "\"No detectable change\": both intervals contain 0."]
